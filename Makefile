@@ -1,0 +1,36 @@
+# Everything a fresh machine needs: `make train` runs the default job, `make test` the tests.
+# GPU users: make train TORCH="torch==2.13.0" PIP_TORCH_FLAGS="--index-url https://download.pytorch.org/whl/cu128"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+PIP_TORCH_FLAGS ?=
+ARGS ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install train test bench evaluate clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, so that nothing pulls a multi-GB CUDA build through a loose requirement
+	$(BIN)/python -m pip install --quiet $(PIP_TORCH_FLAGS) "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/python train.py $(ARGS)
+
+evaluate: $(STAMP)
+	$(BIN)/python evaluate.py $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m reid.bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache
