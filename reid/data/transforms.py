@@ -1,0 +1,353 @@
+"""Per-sample augmentation and normalisation of the five crops, applied consistently, to network tensors.
+
+Paper-faithful default: no augmentation (the paper names none), the resize is done by
+:func:`reid.data.crops.crop_regions`, then each image "is normalised by subtracting its channel
+means".  Choices where the paper is silent (all keyword options of :class:`SampleTransform`):
+
+* "its channel means" is read as per image: the channel means of the whole-body crop,
+  subtracted from all five crops (one mean per sample, so a part keeps its brightness relative
+  to the body: dark trousers stay dark).  ``mean=(r, g, b)`` switches to a fixed data-set mean;
+  ``normalize="imagenet"`` uses ImageNet mean / std instead.
+* Values are then multiplied by ``scale`` (1/255: inputs in about [-1, 1]).
+* Inputs are RGB (convert OpenCV's BGR when reading); colour jitter assumes RGB.
+
+Every random decision is drawn once per sample and applied to all five crops:
+
+* horizontal flip (``hflip``): each crop is mirrored; as Eq. 2 regions and strips share one
+  x-range, this equals cropping the mirrored image.  No keypoints are flipped here (if a pose
+  is ever flipped, :func:`reid.pose.flip_keypoints` also swaps left/right joints);
+* colour jitter (``color_jitter``, albumentations ``ColorJitter``) on the five crops stacked
+  into one image, so they share the factors and even the contrast pivot (the stack's mean);
+  if the widths differ, one ``Compose`` with ``additional_targets`` shares the factors;
+* random translation (``pad_crop``) by up to ``translate`` of the crop size, mapped into each
+  part through the boxes (needs ``boxes``);
+* random erasing (``random_erasing``, Zhong et al. 2020: area 2-40 %, aspect 0.3-3.3) of one
+  rectangle of the whole-body crop and of the same image area in each part (needs ``boxes``).
+  Erased and translated-in pixels take the normalisation's zero colour, i.e. become 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+import torch.utils.data
+
+from reid.data.crops import PART_SIZE, WHOLE_SIZE, crop_regions
+
+NORMALIZATIONS = ("mean_subtract", "imagenet", "none")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _check_probability(name: str, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} is a probability and must lie in [0, 1], got {value}")
+    return float(value)
+
+
+class SampleTransform:
+    """Augment and normalise one sample's crops: ``(whole, parts[, boxes]) -> (tensor, tensor)``.
+
+    Args:
+        normalize: ``"mean_subtract"`` (default, paper), ``"imagenet"`` or ``"none"``.
+        mean: fixed RGB data-set mean (0-255) for ``mean_subtract``; None: per-image means.
+        scale: factor applied after mean subtraction (``mean_subtract`` and ``none``).
+        hflip: probability of a horizontal flip.
+        color_jitter: probability of colour jitter.
+        brightness, contrast, saturation, hue: jitter strengths (albumentations ``ColorJitter``;
+            defaults are torchreid's 0.2 / 0.15 / 0 / 0).
+        pad_crop: probability of a random translation.
+        translate: largest translation, as a fraction of the crop width and height.
+        random_erasing: probability of erasing one rectangle.
+        erasing_area: range of the erased area as a fraction of the whole-body crop.
+        erasing_aspect: range of the erased rectangle's height / width.
+        seed: seed of the random decisions; None: fresh entropy.  In DataLoader workers the
+            generators are re-seeded from the worker's seed, so workers do not repeat each other.
+    """
+
+    def __init__(
+        self,
+        *,
+        normalize: str = "mean_subtract",
+        mean: tuple[float, float, float] | None = None,
+        scale: float = 1.0 / 255.0,
+        hflip: float = 0.0,
+        color_jitter: float = 0.0,
+        brightness: float = 0.2,
+        contrast: float = 0.15,
+        saturation: float = 0.0,
+        hue: float = 0.0,
+        pad_crop: float = 0.0,
+        translate: float = 0.125,
+        random_erasing: float = 0.0,
+        erasing_area: tuple[float, float] = (0.02, 0.4),
+        erasing_aspect: tuple[float, float] = (0.3, 3.3),
+        seed: int | None = None,
+    ) -> None:
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalize {normalize!r}; choose one of {', '.join(NORMALIZATIONS)}")
+        if mean is not None and len(mean) != 3:
+            raise ValueError(f"mean must be three RGB values (0-255), got {mean!r}")
+        if not 0.0 <= translate < 1.0:
+            raise ValueError(f"translate is a fraction of the crop size in [0, 1), got {translate}")
+        if not 0.0 < erasing_area[0] <= erasing_area[1] < 1.0 or not 0.0 < erasing_aspect[0] <= erasing_aspect[1]:
+            raise ValueError(f"bad erasing ranges: area {erasing_area}, aspect {erasing_aspect}")
+        self.normalize = normalize
+        self.mean = None if mean is None else tuple(float(v) for v in mean)
+        self.scale = float(scale)
+        self.hflip = _check_probability("hflip", hflip)
+        self.color_jitter = _check_probability("color_jitter", color_jitter)
+        self.pad_crop = _check_probability("pad_crop", pad_crop)
+        self.translate = float(translate)
+        self.random_erasing = _check_probability("random_erasing", random_erasing)
+        self.erasing_area = (float(erasing_area[0]), float(erasing_area[1]))
+        self.erasing_aspect = (float(erasing_aspect[0]), float(erasing_aspect[1]))
+        self.seed = seed
+        self._jitter = A.ColorJitter(brightness, contrast, saturation, hue, p=self.color_jitter)
+        self._stacked_jitter = A.Compose([self._jitter], seed=seed)
+        self._separate_jitter = A.Compose(
+            [self._jitter],
+            additional_targets={f"part{i}": "image" for i in range(4)},
+            is_check_shapes=False,
+            seed=seed,
+        )
+        self._rng = np.random.default_rng(seed)
+        self._seeded_for: tuple[int, int] | None = None
+
+    @property
+    def needs_boxes(self) -> bool:
+        """Whether calls must pass the sample's boxes (translation or erasing enabled)."""
+        return self.pad_crop > 0 or self.random_erasing > 0
+
+    def __repr__(self) -> str:
+        options = ", ".join(
+            f"{k}={getattr(self, k)!r}"
+            for k in ("normalize", "mean", "scale", "hflip", "color_jitter", "pad_crop", "translate", "random_erasing")
+        )
+        return f"SampleTransform({options})"
+
+    # ------------------------------------------------------------------ randomness
+
+    def _reseed_in_worker(self) -> None:
+        info = torch.utils.data.get_worker_info()
+        if info is None:
+            return
+        key = (os.getpid(), int(info.seed))
+        if self._seeded_for == key:
+            return
+        self._seeded_for = key
+        entropy = [int(info.seed), self.seed if self.seed is not None else 0]
+        seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+        self._rng = np.random.default_rng(seed)
+        self._stacked_jitter.set_random_seed(seed)
+        self._separate_jitter.set_random_seed(seed + 1)
+
+    # ------------------------------------------------------------------ pieces
+
+    def _offset_and_gain(self, whole: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel (offset, gain) with output = (pixel - offset) * gain."""
+        if self.normalize == "imagenet":
+            offset = 255.0 * np.asarray(IMAGENET_MEAN)
+            gain = 1.0 / (255.0 * np.asarray(IMAGENET_STD))
+        elif self.normalize == "mean_subtract":
+            offset = np.asarray(self.mean if self.mean is not None else cv2.mean(whole)[:3])
+            gain = np.full(3, self.scale)
+        else:
+            offset, gain = np.zeros(3), np.full(3, self.scale)
+        return offset.astype(np.float32), gain.astype(np.float32)
+
+    @staticmethod
+    def _part_mapping(boxes: np.ndarray, whole_shape: tuple[int, int], part_shape: tuple[int, int], flipped: bool):
+        """For each part: (scale_x, offset_x, scale_y, offset_y) with part_px = whole_px * scale + offset."""
+        boxes = np.asarray(boxes, dtype=np.float64)
+        if boxes.shape != (5, 4):
+            raise ValueError(f"boxes must have shape (5, 4), got {boxes.shape}")
+        if flipped:  # mirror about x = 0; the crops were mirrored, so their boxes are too
+            boxes = boxes.copy()
+            boxes[:, [0, 2]] = -boxes[:, [2, 0]]
+        (h0, w0), (h, w) = whole_shape, part_shape
+        wx1, wy1, wx2, wy2 = boxes[0]
+        mapping = []
+        for x1, y1, x2, y2 in boxes[1:]:
+            # whole px u -> source X = wx1 + u (wx2 - wx1) / w0 -> part px (X - x1) w / (x2 - x1)
+            sx = (wx2 - wx1) / w0 * w / (x2 - x1)
+            sy = (wy2 - wy1) / h0 * h / (y2 - y1)
+            mapping.append((sx, (wx1 - x1) * w / (x2 - x1), sy, (wy1 - y1) * h / (y2 - y1)))
+        return mapping
+
+    def _erase_rectangle(self, height: int, width: int) -> tuple[int, int, int, int] | None:
+        for _ in range(10):
+            area = self._rng.uniform(*self.erasing_area) * height * width
+            aspect = math.exp(self._rng.uniform(math.log(self.erasing_aspect[0]), math.log(self.erasing_aspect[1])))
+            eh = int(round(math.sqrt(area * aspect)))
+            ew = int(round(math.sqrt(area / aspect)))
+            if 0 < eh < height and 0 < ew < width:
+                top = int(self._rng.integers(0, height - eh + 1))
+                left = int(self._rng.integers(0, width - ew + 1))
+                return top, left, top + eh, left + ew
+        return None
+
+    @staticmethod
+    def _shift(image: np.ndarray, dx: float, dy: float, fill: tuple[float, ...]) -> np.ndarray:
+        matrix = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]])
+        return cv2.warpAffine(
+            image,
+            matrix,
+            (image.shape[1], image.shape[0]),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=fill,
+        )
+
+    # ------------------------------------------------------------------ call
+
+    def __call__(
+        self, whole: np.ndarray, parts: np.ndarray, boxes: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Transform one sample.
+
+        Args:
+            whole: (h0, w0, 3) uint8 RGB whole-body crop.
+            parts: (4, h, w, 3) uint8 RGB part crops.
+            boxes: (5, 4) boxes the crops were cut from; required when translation or erasing is on.
+
+        Returns:
+            ``(whole, parts)`` float32 tensors of shapes (3, h0, w0) and (4, 3, h, w).
+        """
+        if whole.ndim != 3 or whole.shape[2] != 3 or whole.dtype != np.uint8:
+            raise ValueError(f"whole must be an (h, w, 3) uint8 array, got {whole.dtype} {whole.shape}")
+        if parts.ndim != 4 or parts.shape[0] != 4 or parts.shape[3] != 3 or parts.dtype != np.uint8:
+            raise ValueError(f"parts must be a (4, h, w, 3) uint8 array, got {parts.dtype} {parts.shape}")
+        if boxes is None and self.needs_boxes:
+            raise ValueError(
+                "SampleTransform with pad_crop or random_erasing needs the sample's boxes: call transform(whole, parts, boxes)"
+            )
+        self._reseed_in_worker()
+        h0, w0 = whole.shape[:2]
+        h, w = parts.shape[1:3]
+
+        flipped = self.hflip > 0 and self._rng.random() < self.hflip
+        if w == w0:
+            # One tall image: flip and jitter touch all five crops identically.
+            stacked = np.concatenate([whole, parts.reshape(4 * h, w, 3)], axis=0)
+            if flipped:
+                stacked = cv2.flip(stacked, 1)
+            if self.color_jitter > 0:
+                stacked = self._stacked_jitter(image=stacked)["image"]
+            crops = [stacked[:h0]] + [stacked[h0 + i * h : h0 + (i + 1) * h] for i in range(4)]
+        else:
+            crops = [whole] + [parts[i] for i in range(4)]
+            if flipped:
+                crops = [cv2.flip(c, 1) for c in crops]
+            if self.color_jitter > 0:
+                out = self._separate_jitter(image=crops[0], **{f"part{i}": crops[i + 1] for i in range(4)})
+                crops = [out["image"]] + [out[f"part{i}"] for i in range(4)]
+
+        offset, gain = self._offset_and_gain(crops[0])
+        fill = tuple(float(v) for v in offset)
+        mapping = None
+        if self.needs_boxes:
+            mapping = self._part_mapping(boxes, (h0, w0), (h, w), flipped)
+        if self.pad_crop > 0 and self._rng.random() < self.pad_crop:
+            dx = self._rng.uniform(-self.translate, self.translate) * w0
+            dy = self._rng.uniform(-self.translate, self.translate) * h0
+            crops[0] = self._shift(crops[0], dx, dy, fill)
+            for i, (sx, _, sy, _) in enumerate(mapping):
+                crops[i + 1] = self._shift(crops[i + 1], dx * sx, dy, fill)
+        if self.random_erasing > 0 and self._rng.random() < self.random_erasing:
+            rectangle = self._erase_rectangle(h0, w0)
+            if rectangle is not None:
+                top, left, bottom, right = rectangle
+                crops = [np.array(c, copy=True) for c in crops]
+                crops[0][top:bottom, left:right] = np.round(fill)
+                for i, (sx, ox, sy, oy) in enumerate(mapping):
+                    # Round the mapped edges so that equal-scale crops erase exactly the same pixels.
+                    r0 = min(max(int(round(top * sy + oy)), 0), h)
+                    r1 = min(max(int(round(bottom * sy + oy)), 0), h)
+                    c0 = min(max(int(round(left * sx + ox)), 0), w)
+                    c1 = min(max(int(round(right * sx + ox)), 0), w)
+                    crops[i + 1][r0:r1, c0:c1] = np.round(fill)
+
+        whole_out = (crops[0].astype(np.float32) - offset) * gain
+        parts_out = (np.stack(crops[1:]).astype(np.float32) - offset) * gain
+        return (
+            torch.from_numpy(np.ascontiguousarray(whole_out.transpose(2, 0, 1))),
+            torch.from_numpy(np.ascontiguousarray(parts_out.transpose(0, 3, 1, 2))),
+        )
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+def bench_loading(
+    n_images: int = 300,
+    *,
+    sizes: dict[str, tuple[tuple[int, int], tuple[int, int]]] | None = None,
+    augment: bool = True,
+) -> dict[str, float]:
+    """Images per second of one worker: JPEG decode + regions' five crops + SampleTransform.
+
+    A 128x64 JPEG is written to a temporary folder and read ``n_images`` times per size
+    setting (boxes are computed once, as the data module caches them).
+
+    Args:
+        n_images: images per setting.
+        sizes: name -> (whole_size, part_size); default paper (384x192 / 96x192) and demo
+            (128x64 / 32x64) sizes.
+        augment: enable flip, colour jitter, translation and erasing (all with probability 0.5).
+
+    Returns:
+        Setting name -> images per second.
+    """
+    from reid.pose import compute_regions, load_canonical_poses
+
+    sizes = sizes or {"paper 384x192/96x192": (WHOLE_SIZE, PART_SIZE), "demo 128x64/32x64": ((128, 64), (32, 64))}
+    rng = np.random.default_rng(0)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (128, 64, 3), dtype=np.uint8), (5, 5), 0)
+    keypoints = load_canonical_poses().coords[0] * 128.0
+    boxes = compute_regions(keypoints, 3 / 48)
+    probability = 0.5 if augment else 0.0
+    transform = SampleTransform(
+        hflip=probability, color_jitter=probability, pad_crop=probability, random_erasing=probability, seed=0
+    )
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        path = str(Path(folder) / "0001_c1s1_000151_01.jpg")
+        cv2.imwrite(path, image)
+        for name, (whole_size, part_size) in sizes.items():
+            start = time.perf_counter()
+            for _ in range(n_images):
+                decoded = cv2.cvtColor(cv2.imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+                whole, parts = crop_regions(decoded, boxes, whole_size, part_size)
+                transform(whole, parts, boxes)
+            rate = n_images / (time.perf_counter() - start)
+            results[name] = rate
+            print(f"{name}: {rate:,.0f} images/s (one worker, augment={augment})")
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m reid.data.transforms --bench [--n 300] [--no-augment]``."""
+    parser = argparse.ArgumentParser(description="Benchmark the per-sample loading path.")
+    parser.add_argument("--bench", action="store_true", help="run bench_loading")
+    parser.add_argument("--n", type=int, default=300, help="images per setting")
+    parser.add_argument("--no-augment", action="store_true", help="normalisation only")
+    args = parser.parse_args(argv)
+    if not args.bench:
+        parser.error("nothing to do: pass --bench")
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    bench_loading(args.n, augment=not args.no_augment)
+
+
+if __name__ == "__main__":
+    main()
