@@ -58,6 +58,8 @@ class SampleTransform:
     """Augment and normalise one sample's crops: ``(whole, parts[, boxes]) -> (tensor, tensor)``.
 
     Args:
+        train: False turns every augmentation off (evaluation), whatever the probabilities say,
+            so one option set can configure both.
         normalize: ``"mean_subtract"`` (default, paper), ``"imagenet"`` or ``"none"``.
         mean: fixed RGB data-set mean (0-255) for ``mean_subtract``; None: per-image means.
         scale: factor applied after mean subtraction (``mean_subtract`` and ``none``).
@@ -77,6 +79,7 @@ class SampleTransform:
     def __init__(
         self,
         *,
+        train: bool = True,
         normalize: str = "mean_subtract",
         mean: tuple[float, float, float] | None = None,
         scale: float = 1.0 / 255.0,
@@ -101,14 +104,16 @@ class SampleTransform:
             raise ValueError(f"translate is a fraction of the crop size in [0, 1), got {translate}")
         if not 0.0 < erasing_area[0] <= erasing_area[1] < 1.0 or not 0.0 < erasing_aspect[0] <= erasing_aspect[1]:
             raise ValueError(f"bad erasing ranges: area {erasing_area}, aspect {erasing_aspect}")
+        self.train = bool(train)
         self.normalize = normalize
         self.mean = None if mean is None else tuple(float(v) for v in mean)
         self.scale = float(scale)
-        self.hflip = _check_probability("hflip", hflip)
-        self.color_jitter = _check_probability("color_jitter", color_jitter)
-        self.pad_crop = _check_probability("pad_crop", pad_crop)
+        on = 1.0 if self.train else 0.0
+        self.hflip = on * _check_probability("hflip", hflip)
+        self.color_jitter = on * _check_probability("color_jitter", color_jitter)
+        self.pad_crop = on * _check_probability("pad_crop", pad_crop)
         self.translate = float(translate)
-        self.random_erasing = _check_probability("random_erasing", random_erasing)
+        self.random_erasing = on * _check_probability("random_erasing", random_erasing)
         self.erasing_area = (float(erasing_area[0]), float(erasing_area[1]))
         self.erasing_aspect = (float(erasing_aspect[0]), float(erasing_aspect[1]))
         self.seed = seed
@@ -129,10 +134,8 @@ class SampleTransform:
         return self.pad_crop > 0 or self.random_erasing > 0
 
     def __repr__(self) -> str:
-        options = ", ".join(
-            f"{k}={getattr(self, k)!r}"
-            for k in ("normalize", "mean", "scale", "hflip", "color_jitter", "pad_crop", "translate", "random_erasing")
-        )
+        names = ("train", "normalize", "mean", "scale", "hflip", "color_jitter", "pad_crop", "translate")
+        options = ", ".join(f"{k}={getattr(self, k)!r}" for k in (*names, "random_erasing"))
         return f"SampleTransform({options})"
 
     # ------------------------------------------------------------------ randomness
@@ -166,7 +169,9 @@ class SampleTransform:
         return offset.astype(np.float32), gain.astype(np.float32)
 
     @staticmethod
-    def _part_mapping(boxes: np.ndarray, whole_shape: tuple[int, int], part_shape: tuple[int, int], flipped: bool):
+    def _part_mapping(
+        boxes: np.ndarray, whole_shape: tuple[int, int], part_shape: tuple[int, int], flipped: bool
+    ) -> list[tuple[float, float, float, float]]:
         """For each part: (scale_x, offset_x, scale_y, offset_y) with part_px = whole_px * scale + offset."""
         boxes = np.asarray(boxes, dtype=np.float64)
         if boxes.shape != (5, 4):
@@ -229,7 +234,8 @@ class SampleTransform:
             raise ValueError(f"parts must be a (4, h, w, 3) uint8 array, got {parts.dtype} {parts.shape}")
         if boxes is None and self.needs_boxes:
             raise ValueError(
-                "SampleTransform with pad_crop or random_erasing needs the sample's boxes: call transform(whole, parts, boxes)"
+                "SampleTransform with pad_crop or random_erasing needs the sample's boxes: "
+                "call transform(whole, parts, boxes)"
             )
         self._reseed_in_worker()
         h0, w0 = whole.shape[:2]
@@ -262,7 +268,7 @@ class SampleTransform:
             dy = self._rng.uniform(-self.translate, self.translate) * h0
             crops[0] = self._shift(crops[0], dx, dy, fill)
             for i, (sx, _, sy, _) in enumerate(mapping):
-                crops[i + 1] = self._shift(crops[i + 1], dx * sx, dy, fill)
+                crops[i + 1] = self._shift(crops[i + 1], dx * sx, dy * sy, fill)
         if self.random_erasing > 0 and self._rng.random() < self.random_erasing:
             rectangle = self._erase_rectangle(h0, w0)
             if rectangle is not None:
@@ -277,12 +283,12 @@ class SampleTransform:
                     c1 = min(max(int(round(right * sx + ox)), 0), w)
                     crops[i + 1][r0:r1, c0:c1] = np.round(fill)
 
-        whole_out = (crops[0].astype(np.float32) - offset) * gain
-        parts_out = (np.stack(crops[1:]).astype(np.float32) - offset) * gain
-        return (
-            torch.from_numpy(np.ascontiguousarray(whole_out.transpose(2, 0, 1))),
-            torch.from_numpy(np.ascontiguousarray(parts_out.transpose(0, 3, 1, 2))),
-        )
+        # Reorder to CHW while still uint8 (a quarter of the bytes), then normalise in place.
+        offset_t = torch.from_numpy(offset).view(3, 1, 1)
+        gain_t = torch.from_numpy(gain).view(3, 1, 1)
+        whole_t = torch.from_numpy(np.ascontiguousarray(crops[0].transpose(2, 0, 1))).to(torch.float32)
+        parts_t = torch.from_numpy(np.ascontiguousarray(np.stack(crops[1:]).transpose(0, 3, 1, 2))).to(torch.float32)
+        return whole_t.sub_(offset_t).mul_(gain_t), parts_t.sub_(offset_t).mul_(gain_t)
 
 
 # --------------------------------------------------------------------------- benchmark
