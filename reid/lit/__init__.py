@@ -1,1 +1,1 @@
-"""lit."""
+"""Lightning glue: the LightningModule (losses, optimiser, validation) and the LightningDataModule."""

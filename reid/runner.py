@@ -1,0 +1,205 @@
+"""What train.py and evaluate.py do with a composed config: instantiate, fit or score, write metrics.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+CONFIG_KEY = "reid_config"
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input (data, keypoints, checkpoint): reported in one line, no traceback."""
+    from reid.data.datasets import DatasetNotFoundError
+    from reid.data.io import CorruptImageError
+    from reid.pose.readers import KeypointFormatError
+
+    return (DatasetNotFoundError, CorruptImageError, KeypointFormatError, FileNotFoundError, CheckpointLoadError)
+
+
+class CheckpointLoadError(RuntimeError):
+    """A checkpoint that cannot be loaded safely."""
+
+
+def run_cli(function: Any, cfg: DictConfig) -> Any:
+    """Runs ``function(cfg)``; bad input exits with status 2 and one ``error: ...`` line on stderr.
+
+    Set ``REID_DEBUG=1`` to get the full traceback instead.
+    """
+    try:
+        return function(cfg)
+    except user_errors() as err:
+        if os.environ.get("REID_DEBUG"):
+            raise
+        message = " ".join(str(err).split())
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def configure_wandb_env(output_dir: str | Path | None = None) -> None:
+    """Makes W&B offline unless the user chose a mode, and never prompts or blocks on the network."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB_CONSOLE", "off")
+
+
+class StoreConfigInCheckpoint(pl.Callback):
+    """Saves the resolved run config (plain containers only) into every checkpoint.
+
+    ``evaluate.py`` rebuilds the network from it, and plain containers keep the checkpoint
+    loadable with ``torch.load(weights_only=True)``.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        checkpoint[CONFIG_KEY] = self.config
+
+
+def _instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiates every entry of a ``callbacks`` or ``logger`` group that has a ``_target_``."""
+    objects: list[Any] = []
+    if not group:
+        return objects
+    for name, conf in group.items():
+        if isinstance(conf, DictConfig) and "_target_" in conf:
+            log.info("instantiating %s <%s>", name, conf._target_)
+            objects.append(instantiate(conf))
+    return objects
+
+
+def eval_options(cfg: DictConfig, protocol: str) -> dict[str, Any]:
+    """Keyword options of :class:`reid.metrics.ReIDMetric` from the ``eval`` group."""
+    e = cfg.eval
+    return {
+        "metric": str(e.distance),
+        "max_rank": int(e.max_rank),
+        "protocol": protocol,
+        "chunk_size": int(e.chunk_size),
+        "num_repeats": int(e.cuhk03_repeats),
+        "seed": int(e.cuhk03_seed),
+        "exact": bool(e.cuhk03_exact),
+    }
+
+
+def build_datamodule(cfg: DictConfig) -> Any:
+    """Instantiates the data module and reads the data set (generating the synthetic one if needed)."""
+    datamodule = instantiate(cfg.data, _recursive_=False)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def build_model(cfg: DictConfig, num_classes: int, protocol: str) -> Any:
+    """Instantiates the LightningModule for ``num_classes`` identities."""
+    # _convert_="all": plain containers in the hyper-parameters keep checkpoints weights_only-loadable
+    return instantiate(cfg.model, num_classes=num_classes, eval_options=eval_options(cfg, protocol), _convert_="all")
+
+
+def metrics_from(results: dict[str, Any]) -> dict[str, float]:
+    """The ``val/...`` values of a validate() result as plain floats keyed ``rank1``, ``mAP``..."""
+    out: dict[str, float] = {}
+    for key in METRIC_KEYS:
+        value = results.get(f"val/{key}")
+        if value is not None:
+            out[key] = float(value)
+    return out
+
+
+def write_metrics(metrics: dict[str, Any], output_dir: str | Path) -> Path:
+    """Writes ``metrics.json`` (fractions) into ``output_dir``."""
+    path = Path(output_dir) / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    log.info("wrote %s", path)
+    return path
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    """A one-row Markdown table of R1/R5/R10/R20/mAP in percent."""
+    cols = [("R1", "rank1"), ("R5", "rank5"), ("R10", "rank10"), ("R20", "rank20"), ("mAP", "mAP"), ("mINP", "mINP")]
+    cols = [(label, key) for label, key in cols if key in metrics]
+    header = "| " + " | ".join(label for label, _ in cols) + " |"
+    sep = "|" + "|".join("---:" for _ in cols) + "|"
+    row = "| " + " | ".join(f"{100 * metrics[key]:.2f}" for _, key in cols) + " |"
+    return "\n".join([header, sep, row])
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fits the model of ``cfg`` on its data, validates the final weights, writes metrics.json."""
+    configure_wandb_env()
+    if cfg.get("seed") is not None:
+        pl.seed_everything(int(cfg.seed), workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule.num_classes, datamodule.dataset.protocol)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    callbacks = _instantiate_group(cfg.get("callbacks")) + [StoreConfigInCheckpoint(resolved)]
+    loggers = _instantiate_group(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(resolved)
+
+    trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    metrics: dict[str, float] = {}
+    if cfg.get("final_validation", True):
+        results = trainer.validate(model=model, datamodule=datamodule, verbose=False)
+        metrics = metrics_from(results[0] if results else {})
+        if trainer.is_global_zero:
+            write_metrics(metrics, output_dir)
+            log.info("final validation on %s:\n%s", cfg.data.name, format_table(metrics))
+    for logger in loggers:
+        if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
+            logger.experiment.finish()
+    return metrics
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Loads a checkpoint safely (``weights_only=True``): one that needs arbitrary code is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path} (pass ckpt_path=<run dir>/checkpoints/last.ckpt)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError or RuntimeError depending on the payload
+        raise CheckpointLoadError(
+            f"refusing to load {path}: it is not a plain weights checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); only load checkpoints you trust, re-saved as weights"
+        ) from None
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Scores ``cfg.ckpt_path`` on the query/gallery of ``cfg.data``; writes metrics.json."""
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    stored = checkpoint.get(CONFIG_KEY)
+    if stored and "model" in stored:
+        # the weights define the architecture: take the model config they were trained with
+        with open_dict(cfg):
+            cfg.model = OmegaConf.create(stored["model"])
+        log.info("using the model config stored in %s", cfg.ckpt_path)
+    num_classes = int(checkpoint["hyper_parameters"]["num_classes"])
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, num_classes, datamodule.dataset.protocol)
+    model.load_state_dict(checkpoint["state_dict"], strict=True)
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
+    results = trainer.validate(model=model, datamodule=datamodule, verbose=False)
+    metrics = metrics_from(results[0] if results else {})
+    if trainer.is_global_zero:
+        write_metrics(metrics, cfg.paths.output_dir)
+        print(format_table(metrics))
+    return metrics

@@ -1,0 +1,68 @@
+"""Shared test set-up: quiet offline W&B in a temp dir, a tiny Hydra config factory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = str(ROOT / "conf")
+
+# The smallest synthetic set and network that still exercise every code path.
+TINY_OVERRIDES = [
+    "data.options.num_train_ids=6",
+    "data.options.num_test_ids=4",
+    "data.options.images_per_train_id=4",
+    "data.options.images_per_test_id=4",
+    "data.options.num_distractors=3",
+    "data.options.num_junk=2",
+    "data.whole_size=[64,32]",
+    "data.part_size=[16,32]",
+    "data.num_workers=0",
+    "data.batch_size=8",
+    "data.eval_batch_size=16",
+    "model.net.width=0.25",
+    "trainer.accelerator=cpu",
+    "trainer.enable_model_summary=false",
+    "trainer.enable_progress_bar=false",
+    "callbacks=none",
+    "logger=none",
+]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _offline_wandb(tmp_path_factory: pytest.TempPathFactory) -> None:
+    wandb_home = tmp_path_factory.mktemp("wandb")
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR"):
+        os.environ[var] = str(wandb_home)
+    os.environ["WANDB_MODE"] = "offline"
+    os.environ["WANDB_SILENT"] = "true"
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data folder per test session, so the tiny synthetic set is generated once."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path, data_dir: Path) -> Callable[..., DictConfig]:
+    """Composes `conf/<config_name>.yaml` with the tiny overrides plus the given ones."""
+
+    def _make(*overrides: str, config_name: str = "train", tiny: bool = True) -> DictConfig:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=(TINY_OVERRIDES if tiny else []) + list(overrides))
+        with open_dict(cfg):
+            cfg.paths.root_dir = str(ROOT)
+            cfg.paths.work_dir = str(ROOT)
+            cfg.paths.output_dir = str(tmp_path / "out")
+            cfg.paths.log_dir = str(tmp_path / "logs")
+            cfg.paths.data_dir = str(data_dir)
+        return cfg
+
+    return _make

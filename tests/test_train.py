@@ -1,0 +1,114 @@
+"""End-to-end: Hydra composition, a fast_dev_run of every model, train -> evaluate round trip, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from reid.runner import train
+from conftest import ROOT, TINY_OVERRIDES
+
+MODELS = ["baseline", "aligned", "intra", "inter", "intra_inter"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_each_model_config_runs_one_fast_dev_step(make_cfg, model):
+    cfg = make_cfg(f"model={model}", "trainer.fast_dev_run=true")
+    metrics = train(cfg)
+    assert set(metrics) >= {"rank1", "rank5", "rank10", "rank20", "mAP"}
+    assert all(0.0 <= metrics[k] <= 1.0 for k in ("rank1", "mAP"))
+    written = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert written == pytest.approx(metrics)
+
+
+def test_model_configs_compose_to_the_intended_options(make_cfg):
+    expected = {
+        "baseline": ("strips", False, "concat"),
+        "aligned": ("pose", False, "concat"),
+        "intra": ("pose", True, "concat"),
+        "inter": ("pose", False, "inter"),
+        "intra_inter": ("pose", True, "inter"),
+    }
+    for model, (regions, intra, fusion) in expected.items():
+        cfg = make_cfg(f"model={model}")
+        assert (cfg.model.regions, cfg.model.net.intra_attention, cfg.model.net.fusion) == (regions, intra, fusion)
+        assert cfg.data.regions == regions  # the data module feeds what the model asks for
+    assert make_cfg(tiny=False).model.net.fusion == "inter"  # intra_inter is the default model
+
+
+def _run(script: str, *overrides: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *overrides],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_train_then_evaluate_reproduces_final_metrics(tmp_path, data_dir):
+    run_dir = tmp_path / "train"
+    common = [o for o in TINY_OVERRIDES if not o.startswith(("callbacks=", "logger="))]
+    train_run = _run(
+        "train.py",
+        *common,
+        "model=baseline",
+        "trainer.max_epochs=2",
+        "trainer.check_val_every_n_epoch=1",
+        "callbacks=default",
+        "~callbacks.progress_bar",
+        "logger=csv",
+        f"paths.data_dir={data_dir}",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert train_run.returncode == 0, train_run.stderr[-3000:]
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()
+
+    eval_dir = tmp_path / "eval"
+    eval_run = _run(
+        "evaluate.py",
+        *[o for o in common if not o.startswith(("model.", "trainer.enable_model_summary"))],
+        f"ckpt_path={checkpoint}",
+        f"paths.data_dir={data_dir}",
+        f"hydra.run.dir={eval_dir}",
+    )
+    assert eval_run.returncode == 0, eval_run.stderr[-3000:]
+    scored = json.loads((eval_dir / "metrics.json").read_text())
+    for key in ("rank1", "rank5", "rank10", "rank20", "mAP"):
+        assert scored[key] == pytest.approx(trained[key], abs=1e-6), key
+    assert "R1" in eval_run.stdout and "mAP" in eval_run.stdout
+
+
+def test_unknown_config_key_fails_with_hydras_error(tmp_path):
+    result = _run("train.py", "data.no_such_key=1", f"hydra.run.dir={tmp_path}")
+    assert result.returncode != 0
+    assert "no_such_key" in result.stderr
+    assert "Could not override 'data.no_such_key'" in result.stderr
+
+
+def test_missing_data_dir_fails_at_start_with_one_line(tmp_path):
+    missing = tmp_path / "nowhere"
+    result = _run("train.py", "data=market", f"paths.data_dir={missing}", "logger=none", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, result.stderr[-2000:]
+    line = error_lines[0]
+    assert str(missing) in line and "bounding_box_train" in line and "data=synthetic" in line
+    assert "Traceback" not in result.stderr
+
+
+def test_stored_config_is_plain_and_resolved(make_cfg):
+    cfg = make_cfg("model=baseline")
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert container["data"]["regions"] == "strips"
+    assert container["trainer"]["max_epochs"] == cfg.data.schedule.max_epochs
