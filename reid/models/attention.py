@@ -1,0 +1,221 @@
+"""Intra-attention (paper §3.3, Fig. 5): the encoder-decoder attention path and the attention blocks B2..B4.
+
+A block has two paths on its input ``v``: the feature path ``a = F(v)`` (the stage's stacked
+bottleneck units, Eq. 3) and the attention path ``m = M(v)`` (Eq. 4) with the shape of ``a``.
+The block returns ``(1 + m) * a`` (residual attention, Eq. 7) or ``m * a`` (Eq. 5).
+
+Choices where the paper is silent (all keyword options of :class:`AttentionPath`):
+
+- **Matching a's resolution.** The attention path starts with an *entry* bottleneck unit that
+  has the stage's stride and maps the input channels to the stage's output channels, so its
+  output already has a's shape (h x w x c). The encoder-decoder then works at that resolution.
+- **Encoder-decoder.** ``num_pools`` levels (2 in B2, 1 in B3 and B4, as the paper says); each
+  level is ``3x3 max-pool stride 2 -> one bottleneck unit``; the decoder mirrors it with
+  ``up-sample to the skip's size -> add the skip (the encoder feature at that resolution) ->
+  one bottleneck unit``. The skip is the identity (the paper: "element-wise addition").
+- **Lightness.** The attention units are bottlenecks of width ``c * bottleneck_ratio``
+  (default 1/4, the ResNet expansion; the feature path uses c/2 as in Table 1). With these
+  defaults the full model's size and cost land close to Table 12 (see ``complexity.py``).
+- **Up-sampling**: bilinear (``align_corners=False``); ``upsample_mode="nearest"`` is the
+  alternative.
+- **Decomposed head** (§3.3.2): ``S = conv_kxk(A)`` with one output channel (k = 3 by default),
+  ``C = conv(avgpool(A))`` and ``m = sigmoid(conv1x1(S * C))``. The paper states that the
+  decomposition *reduces* the parameter count; with a single c x c channel convolution it
+  would not (c^2 + 10c against the c^2 + c of the undecomposed 1x1 head), so the channel
+  convolution is a squeeze-excitation pair ``c -> c/r -> c`` with ReLU between (r = 16, as in
+  SE-Net); ``channel_reduction=1`` gives the single c x c convolution. The final 1x1
+  convolution is depthwise (a per-channel scale and bias): a full 1x1 convolution applied to
+  the rank-one tensor ``S * C`` equals ``S * (W C)``, i.e. it would only re-parametrise C.
+- **Undecomposed head** (Table 8): ``m = sigmoid(conv1x1(A))`` with c output channels.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from reid.models.blocks import Bottleneck
+
+UPSAMPLE_MODES = ("bilinear", "nearest")
+
+
+def match_memory_format(tensor: Tensor, reference: Tensor) -> Tensor:
+    """``tensor`` in the memory format of ``reference`` (channels_last or contiguous).
+
+    Broadcast products such as ``S * C`` come out NCHW-contiguous even when the network runs
+    in channels_last; converting once here keeps every following kernel on the fast path.
+    """
+    if reference.is_contiguous(memory_format=torch.channels_last) and not reference.is_contiguous():
+        return tensor.contiguous(memory_format=torch.channels_last)
+    return tensor.contiguous()
+
+
+class AttentionMaps(NamedTuple):
+    """What an attention head produces: the mask ``m`` in [0, 1] and the raw spatial map ``S`` (decomposed only)."""
+
+    mask: Tensor
+    spatial: Tensor | None
+
+
+class DecomposedAttentionHead(nn.Module):
+    """``m = sigmoid(dwconv1x1(S * C))``, ``S = conv_kxk(A)`` (h x w x 1), ``C = SE(avgpool(A))`` (1 x 1 x c).
+
+    Args:
+        channels: c, channels of A per group.
+        groups: independent heads side by side (4 for the grouped part branches).
+        spatial_kernel: kernel size of the spatial convolution.
+        channel_reduction: r of the channel squeeze-excitation ``c -> max(4, c // r) -> c``;
+            1 = a single c x c convolution.
+    """
+
+    def __init__(
+        self, channels: int, groups: int = 1, spatial_kernel: int = 3, channel_reduction: int = 16
+    ) -> None:
+        super().__init__()
+        if spatial_kernel < 1 or spatial_kernel % 2 == 0:
+            raise ValueError(f"attention spatial_kernel must be a positive odd number, got {spatial_kernel}")
+        g, c = groups, channels
+        self.channels = c
+        self.groups = g
+        self.spatial = nn.Conv2d(g * c, g, spatial_kernel, padding=spatial_kernel // 2, groups=g)
+        if channel_reduction <= 1:
+            self.channel: nn.Module = nn.Conv2d(g * c, g * c, 1, groups=g)
+        else:
+            hidden = max(4, c // channel_reduction)
+            self.channel = nn.Sequential(
+                nn.Conv2d(g * c, g * hidden, 1, groups=g),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(g * hidden, g * c, 1, groups=g),
+            )
+        self.logit_conv = nn.Conv2d(g * c, g * c, 1, groups=g * c)
+
+    def forward(self, initial: Tensor) -> AttentionMaps:
+        """Attention mask (B, g*c, h, w) and spatial map S (B, g, h, w) from the initial confidence A."""
+        batch, _, height, width = initial.shape
+        spatial = self.spatial(initial)
+        channel = self.channel(F.adaptive_avg_pool2d(initial, 1))
+        product = spatial.reshape(batch, self.groups, 1, height, width) * channel.reshape(
+            batch, self.groups, self.channels, 1, 1
+        )
+        product = match_memory_format(product.reshape(batch, self.groups * self.channels, height, width), initial)
+        return AttentionMaps(torch.sigmoid(self.logit_conv(product)), spatial)
+
+
+class FullAttentionHead(nn.Module):
+    """Undecomposed attention (Table 8): ``m = sigmoid(conv1x1(A))``, a full h x w x c mask."""
+
+    def __init__(self, channels: int, groups: int = 1) -> None:
+        super().__init__()
+        self.logit_conv = nn.Conv2d(groups * channels, groups * channels, 1, groups=groups)
+
+    def forward(self, initial: Tensor) -> AttentionMaps:
+        """Attention mask (B, g*c, h, w); no spatial map."""
+        return AttentionMaps(torch.sigmoid(self.logit_conv(initial)), None)
+
+
+class AttentionPath(nn.Module):
+    """The attention path M of a block: entry unit, encoder-decoder (Fig. 5), attention head.
+
+    Args:
+        in_channels: channels of the block input v per group.
+        out_channels: channels of a (and of m) per group.
+        stride: the stage's stride; the entry unit applies it so that m matches a.
+        num_pools: max-pooling steps of the encoder (2 in B2, 1 in B3 and B4).
+        groups: independent paths side by side (4 for the grouped part branches).
+        decompose: spatial x channel head (§3.3.2) or the full 1x1 head (Table 8).
+        bottleneck_ratio: width of the attention units relative to ``out_channels``.
+        spatial_kernel: kernel of the spatial convolution S.
+        channel_reduction: squeeze ratio of the channel convolution C (1 = one c x c conv).
+        upsample_mode: ``bilinear`` or ``nearest``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        num_pools: int,
+        groups: int = 1,
+        *,
+        decompose: bool = True,
+        bottleneck_ratio: float = 0.25,
+        spatial_kernel: int = 3,
+        channel_reduction: int = 16,
+        upsample_mode: str = "bilinear",
+    ) -> None:
+        super().__init__()
+        if upsample_mode not in UPSAMPLE_MODES:
+            raise ValueError(f"attention upsample_mode must be one of {UPSAMPLE_MODES}, got {upsample_mode!r}")
+        if num_pools < 0:
+            raise ValueError(f"attention num_pools must be >= 0, got {num_pools}")
+        mid = max(1, int(round(out_channels * bottleneck_ratio)))
+        self.upsample_mode = upsample_mode
+        self.entry = Bottleneck(in_channels, mid, out_channels, stride, groups)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.encoder = nn.ModuleList(
+            Bottleneck(out_channels, mid, out_channels, 1, groups) for _ in range(num_pools)
+        )
+        self.decoder = nn.ModuleList(
+            Bottleneck(out_channels, mid, out_channels, 1, groups) for _ in range(num_pools)
+        )
+        self.head: nn.Module = (
+            DecomposedAttentionHead(out_channels, groups, spatial_kernel, channel_reduction)
+            if decompose
+            else FullAttentionHead(out_channels, groups)
+        )
+
+    def initial_confidence(self, x: Tensor) -> Tensor:
+        """A: the encoder-decoder output at a's resolution."""
+        hidden = self.entry(x)
+        skips = []
+        for unit in self.encoder:
+            skips.append(hidden)
+            hidden = unit(self.pool(hidden))
+        for unit, skip in zip(self.decoder, reversed(skips)):
+            kwargs = {"align_corners": False} if self.upsample_mode == "bilinear" else {}
+            upsampled = F.interpolate(hidden, size=skip.shape[-2:], mode=self.upsample_mode, **kwargs)
+            hidden = unit(upsampled + skip)
+        return hidden
+
+    def forward(self, x: Tensor) -> AttentionMaps:
+        """The mask m (same shape as a) and, when decomposed, the spatial map S."""
+        return self.head(self.initial_confidence(x))
+
+
+class BlockOutput(NamedTuple):
+    """A block's output v_{i+1}, its attention mask m_i and spatial map S_i (None where absent)."""
+
+    features: Tensor
+    mask: Tensor | None
+    spatial: Tensor | None
+
+
+class AttentionBlock(nn.Module):
+    """A stage B_i: the feature path (stacked bottlenecks) and an optional attention path.
+
+    Args:
+        units: the feature path F (Eq. 3).
+        attention: the attention path M (Eq. 4), or None for a plain stage (B1, or no intra-attention).
+        residual: output ``(1 + m) * a`` (Eq. 7) if True, else ``m * a`` (Eq. 5).
+    """
+
+    def __init__(
+        self, units: nn.Sequential, attention: AttentionPath | None = None, residual: bool = True
+    ) -> None:
+        super().__init__()
+        self.units = units
+        self.attention = attention
+        self.residual = residual
+
+    def forward(self, x: Tensor) -> BlockOutput:
+        """Applies the feature path and, when present, re-weights it with the attention mask."""
+        features = self.units(x)
+        if self.attention is None:
+            return BlockOutput(features, None, None)
+        mask, spatial = self.attention(x)
+        weights = 1.0 + mask if self.residual else mask
+        # features first, so the product keeps the feature path's memory format
+        return BlockOutput(features * weights, mask, spatial)

@@ -1,0 +1,115 @@
+"""Fusion of the five branch features (Table 9): concatenation, an FC fusion layer, or inter-attention (Eq. 8-9).
+
+All three take E_g (B, global_dim) and the four part features E_1..E_4 stacked as
+(B, 4 * part_dim) and return the test-time feature, the fused identity logits (None for
+concatenation, which has no fused classifier) and the part weights mu (inter-attention only).
+
+Choices where the paper is silent:
+
+- FC fusion: ``Linear (no bias) -> BatchNorm1d -> ReLU`` on the concatenation, output size
+  ``fusion_dim`` (default: the concatenation's size, global_dim + 4 * part_dim = 768, so
+  that Table 9's three rows compare features of the same dimension); dropout, then its own
+  identity classifier.
+- Inter-attention: the four FCs ``part_dim -> 1`` start near zero, so every mu starts at 0.5;
+  its identity classifier takes [E_g, E_l] after dropout.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from reid.models.blocks import GroupedLinear
+
+FUSIONS = ("concat", "fc", "inter")
+NUM_PARTS = 4
+
+
+class FusionOutput(NamedTuple):
+    """Test-time feature, fused logits (or None) and part weights mu (B, 4) (or None)."""
+
+    feature: Tensor
+    logits: Tensor | None
+    part_weights: Tensor | None
+
+
+class ConcatFusion(nn.Module):
+    """Concatenation at test time only: ``[E_g, E_1, ..., E_4]``; no parameters, no fused loss."""
+
+    def __init__(self, global_dim: int, part_dim: int) -> None:
+        super().__init__()
+        self.out_dim = global_dim + NUM_PARTS * part_dim
+
+    def forward(self, global_feature: Tensor, part_features: Tensor) -> FusionOutput:
+        """Concatenates the five features."""
+        return FusionOutput(torch.cat([global_feature, part_features], dim=1), None, None)
+
+
+class FCFusion(nn.Module):
+    """A conventional FC fusion layer on the concatenation, trained end to end with its own classifier.
+
+    Args:
+        global_dim: size of E_g.
+        part_dim: size of each E_i.
+        num_classes: identities of the fused classifier.
+        fusion_dim: output size of the fusion layer (None: the concatenation's size).
+        dropout: dropout before the fused classifier.
+    """
+
+    def __init__(
+        self, global_dim: int, part_dim: int, num_classes: int, fusion_dim: int | None = None, dropout: float = 0.5
+    ) -> None:
+        super().__init__()
+        in_dim = global_dim + NUM_PARTS * part_dim
+        self.out_dim = fusion_dim or in_dim
+        self.fc = nn.Linear(in_dim, self.out_dim, bias=False)
+        self.bn = nn.BatchNorm1d(self.out_dim)
+        self.relu = nn.ReLU(inplace=True)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(self.out_dim, num_classes)
+
+    def forward(self, global_feature: Tensor, part_features: Tensor) -> FusionOutput:
+        """The fused feature and its identity logits."""
+        fused = self.relu(self.bn(self.fc(torch.cat([global_feature, part_features], dim=1))))
+        return FusionOutput(fused, self.classifier(self.dropout(fused)), None)
+
+
+class InterAttentionFusion(nn.Module):
+    """Inter-attention (Eq. 8-9): ``mu_i = sigmoid(w_i . E_i + b_i)``, feature ``[E_g, (mu_i + 1) E_i]``.
+
+    Args:
+        global_dim: size of E_g (kept with weight 1, as in the paper).
+        part_dim: size of each E_i.
+        num_classes: identities of the fused classifier.
+        dropout: dropout before the fused classifier.
+    """
+
+    def __init__(self, global_dim: int, part_dim: int, num_classes: int, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.part_dim = part_dim
+        self.out_dim = global_dim + NUM_PARTS * part_dim
+        self.part_weight = GroupedLinear(part_dim, 1, groups=NUM_PARTS)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(self.out_dim, num_classes)
+
+    def forward(self, global_feature: Tensor, part_features: Tensor) -> FusionOutput:
+        """The adaptively weighted feature, its identity logits and mu."""
+        mu = torch.sigmoid(self.part_weight(part_features))
+        weighted = part_features.view(-1, NUM_PARTS, self.part_dim) * (1.0 + mu).unsqueeze(-1)
+        fused = torch.cat([global_feature, weighted.flatten(1)], dim=1)
+        return FusionOutput(fused, self.classifier(self.dropout(fused)), mu)
+
+
+def make_fusion(
+    fusion: str, global_dim: int, part_dim: int, num_classes: int, fusion_dim: int | None, dropout: float
+) -> nn.Module:
+    """The fusion module named ``fusion`` (one of :data:`FUSIONS`)."""
+    if fusion == "concat":
+        return ConcatFusion(global_dim, part_dim)
+    if fusion == "fc":
+        return FCFusion(global_dim, part_dim, num_classes, fusion_dim, dropout)
+    if fusion == "inter":
+        return InterAttentionFusion(global_dim, part_dim, num_classes, dropout)
+    raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")

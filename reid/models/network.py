@@ -1,0 +1,368 @@
+"""The five-branch attention-driven ReID network (Fig. 3); its options compose the paper's ablation models.
+
+``AttentionReIDNet(num_classes, intra_attention=..., fusion=...)`` builds, from the same code:
+
+=============  ===================================================  (Table 6)
+variant        options
+=============  ===================================================
+baseline       defaults (no attention, concatenation); fed fixed strips by the data side
+aligned        defaults; fed pose-aligned crops
+intra          ``intra_attention=True``
+inter          ``fusion="inter"``
+intra_inter    ``intra_attention=True, fusion="inter"``
+fc             ``fusion="fc"`` (Table 9's FC fusion)
+=============  ===================================================
+
+Table 8 is ``decompose=False``; Eq. 5 against Eq. 7 is ``residual=False``. :data:`VARIANTS`
+holds these as data and :func:`build_variant` builds one.
+
+Layout: ``stem`` is Conv1's shared convolution, ``global_branch`` the whole-body branch, and
+the part branches are either ``part_branch`` (one grouped :class:`Branch` holding all four,
+``group_parts=True``) or ``part_branches.0..3`` (four separate ones). The two layouts hold the
+same numbers; :func:`part_state_dict_to_grouped` and :func:`part_state_dict_to_separate`
+convert checkpoints between them. Identity classifiers are the modules named ``classifier``
+(:func:`is_classifier_parameter`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from reid.models.blocks import SharedStemConv, init_weights, scaled_channels
+from reid.models.branch import Branch, BranchOutput
+from reid.models.fusion import FUSIONS, NUM_PARTS, make_fusion
+
+BRANCH_NAMES = ("global", "head", "upper_body", "upper_leg", "lower_leg")
+PART_NAMES = BRANCH_NAMES[1:]
+
+# Table 1 at width 1.0: Conv1 channels and the bottleneck widths of Conv2x..Conv5x.
+STEM_CHANNELS = 32
+GLOBAL_STAGE_WIDTHS = (32, 64, 128, 256)
+PART_STAGE_WIDTHS = (16, 32, 64, 128)
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "aligned": {},
+    "intra": {"intra_attention": True},
+    "inter": {"fusion": "inter"},
+    "intra_inter": {"intra_attention": True, "fusion": "inter"},
+    "fc": {"fusion": "fc"},
+}
+"""Network options of the ablation models (baseline and aligned differ only in their input crops)."""
+
+
+@dataclass
+class NetworkOutput:
+    """Everything one forward pass produces.
+
+    Attributes:
+        global_feature: E_g, FC_reduce output of the global branch (B, global_dim), before dropout.
+        part_features: E_1..E_4 (B, 4, part_dim) in the order head, upper body, upper leg, lower leg.
+        feature: the test-time feature (B, D): concat ``[E_g, E_1..E_4]``; inter
+            ``[E_g, (mu_i + 1) E_i]``; fc the fusion layer's output.
+        branch_logits: identity logits of the five branches (global first), each (B, num_classes).
+        fused_logits: logits of the fused feature's classifier (fc / inter), else None.
+        part_weights: mu (B, 4) for inter-attention, else None.
+        attention: when requested and the network has intra-attention: branch name -> the
+            masks m_i of B2, B3, B4, each (B, c, h, w) in [0, 1]; else None.
+        spatial_attention: likewise the raw (pre-sigmoid) spatial maps S_i (B, 1, h, w) of the
+            decomposed heads; None when not requested or not decomposed.
+    """
+
+    global_feature: Tensor
+    part_features: Tensor
+    feature: Tensor
+    branch_logits: tuple[Tensor, ...]
+    fused_logits: Tensor | None = None
+    part_weights: Tensor | None = None
+    attention: dict[str, list[Tensor]] | None = None
+    spatial_attention: dict[str, list[Tensor]] | None = None
+
+
+def is_classifier_parameter(name: str) -> bool:
+    """True for parameters of identity classifiers (skip them when loading ImageNet weights)."""
+    return "classifier" in name.split(".")
+
+
+class AttentionReIDNet(nn.Module):
+    """Five branches (whole body + head, upper body, upper leg, lower leg) with optional intra/inter-attention.
+
+    Args:
+        num_classes: training identities (every classifier's output size).
+        intra_attention: give blocks B2..B4 of every branch an attention path (§3.3).
+        decompose: decomposed spatial x channel attention (True) or the full h x w x c mask (Table 8).
+        residual: ``(1 + m) * a`` (Eq. 7, True) or ``m * a`` (Eq. 5).
+        fusion: ``concat`` (test-time concatenation), ``fc`` (FC fusion layer) or ``inter`` (Eq. 8-9).
+        width: multiplies every channel count of Table 1 (not the feature sizes).
+        global_dim: FC_reduce size of the global branch.
+        part_dim: FC_reduce size of each part branch.
+        dropout: dropout before every identity classifier.
+        group_parts: run the four part branches as one grouped branch (same numbers, faster at
+            small inputs). Measured on the 2-core CPU here (oneDNN, channels_last, batch 32,
+            2 threads), training images/s grouped vs separate: 128x64/32x64 baseline 89-96 vs
+            88-91, intra_inter 65-67 vs 54-55; 384x192/96x192 baseline 10.6 vs 12.5,
+            intra_inter 8.2 vs 9.0. Grouped is the default because CPU training is only
+            practical at the small sizes; choose False for paper-size runs on a CPU (oneDNN's
+            grouped kernels are slower than plain ones on the large early feature maps).
+        fusion_dim: output size of the fc fusion layer (None: global_dim + 4 * part_dim).
+        units_per_stage: bottleneck units in Conv2x..Conv5x (Table 1: 3 each).
+        stage_strides: strides of Conv3x, Conv4x, Conv5x (silent in the paper; ResNet convention
+            with the last down-sampling removed).
+        part_pool_stride: stride of the part branches' first max-pool (Table 1: (1, 2)).
+        attention_pools: encoder max-pooling steps in B2, B3, B4 (paper: 2, 1, 1).
+        attention_bottleneck_ratio: width of the attention path's units relative to the block's
+            output channels.
+        attention_spatial_kernel: kernel size of the spatial convolution S.
+        attention_channel_reduction: squeeze ratio of the channel convolution C (1 = one c x c conv).
+        attention_upsample: ``bilinear`` or ``nearest`` up-sampling in the attention decoder.
+        reduce_bn: BatchNorm1d after the FC_reduce linear layer.
+        reduce_relu: ReLU after FC_reduce (the feature E is taken after it).
+        zero_init_residual: start the last BN of every bottleneck at zero.
+        classifier_std: std of the normal initialisation of the identity classifiers.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        intra_attention: bool = False,
+        decompose: bool = True,
+        residual: bool = True,
+        fusion: str = "concat",
+        width: float = 1.0,
+        global_dim: int = 256,
+        part_dim: int = 128,
+        dropout: float = 0.5,
+        group_parts: bool = True,
+        fusion_dim: int | None = None,
+        units_per_stage: tuple[int, int, int, int] = (3, 3, 3, 3),
+        stage_strides: tuple[int, int, int] = (2, 2, 1),
+        part_pool_stride: tuple[int, int] = (1, 2),
+        attention_pools: tuple[int, int, int] = (2, 1, 1),
+        attention_bottleneck_ratio: float = 0.25,
+        attention_spatial_kernel: int = 3,
+        attention_channel_reduction: int = 16,
+        attention_upsample: str = "bilinear",
+        reduce_bn: bool = True,
+        reduce_relu: bool = True,
+        zero_init_residual: bool = False,
+        classifier_std: float = 0.001,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        if width <= 0:
+            raise ValueError(f"width must be > 0, got {width}")
+        self.num_classes = num_classes
+        self.intra_attention = intra_attention
+        self.decompose = decompose
+        self.fusion_name = fusion
+        self.group_parts = group_parts
+        self.global_dim = global_dim
+        self.part_dim = part_dim
+        self.classifier_std = classifier_std
+
+        stem_channels = scaled_channels(STEM_CHANNELS, width)
+        attention_options = {
+            "decompose": decompose,
+            "bottleneck_ratio": attention_bottleneck_ratio,
+            "spatial_kernel": attention_spatial_kernel,
+            "channel_reduction": attention_channel_reduction,
+            "upsample_mode": attention_upsample,
+        }
+        common = {
+            "stem_channels": stem_channels,
+            "units_per_stage": tuple(units_per_stage),
+            "stage_strides": tuple(stage_strides),
+            "num_classes": num_classes,
+            "dropout": dropout,
+            "intra_attention": intra_attention,
+            "attention_pools": tuple(attention_pools),
+            "residual": residual,
+            "attention_options": attention_options,
+            "reduce_bn": reduce_bn,
+            "reduce_relu": reduce_relu,
+        }
+        part_options = {
+            **common,
+            "stage_widths": tuple(scaled_channels(c, width) for c in PART_STAGE_WIDTHS),
+            "pool_stride": tuple(part_pool_stride),
+            "feature_dim": part_dim,
+        }
+        self.stem = SharedStemConv(stem_channels)
+        self.global_branch = Branch(
+            **common,
+            stage_widths=tuple(scaled_channels(c, width) for c in GLOBAL_STAGE_WIDTHS),
+            pool_stride=(2, 2),
+            feature_dim=global_dim,
+        )
+        if group_parts:
+            self.part_branch = Branch(**part_options, groups=NUM_PARTS)
+        else:
+            self.part_branches = nn.ModuleList(Branch(**part_options) for _ in range(NUM_PARTS))
+        self.fusion = make_fusion(fusion, global_dim, part_dim, num_classes, fusion_dim, dropout)
+        self.feature_dim: int = self.fusion.out_dim
+        init_weights(self, classifier_std=classifier_std, zero_init_residual=zero_init_residual)
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def feature_slices(self) -> dict[str, slice]:
+        """Which columns of ``NetworkOutput.feature`` belong to which branch (Table 7's per-branch rows).
+
+        concat / inter: ``global``, the four part names, ``parts`` (the four together) and
+        ``all``. fc: only ``all`` (the fusion layer mixes the branches; per-branch features
+        are still in ``global_feature`` and ``part_features``).
+        """
+        slices = {"all": slice(0, self.feature_dim)}
+        if self.fusion_name == "fc":
+            return slices
+        slices["global"] = slice(0, self.global_dim)
+        for index, name in enumerate(PART_NAMES):
+            start = self.global_dim + index * self.part_dim
+            slices[name] = slice(start, start + self.part_dim)
+        slices["parts"] = slice(self.global_dim, self.feature_dim)
+        return slices
+
+    def classifier_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the identity classifiers (branch classifiers and the fused one)."""
+        return (param for name, param in self.named_parameters() if is_classifier_parameter(name))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replaces every identity classifier by a freshly initialised one with ``num_classes`` outputs."""
+        self.num_classes = num_classes
+        for branch in self._part_branch_modules() + [self.global_branch]:
+            branch.reset_classifier(num_classes, self.classifier_std)
+        old = getattr(self.fusion, "classifier", None)
+        if old is not None:
+            new = nn.Linear(old.in_features, num_classes).to(old.weight.device)
+            nn.init.normal_(new.weight, std=self.classifier_std)
+            nn.init.zeros_(new.bias)
+            self.fusion.classifier = new
+
+    def _part_branch_modules(self) -> list[Branch]:
+        return [self.part_branch] if self.group_parts else list(self.part_branches)
+
+    def _memory_format(self) -> torch.memory_format:
+        weight = self.stem.weight
+        if weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
+            return torch.channels_last
+        return torch.contiguous_format
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, whole: Tensor, parts: Tensor, return_attention: bool = False) -> NetworkOutput:
+        """Runs the five branches and the fusion.
+
+        Args:
+            whole: whole-body crops (B, 3, H, W), e.g. 384x192.
+            parts: part crops (B, 4, 3, h, w) in the order head, upper body, upper leg, lower leg,
+                e.g. 96x192. Both are converted to the network's memory format.
+            return_attention: also return the attention masks (and spatial maps).
+
+        Returns:
+            a :class:`NetworkOutput`.
+        """
+        if whole.dim() != 4 or whole.shape[1] != 3:
+            raise ValueError(f"whole must be (B, 3, H, W) RGB crops, got shape {tuple(whole.shape)}")
+        if parts.dim() != 5 or parts.shape[1] != NUM_PARTS or parts.shape[2] != 3:
+            raise ValueError(
+                f"parts must be (B, 4, 3, h, w), got shape {tuple(parts.shape)}; stack the four part crops "
+                "(head, upper body, upper leg, lower leg) along dim 1"
+            )
+        if parts.shape[0] != whole.shape[0]:
+            raise ValueError(f"whole and parts batch sizes differ: {whole.shape[0]} vs {parts.shape[0]}")
+        memory_format = self._memory_format()
+        batch = whole.shape[0]
+
+        global_out = self.global_branch(self.stem(whole.contiguous(memory_format=memory_format)))
+        if self.group_parts:
+            stacked = parts.reshape(batch, NUM_PARTS * 3, *parts.shape[-2:])
+            grouped = self.part_branch(self.stem(stacked.contiguous(memory_format=memory_format), groups=NUM_PARTS))
+            part_outputs = _ungroup(grouped, batch)
+        else:
+            part_outputs = [
+                branch(self.stem(parts[:, index].contiguous(memory_format=memory_format)))
+                for index, branch in enumerate(self.part_branches)
+            ]
+        part_features = torch.cat([out.feature for out in part_outputs], dim=1)
+        fused = self.fusion(global_out.feature, part_features)
+
+        attention = spatial = None
+        if return_attention and self.intra_attention:
+            outputs = dict(zip(BRANCH_NAMES, [global_out, *part_outputs]))
+            attention = {name: out.masks for name, out in outputs.items()}
+            if self.decompose:
+                spatial = {name: out.spatial for name, out in outputs.items()}
+        return NetworkOutput(
+            global_feature=global_out.feature,
+            part_features=part_features.view(batch, NUM_PARTS, self.part_dim),
+            feature=fused.feature,
+            branch_logits=tuple(out.logits for out in [global_out, *part_outputs]),
+            fused_logits=fused.logits,
+            part_weights=fused.part_weights,
+            attention=attention,
+            spatial_attention=spatial,
+        )
+
+
+def _ungroup(grouped: BranchOutput, batch: int) -> list[BranchOutput]:
+    """The grouped part branch's output as four per-part outputs (views, no copies)."""
+    features = grouped.feature.view(batch, NUM_PARTS, -1).unbind(1)
+    logits = grouped.logits.view(batch, NUM_PARTS, -1).unbind(1)
+    masks = [maps.chunk(NUM_PARTS, dim=1) for maps in grouped.masks]
+    spatial = [maps.chunk(NUM_PARTS, dim=1) for maps in grouped.spatial]
+    return [
+        BranchOutput(features[i], logits[i], [m[i] for m in masks], [s[i] for s in spatial]) for i in range(NUM_PARTS)
+    ]
+
+
+def build_variant(name: str, num_classes: int, **overrides: Any) -> AttentionReIDNet:
+    """The ablation model ``name`` (a key of :data:`VARIANTS`), with extra keyword options."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; choose one of {sorted(VARIANTS)}")
+    return AttentionReIDNet(num_classes, **{**VARIANTS[name], **overrides})
+
+
+_GROUPED_PREFIX = "part_branch."
+_SEPARATE_PREFIX = "part_branches."
+
+
+def part_state_dict_to_grouped(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Converts a ``group_parts=False`` state dict to the ``group_parts=True`` layout.
+
+    Every part tensor of the four branches is concatenated along dim 0 (output channels); the
+    scalar ``num_batches_tracked`` counters are taken from the first part.
+    """
+    converted: dict[str, Tensor] = {}
+    part_keys: dict[str, list[Tensor | None]] = {}
+    for key, value in state.items():
+        if not key.startswith(_SEPARATE_PREFIX):
+            converted[key] = value
+            continue
+        index_text, rest = key[len(_SEPARATE_PREFIX) :].split(".", 1)
+        part_keys.setdefault(rest, [None] * NUM_PARTS)[int(index_text)] = value
+    for rest, values in part_keys.items():
+        if any(value is None for value in values):
+            raise ValueError(f"state dict lacks some of the four part tensors for {_SEPARATE_PREFIX}*.{rest}")
+        tensors = [value for value in values if value is not None]
+        converted[_GROUPED_PREFIX + rest] = tensors[0].clone() if tensors[0].dim() == 0 else torch.cat(tensors, 0)
+    return converted
+
+
+def part_state_dict_to_separate(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Converts a ``group_parts=True`` state dict to the ``group_parts=False`` layout (inverse of the above)."""
+    converted: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if not key.startswith(_GROUPED_PREFIX):
+            converted[key] = value
+            continue
+        rest = key[len(_GROUPED_PREFIX) :]
+        chunks = [value] * NUM_PARTS if value.dim() == 0 else value.chunk(NUM_PARTS, dim=0)
+        for index, chunk in enumerate(chunks):
+            converted[f"{_SEPARATE_PREFIX}{index}.{rest}"] = chunk.clone()
+    return converted
