@@ -149,6 +149,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model = build_model(cfg, datamodule.num_classes, datamodule.dataset.protocol)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     callbacks = _instantiate_group(cfg.get("callbacks")) + [StoreConfigInCheckpoint(resolved)]
+    if not cfg.trainer.get("enable_progress_bar", True):
+        # `trainer.enable_progress_bar=false` alone should be enough to silence the bar
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
     loggers = _instantiate_group(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:

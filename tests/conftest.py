@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -33,6 +34,10 @@ TINY_OVERRIDES = [
     "callbacks=none",
     "logger=none",
 ]
+
+
+# Tiny models on 2 cores: OpenMP threads waiting on each other cost far more than they bring.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -43,7 +43,7 @@ def test_model_configs_compose_to_the_intended_options(make_cfg):
 
 
 def _run(script: str, *overrides: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env_extra or {})}
     return subprocess.run(
         [sys.executable, str(ROOT / script), *overrides],
         cwd=ROOT,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -21,6 +22,9 @@ from reid.data.transforms import SampleTransform
 from reid.pose import KeypointFormatError, build_keypoint_source, image_regions, strip_regions
 
 log = logging.getLogger(__name__)
+
+# Loader workers are processes already; OpenCV's own thread pool in each would oversubscribe the cores.
+cv2.setNumThreads(1)
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -38,6 +39,10 @@ _FACE_OFFSETS = {
     "r_ear": (-0.055, 0.078, -0.004),
     "l_ear": (0.055, 0.078, -0.004),
 }
+# A face joint is reported when it sits this far towards the camera from the head centre: the
+# nose until the head turns ~100 degrees away (profiles keep it), an eye only on the near side,
+# an ear unless it is deep on the far side (estimators do find ears on the back of a head).
+_FACE_VISIBLE_ABOVE = {"nose": -0.011, "r_eye": 0.006, "l_eye": 0.006, "r_ear": -0.02, "l_ear": -0.02}
 _NECK_Y, _SHOULDER_Y, _SHOULDER_X = 0.165, 0.195, 0.105
 _HIP_Y, _HIP_X = 0.52, 0.066
 _UPPER_ARM, _FOREARM = 0.155, 0.14
@@ -91,8 +96,10 @@ def sample_pose(rng: np.random.Generator, view_weights: dict[str, float] | None 
     walking = rng.random() < walk_prob
     gait = float(rng.uniform(0.3, 0.5)) if walking else float(rng.uniform(0.0, 0.08))
     abduction = (float(rng.uniform(0.04, 0.22)), float(rng.uniform(0.04, 0.22)))
-    flex = tuple(float(rng.uniform(0.05, 0.45)) if rng.random() < 0.85 else float(rng.uniform(0.9, 1.6)) for _ in range(2))
-    return Pose(yaw_deg=yaw, gait=gait, phase=float(rng.uniform(0, 2 * math.pi)), arm_abduction=abduction, elbow_flex=flex)  # type: ignore[arg-type]
+    # mostly relaxed elbows; sometimes a forearm raised (phone, cup, hand on a strap)
+    flex_r, flex_l = (float(rng.uniform(0.05, 0.45)) if rng.random() < 0.85 else float(rng.uniform(0.9, 1.6)) for _ in range(2))
+    phase = float(rng.uniform(0, 2 * math.pi))
+    return Pose(yaw_deg=yaw, gait=gait, phase=phase, arm_abduction=abduction, elbow_flex=(flex_r, flex_l))
 
 
 def _swing(angle: float, abduction: float = 0.0, side: float = 0.0) -> np.ndarray:
@@ -170,6 +177,7 @@ class Projector:
         return float(np.mean(self.camera(np.asarray(p, dtype=float))[..., 2]))
 
 
+RGB = tuple[int, int, int]
 _SHIFT = 4  # sub-pixel bits for cv2 drawing
 _ONE = 1 << _SHIFT
 
@@ -178,15 +186,18 @@ def _fixed(points: np.ndarray) -> np.ndarray:
     return np.round(np.asarray(points) * _ONE).astype(np.int32).reshape(-1, 1, 2)
 
 
-def _fill(canvas: np.ndarray, polygon: np.ndarray, colour: tuple[int, int, int]) -> None:
+def _fill(canvas: np.ndarray, polygon: np.ndarray, colour: RGB) -> None:
     cv2.fillPoly(canvas, [_fixed(polygon)], colour, cv2.LINE_AA, _SHIFT)
 
 
-def _circle(canvas: np.ndarray, centre: np.ndarray, radius: float, colour: tuple[int, int, int]) -> None:
+def _circle(canvas: np.ndarray, centre: np.ndarray, radius: float, colour: RGB) -> None:
     cv2.circle(canvas, tuple(int(v) for v in np.round(centre * _ONE)), max(1, int(round(radius * _ONE))), colour, -1, cv2.LINE_AA, _SHIFT)
 
 
-def _ellipse(canvas, centre, axes, colour, start: float = 0.0, end: float = 360.0, angle: float = 0.0) -> None:
+def _ellipse(
+    canvas: np.ndarray, centre: np.ndarray, axes: tuple[float, float], colour: RGB,
+    start: float = 0.0, end: float = 360.0, angle: float = 0.0,
+) -> None:  # fmt: skip
     cv2.ellipse(
         canvas,
         tuple(int(v) for v in np.round(np.asarray(centre) * _ONE)),
@@ -202,7 +213,7 @@ def limb_polygon(p: np.ndarray, q: np.ndarray, width_p: float, width_q: float) -
     return np.array([p + n * width_p / 2, q + n * width_q / 2, q - n * width_q / 2, p - n * width_p / 2])
 
 
-def _draw_limb(canvas, p, q, width_p, width_q, colour) -> np.ndarray:
+def _draw_limb(canvas: np.ndarray, p: np.ndarray, q: np.ndarray, width_p: float, width_q: float, colour: RGB) -> np.ndarray:
     poly = limb_polygon(p, q, width_p, width_q)
     _fill(canvas, poly, colour)
     _circle(canvas, p, width_p / 2, colour)
@@ -210,11 +221,13 @@ def _draw_limb(canvas, p, q, width_p, width_q, colour) -> np.ndarray:
     return poly
 
 
-def _shade(colour: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
+def _shade(colour: RGB, factor: float) -> RGB:
     return tuple(int(min(255, max(0, round(c * factor)))) for c in colour)  # type: ignore[return-value]
 
 
-def _paint_pattern(canvas: np.ndarray, polygon: np.ndarray, pattern: str, colour: tuple[int, int, int], period: float, hem_y: float, chest_y: float) -> None:
+def _paint_pattern(
+    canvas: np.ndarray, polygon: np.ndarray, pattern: str, colour: RGB, period: float, hem_y: float, chest_y: float
+) -> None:
     """Paint the shirt pattern inside ``polygon`` (its plain colour is already there)."""
     if pattern == "plain":
         return
@@ -271,7 +284,7 @@ def draw_figure(canvas: np.ndarray, spec: IdentitySpec, pose: Pose, placement: P
     s = placement.scale
     w = spec.build
 
-    def col(rgb: tuple[int, int, int], f: float = 1.0) -> tuple[int, int, int]:
+    def col(rgb: RGB, f: float = 1.0) -> RGB:
         return _shade(rgb, colour_gain * f)
 
     skin = col(SKIN[spec.skin])
@@ -280,7 +293,7 @@ def draw_figure(canvas: np.ndarray, spec: IdentitySpec, pose: Pose, placement: P
     shoe = col(CLOTHES[spec.shoe_colour])
     hair = col(HAIR[spec.hair_colour])
 
-    items: list[tuple[float, int, callable]] = []  # (depth, tie-break order, painter)
+    items: list[tuple[float, int, Callable[[], None]]] = []  # (depth, tie-break order, painter)
     occluders: list[tuple[float, np.ndarray, frozenset[int]]] = []
 
     for side in ("r", "l"):
@@ -320,7 +333,7 @@ def draw_figure(canvas: np.ndarray, spec: IdentitySpec, pose: Pose, placement: P
     def paint_torso():
         _fill(canvas, torso_poly, shirt)
         if spec.shirt_pattern != "plain":
-            _paint_pattern(canvas, torso_poly, spec.shirt_pattern, col(CLOTHES[spec.pattern_colour]), 0.028 * s, hem_y, chest_y)
+            _paint_pattern(canvas, torso_poly, spec.shirt_pattern, col(CLOTHES[spec.pattern_colour]), 0.032 * s, hem_y, chest_y)
 
     items.append((0.0, 2, paint_torso))
     occluders.append((0.0, torso_poly, frozenset({J["neck"], J["r_shoulder"], J["l_shoulder"], J["r_hip"], J["l_hip"]})))
@@ -352,20 +365,23 @@ def draw_figure(canvas: np.ndarray, spec: IdentitySpec, pose: Pose, placement: P
     head_depth = proj.camera(pts["head"])[2]
     face_visible = np.ones(len(JOINT_NAMES), dtype=bool)
     for j in FACE_JOINTS:
-        # a face joint is seen when it is on the camera's side of the head (ears a little beyond)
-        margin = 0.02 if JOINT_NAMES[j].endswith("ear") else -0.006
-        face_visible[j] = joints_cam[j, 2] - head_depth > -margin
+        face_visible[j] = joints_cam[j, 2] - head_depth > _FACE_VISIBLE_ABOVE[JOINT_NAMES[j]]
     return DrawnFigure(
         joints_px=proj.pixels(joints), joint_depth=joints_cam[:, 2], face_visible=face_visible, occluders=occluders
     )
 
 
 def _hull(proj: Projector, points3d: np.ndarray) -> np.ndarray:
+    """Convex outline, in canvas pixels, of projected 3-D points."""
     hull = cv2.convexHull(proj.pixels(points3d).astype(np.float32))
     return hull.reshape(-1, 2).astype(float)
 
 
-def _add_bag(items, occluders, canvas, spec: IdentitySpec, pts, proj: Projector, col) -> None:
+def _add_bag(
+    items: list, occluders: list, canvas: np.ndarray, spec: IdentitySpec, pts: dict[str, np.ndarray],
+    proj: Projector, col: Callable[[RGB], RGB],
+) -> None:  # fmt: skip
+    """Queue the bag (and its strap) for painting and register it as something that can hide joints."""
     if spec.bag == "none":
         return
     bag = col(CLOTHES[spec.bag_colour])
@@ -374,8 +390,8 @@ def _add_bag(items, occluders, canvas, spec: IdentitySpec, pts, proj: Projector,
     s = proj.placement.scale
     facing = proj.cos  # > 0 when the front of the body faces the camera
     if spec.bag == "backpack":
-        centre = np.array([0.0, 0.34, -0.105])
-        box = _box(centre, (0.17 * w, 0.21, 0.08))
+        centre = np.array([0.0, 0.33, -0.105])
+        box = _box(centre, (0.15 * w, 0.18, 0.08))
         poly = _hull(proj, box)
         depth = proj.depth(centre[None])
         items.append((depth, 4, lambda: _fill(canvas, poly, bag)))
@@ -412,12 +428,17 @@ def _add_bag(items, occluders, canvas, spec: IdentitySpec, pts, proj: Projector,
 
 
 def _box(centre: np.ndarray, size: tuple[float, float, float]) -> np.ndarray:
+    """The 8 corners of an axis-aligned 3-D box."""
     half = np.array(size) / 2
     corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
     return centre + corners * half
 
 
-def _draw_head(canvas, spec: IdentitySpec, pose: Pose, pts, proj: Projector, skin, hair, col) -> None:
+def _draw_head(
+    canvas: np.ndarray, spec: IdentitySpec, pose: Pose, pts: dict[str, np.ndarray], proj: Projector,
+    skin: RGB, hair: RGB, col: Callable[[RGB], RGB],
+) -> None:  # fmt: skip
+    """Neck, hair, face (when turned towards the camera) and hat."""
     s = proj.placement.scale
     centre = proj.pixels(pts["head"])
     neck = proj.pixels(pts["neck"])

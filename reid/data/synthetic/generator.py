@@ -10,13 +10,13 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from reid.data.synthetic.figure import FACE_JOINTS, JOINT_NAMES, Placement, draw_figure, sample_pose
+from reid.data.synthetic.figure import FACE_JOINTS, JOINT_NAMES, DrawnFigure, Placement, Pose, draw_figure, sample_pose
 from reid.data.synthetic.identities import IdentitySpec, make_identity_groups
 from reid.data.synthetic.scene import (
     CameraStyle,
@@ -30,7 +30,7 @@ from reid.data.synthetic.scene import (
 log = logging.getLogger(__name__)
 
 #: Bump when the rendering changes, so that cached folders of older code are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 #: File written last inside a finished data set folder.
 COMPLETE_MARKER = ".complete"
 TRAIN_DIR, GALLERY_DIR, QUERY_DIR = "bounding_box_train", "bounding_box_test", "query"
@@ -64,6 +64,7 @@ class SyntheticParams:
         misalignment: scales the detector-box errors (0 = perfectly centred boxes, 1 = default:
             scale about +-10%, shifts of a few pixels, head or feet cut off in ~7% each).
         cast_strength: scales the cameras' colour casts and brightness (0 = neutral).
+        brightness_jitter: per-image illumination change on top of the camera's (+- this share).
         keypoint_jitter: standard deviation of the keypoint noise in pixels for a figure of
             Market's size (scales with the figure).
         keypoint_drop_prob: chance that a visible joint is dropped anyway (estimator misses).
@@ -83,11 +84,12 @@ class SyntheticParams:
     seed: int = 0
     num_distractors: int = 60
     num_junk: int = 30
-    sibling_fraction: float = 0.2
+    sibling_fraction: float = 0.1
     occlusion_prob: float = 0.12
     misalignment: float = 1.0
     cast_strength: float = 1.0
-    keypoint_jitter: float = 1.0
+    brightness_jitter: float = 0.06
+    keypoint_jitter: float = 1.5
     keypoint_drop_prob: float = 0.03
     walk_prob: float = 0.6
     jpeg_quality: int = 90
@@ -100,8 +102,8 @@ class SyntheticParams:
             (self.num_test_ids >= 1, "num_test_ids must be >= 1"),
             (self.num_train_ids + self.num_test_ids <= 9999, "num_train_ids + num_test_ids must be <= 9999 (4-digit ids)"),
             (2 <= self.num_cameras <= 9, "num_cameras must be in 2..9 (Market names carry one camera digit)"),
-            (self.images_per_train_id >= 1, "images_per_train_id must be >= 1"),
-            (self.images_per_test_id >= 1, "images_per_test_id must be >= 1"),
+            (1 <= self.images_per_train_id <= 5000, "images_per_train_id must be in 1..5000 (6-digit frame numbers)"),
+            (1 <= self.images_per_test_id <= 5000, "images_per_test_id must be in 1..5000 (6-digit frame numbers)"),
             (self.queries_per_test_id >= 1, "queries_per_test_id must be >= 1"),
             (self.height >= 32 and self.width >= 16, "height must be >= 32 and width >= 16"),
             (self.num_distractors >= 0 and self.num_junk >= 0, "num_distractors and num_junk must be >= 0"),
@@ -109,8 +111,9 @@ class SyntheticParams:
             (0.0 <= self.occlusion_prob <= 1.0, "occlusion_prob must be in [0, 1]"),
             (0.0 <= self.keypoint_drop_prob <= 1.0, "keypoint_drop_prob must be in [0, 1]"),
             (0.0 <= self.walk_prob <= 1.0, "walk_prob must be in [0, 1]"),
-            (self.misalignment >= 0 and self.cast_strength >= 0 and self.keypoint_jitter >= 0,
+            (min(self.misalignment, self.cast_strength, self.keypoint_jitter) >= 0,
              "misalignment, cast_strength and keypoint_jitter must be >= 0"),
+            (0.0 <= self.brightness_jitter < 1.0, "brightness_jitter must be in [0, 1)"),
             (1 <= self.jpeg_quality <= 100, "jpeg_quality must be in 1..100"),
             (1 <= self.supersample <= 4, "supersample must be in 1..4"),
         ]  # fmt: skip
@@ -154,6 +157,7 @@ class DatasetPlan:
     """Everything decided before rendering: identities, their ids and splits, cameras, and the image list.
 
     Attributes:
+        params: the parameters it was planned from.
         identities: all identity specs (train, test, distractor and junk people).
         pid_of: data-set id of each identity (``0`` distractors, ``-1`` junk).
         split_of: ``train``, ``test``, ``distractor`` or ``junk`` per identity.
@@ -278,8 +282,7 @@ def plan_dataset(params: SyntheticParams) -> DatasetPlan:
 
 
 def _rebase(spec: IdentitySpec, offset: int) -> IdentitySpec:
-    from dataclasses import replace
-
+    """Shift a sibling's parent index from its group's list to the whole identity list."""
     return replace(spec, sibling_of=spec.sibling_of + offset)
 
 
@@ -290,6 +293,7 @@ def render_image(
     rng: np.random.Generator,
     params: SyntheticParams,
     kind: str = "person",
+    pose: Pose | None = None,
 ) -> tuple[np.ndarray, list[float]]:
     """Render one detection box of a person seen by one camera.
 
@@ -300,6 +304,7 @@ def render_image(
         rng: random source for pose, box, occlusion and keypoint noise.
         params: sizes and difficulty knobs.
         kind: ``person``, ``distractor`` (a bit more misaligned) or ``junk`` (a fragment).
+        pose: the body pose; drawn from the camera's viewing habits when None.
 
     Returns:
         (RGB uint8 image of params.height x params.width, 54 keypoint numbers in COCO-18
@@ -307,7 +312,8 @@ def render_image(
     """
     ss = params.supersample
     h, w = params.height * ss, params.width * ss
-    pose = sample_pose(rng, style.view_weights, params.walk_prob)
+    if pose is None:
+        pose = sample_pose(rng, style.view_weights, params.walk_prob)
 
     m = params.misalignment * (1.5 if kind == "distractor" else 1.0)
     scale = _NOMINAL_FIGURE * h * float(np.clip(math.exp(rng.normal(0.0, 0.09 * m)), 0.75, 1.3))
@@ -326,7 +332,7 @@ def render_image(
 
     floor_y = top_y + scale * rng.uniform(0.68, 0.93)
     canvas = compose_background(backdrop[0], backdrop[1], h, w, floor_y, rng)
-    figure = draw_figure(canvas, spec, pose, placement, colour_gain=float(rng.uniform(0.93, 1.07)))
+    figure = draw_figure(canvas, spec, pose, placement, colour_gain=float(rng.uniform(0.94, 1.06)))
 
     occlusion_mask = None
     if rng.random() < params.occlusion_prob:
@@ -335,12 +341,14 @@ def render_image(
         _, occlusion_mask = draw_occluder(canvas, box, rng)
 
     image = cv2.resize(canvas, (params.width, params.height), interpolation=cv2.INTER_AREA) if ss > 1 else canvas
-    image = apply_camera(image, style, rng)
+    image = apply_camera(image, style, rng, params.brightness_jitter)
     keypoints = _estimate_keypoints(figure, occlusion_mask, rng, params, scale / ss)
     return image, keypoints
 
 
-def _estimate_keypoints(figure, occlusion_mask: np.ndarray | None, rng: np.random.Generator, params: SyntheticParams, figure_px: float) -> list[float]:
+def _estimate_keypoints(
+    figure: DrawnFigure, occlusion_mask: np.ndarray | None, rng: np.random.Generator, params: SyntheticParams, figure_px: float
+) -> list[float]:
     """Turn the exact joints into what a pose estimator would report (noise, confidences, misses).
 
     Rules (the issue leaves these open): joints outside the image and face joints turned
@@ -384,7 +392,7 @@ def _estimate_keypoints(figure, occlusion_mask: np.ndarray | None, rng: np.rando
     return out
 
 
-def _hidden_by_body(figure, joint: int) -> bool:
+def _hidden_by_body(figure: DrawnFigure, joint: int) -> bool:
     """Whether a nearer body part (torso, limb, bag) covers ``joint``."""
     point = (float(figure.joints_px[joint, 0]), float(figure.joints_px[joint, 1]))
     depth = figure.joint_depth[joint]
@@ -422,11 +430,18 @@ def _write_dataset(plan: DatasetPlan, out: Path) -> dict:
         for style in plan.cameras
     }
     styles = {style.index: style for style in plan.cameras}
+    dropped_joints = 0
     for number, job in enumerate(plan.jobs):
         rng = np.random.default_rng([params.seed, 5, number])
         image, keypoints = render_image(plan.identities[job.identity], styles[job.camera], backdrops[job.camera], rng, params, job.kind)
+        dropped_joints += sum(1 for c in keypoints[2::3] if c == 0)
         (out / job.folder / f"{job.stem}.jpg").write_bytes(_encode_jpeg(image, params.jpeg_quality))
         (out / KEYPOINT_DIR / job.folder / f"{job.stem}_keypoints.json").write_text(keypoint_json(keypoints))
+    total_joints = len(JOINT_NAMES) * len(plan.jobs)
+    log.info(
+        "keypoints: %d of %d joints written as 0,0,0 (outside the box, turned away, hidden or missed)",
+        dropped_joints, total_joints,
+    )  # fmt: skip
 
     def ids(folder: str, kind: str = "person") -> set[int]:
         return {j.pid for j in plan.jobs if j.folder == folder and j.kind == kind}
@@ -443,6 +458,8 @@ def _write_dataset(plan: DatasetPlan, out: Path) -> dict:
         "junk_images": count(GALLERY_DIR, "junk"),
         "query_images": count(QUERY_DIR),
         "query_ids": len(ids(QUERY_DIR)),
+        "joints": total_joints,
+        "dropped_joints": dropped_joints,
         "sibling_ids": sum(1 for s, split in zip(plan.identities, plan.split_of) if s.sibling_of is not None and split in ("train", "test")),
     }
 
@@ -481,11 +498,12 @@ def generate(
     num_junk: int = 30,
     images_per_test_id: int = 12,
     queries_per_test_id: int = 2,
-    sibling_fraction: float = 0.2,
+    sibling_fraction: float = 0.1,
     occlusion_prob: float = 0.12,
     misalignment: float = 1.0,
     cast_strength: float = 1.0,
-    keypoint_jitter: float = 1.0,
+    brightness_jitter: float = 0.06,
+    keypoint_jitter: float = 1.5,
     keypoint_drop_prob: float = 0.03,
     walk_prob: float = 0.6,
     jpeg_quality: int = 90,
@@ -517,6 +535,7 @@ def generate(
         queries_per_test_id=queries_per_test_id, height=height, width=width, seed=seed,
         num_distractors=num_distractors, num_junk=num_junk, sibling_fraction=sibling_fraction,
         occlusion_prob=occlusion_prob, misalignment=misalignment, cast_strength=cast_strength,
+        brightness_jitter=brightness_jitter,
         keypoint_jitter=keypoint_jitter, keypoint_drop_prob=keypoint_drop_prob, walk_prob=walk_prob,
         jpeg_quality=jpeg_quality, supersample=supersample,
     )  # fmt: skip

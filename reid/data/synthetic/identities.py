@@ -61,8 +61,17 @@ PART_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "bag": ("bag", "bag_colour"),
 }
 PARTS = tuple(PART_ATTRIBUTES)
-#: How often a sibling changes each part; feet are small at 128x64, so they are changed rarely.
-SIBLING_PART_WEIGHTS = {"head": 0.25, "upper": 0.3, "legs": 0.25, "feet": 0.08, "bag": 0.12}
+#: How often a sibling changes each part: feet are small at 128x64 and a backpack hides from
+#: the front, so those two change rarely.
+SIBLING_PART_WEIGHTS = {"head": 0.25, "upper": 0.4, "legs": 0.25, "feet": 0.04, "bag": 0.06}
+#: A sibling's changed part differs in at least one of these (a sleeve length alone is too subtle).
+SALIENT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "head": ("hair_colour", "hat"),
+    "upper": ("shirt_colour", "shirt_pattern"),
+    "legs": ("trouser_colour",),
+    "feet": ("shoe_colour",),
+    "bag": ("bag", "bag_colour"),
+}
 
 
 @dataclass(frozen=True)
@@ -166,7 +175,10 @@ def sample_identity(rng: np.random.Generator) -> IdentitySpec:
 
 
 def make_sibling(parent: IdentitySpec, parent_index: int, rng: np.random.Generator, part: str | None = None) -> IdentitySpec:
-    """Copy ``parent`` and re-draw exactly one body part until it differs.
+    """Copy ``parent`` and re-draw exactly one body part until it differs in a salient attribute.
+
+    The attributes that must change are :data:`SALIENT_ATTRIBUTES` (e.g. the trouser colour
+    for the legs, not only the leg style), so that the difference shows at Market's size.
 
     Args:
         parent: the identity to copy.
@@ -178,7 +190,7 @@ def make_sibling(parent: IdentitySpec, parent_index: int, rng: np.random.Generat
         part = _choice(rng, tuple(SIBLING_PART_WEIGHTS), p=list(SIBLING_PART_WEIGHTS.values()))
     for _ in range(1000):
         new_values = _sample_part(rng, part)
-        if tuple(new_values[a] for a in PART_ATTRIBUTES[part]) != parent.part(part):
+        if any(new_values[a] != getattr(parent, a) for a in SALIENT_ATTRIBUTES[part]):
             return replace(parent, **new_values, sibling_of=parent_index, changed_part=part)
     raise RuntimeError(f"could not re-draw part {part!r} differently from its parent")
 
@@ -228,8 +240,8 @@ def make_identity_groups(
     Non-sibling identities differ from every other non-sibling (in all groups) in at least
     ``min_parts_apart`` body parts, one of them the upper body or the legs. In each group a
     fraction ``sibling_fraction`` are siblings: a copy of a non-sibling of the same group with
-    exactly one part changed (``sibling_of`` indexes that group's list). No two identities
-    look the same.
+    exactly one part changed (``sibling_of`` indexes that group's list); each non-sibling has
+    at most one sibling while the fraction is below one half. No two identities look the same.
 
     Args:
         sizes: number of identities per group.
@@ -248,7 +260,7 @@ def make_identity_groups(
     relaxed = 0
     bases: list[list[IdentitySpec]] = []
     for size, fraction in zip(sizes, fractions):
-        n_siblings = int(round(fraction * size)) if size >= 2 else 0
+        n_siblings = min(int(round(fraction * size)), size - 1) if size >= 2 else 0
         group: list[IdentitySpec] = []
         for _ in range(size - n_siblings):
             spec = sample_identity(rng)
@@ -270,9 +282,11 @@ def make_identity_groups(
     for size, group in zip(sizes, bases):
         n_base = len(group)
         specs = list(group)
-        for _ in range(size - n_base):
-            for _attempt in range(200):
-                parent_index = int(rng.integers(n_base))
+        # one sibling per parent while parents last: pairs, not families, of look-alikes
+        parents = [int(i) for i in rng.permutation(n_base)]
+        for k in range(size - n_base):
+            for attempt in range(200):
+                parent_index = parents[k % n_base] if attempt == 0 else int(rng.integers(n_base))
                 sibling = make_sibling(group[parent_index], parent_index, rng)
                 if sibling.appearance() not in table.appearances:
                     break

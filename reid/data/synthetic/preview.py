@@ -46,7 +46,7 @@ def draw_keypoints(image: np.ndarray, keypoints: list[float], zoom: int = 2) -> 
     return big
 
 
-def preview_grid(dataset: Path, per_camera: int = 10, zoom: int = 2, gap: int = 4) -> np.ndarray:
+def preview_grid(dataset: Path, per_camera: int = 8, zoom: int = 2, gap: int = 4) -> np.ndarray:
     """One row per camera of ``per_camera`` images (train, gallery and query mixed), keypoints drawn.
 
     Args:
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--root", required=True, help="cache folder for the generated data set")
     parser.add_argument("--out", default="docs/synthetic_samples.png", help="PNG file to write")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--per-camera", type=int, default=10, help="samples per camera row")
+    parser.add_argument("--per-camera", type=int, default=8, help="samples per camera row")
     parser.add_argument("--zoom", type=int, default=2, help="enlargement of each sample")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> Path:
     grid = preview_grid(dataset, per_camera=args.per_camera, zoom=args.zoom)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
+    # the images carry sensor noise, so maximum zlib effort halves the file size
+    if not cv2.imwrite(str(out), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9]):
         raise OSError(f"could not write {out}; check that the folder is writable and the name ends in .png")
     log.info("wrote %s (%d x %d)", out, grid.shape[1], grid.shape[0])
     return out

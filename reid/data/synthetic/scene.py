@@ -7,6 +7,9 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from reid.data.synthetic.figure import Placement, draw_figure, sample_pose
+from reid.data.synthetic.identities import sample_identity
+
 #: Background styles, one per camera in this order; cameras beyond these reuse them with other colours.
 BACKGROUND_KINDS = ("bricks", "panels", "foliage", "gradient", "tiles", "shopfront")
 #: Viewing-angle habits per background (e.g. a corridor camera sees fronts and backs, a crossing sees sides).
@@ -198,15 +201,15 @@ def draw_occluder(canvas: np.ndarray, body_box: tuple[float, float, float, float
         canvas[mask > 0] = colour
         cv2.line(canvas, (left, top), (right, top), tuple(int(c * 0.6) for c in colour), max(1, h // 100))
     elif kind == "passer_by":
-        from_left = rng.random() < 0.5
-        edge = x0 - 0.15 * bw if from_left else x1 + 0.15 * bw
-        cx = int(edge + (1 if from_left else -1) * bw * rng.uniform(0.0, 0.25))
-        colour = tuple(int(c) for c in rng.integers(20, 230, 3))
-        axes = (int(bw * rng.uniform(0.3, 0.45)), int(bh * 0.3))
-        centre = (cx, int(y0 + bh * rng.uniform(0.35, 0.5)))
-        cv2.ellipse(mask, centre, axes, 0, 0, 360, 1, -1)
-        cv2.rectangle(mask, (centre[0] - int(axes[0] * 0.8), centre[1]), (centre[0] + int(axes[0] * 0.8), h), 1, -1)
-        canvas[mask > 0] = colour
+        # another pedestrian, nearer the camera, walking past one side of the box
+        layer = canvas.copy()
+        side = 1.0 if rng.random() < 0.5 else -1.0
+        scale = bh * rng.uniform(1.05, 1.3)
+        centre_x = (x1 if side > 0 else x0) + side * bw * rng.uniform(0.05, 0.35)
+        placement = Placement(scale=scale, centre_x=centre_x, top_y=y0 + bh * rng.uniform(-0.1, 0.15))
+        draw_figure(layer, sample_identity(rng), sample_pose(rng), placement)
+        mask = (np.abs(layer.astype(np.int16) - canvas.astype(np.int16)).sum(axis=2) > 0).astype(np.uint8)
+        canvas[:] = layer
     else:
         raise ValueError(f"unknown occluder kind {kind!r}; expected one of {OCCLUDER_KINDS}")
     return kind, mask
