@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -19,32 +17,12 @@ from reid.data.datasets import load
 from reid.data.io import CorruptImageError, image_size, read_image
 from reid.data.records import Record, ReIDDataset
 from reid.data.transforms import SampleTransform
-from reid.pose import KeypointFormatError, build_keypoint_source, image_regions, strip_regions
+from reid.pose import KeypointFormatError, build_keypoint_source, regions_for_images, strip_regions
 
 log = logging.getLogger(__name__)
 
 # Loader workers are processes already; OpenCV's own thread pool in each would oversubscribe the cores.
 cv2.setNumThreads(1)
-
-
-@dataclass
-class RegionStats:
-    """How the regions of one split were obtained (logged at setup)."""
-
-    pose: int = 0
-    filled: int = 0
-    strips: int = 0
-    no_keypoints: int = 0
-    filled_joints: int = 0
-    skipped: int = 0
-
-    def line(self, split: str) -> str:
-        """One log line with the counts."""
-        return (
-            f"{split}: regions from pose {self.pose}, pose with filled joints {self.filled} "
-            f"({self.filled_joints} joints filled), fixed strips {self.strips} "
-            f"(of which {self.no_keypoints} without a keypoint file), skipped bad samples {self.skipped}"
-        )
 
 
 class CropDataset(Dataset):
@@ -149,7 +127,7 @@ class ReIDDataModule(pl.LightningDataModule):
         self.dataset: ReIDDataset | None = None
         self.train_set: CropDataset | None = None
         self.eval_set: CropDataset | None = None
-        self.region_stats: dict[str, RegionStats] = {}
+        self.region_counts: dict[str, dict[str, int]] = {}
 
     # ------------------------------------------------------------------ set-up
     def _load(self) -> ReIDDataset:
@@ -199,43 +177,38 @@ class ReIDDataModule(pl.LightningDataModule):
         return build_keypoint_source(self.pose["source"], path)
 
     def _regions(self, split: str, records: Sequence[Record], source: Any) -> tuple[list[Record], np.ndarray]:
-        stats = RegionStats()
+        """Boxes of every record (computed once); bad samples raise or are skipped with a count."""
         kept: list[Record] = []
-        boxes: list[np.ndarray] = []
-        status_counts: Counter[str] = Counter()
+        items: list[tuple[str, np.ndarray | None, tuple[int, int]]] = []
+        skipped = 0
         for record in records:
             try:
-                width, height = image_size(record.image_path)
-                keypoints = source.get(record.image_path, image_size=(width, height)) if source is not None else None
-            except (CorruptImageError, KeypointFormatError) as err:
+                size = image_size(record.image_path)
+                keypoints = source.get(record.image_path, image_size=size) if source is not None else None
+            except (CorruptImageError, KeypointFormatError):
                 if self.on_bad_sample == "error":
                     raise
-                stats.skipped += 1
-                log.debug("skipping %s: %s", record.image_path, err)
+                skipped += 1
                 continue
-            if source is None:
-                box = strip_regions(width, height, self.beta, **self.strips)
-                status = "strips"
-            else:
-                if keypoints is None:
-                    stats.no_keypoints += 1
-                box, status, n_filled = image_regions(
-                    keypoints,
-                    width,
-                    height,
-                    beta=self.beta,
-                    min_conf=float(self.pose["min_conf"]),
-                    min_joints=int(self.pose["min_joints"]),
-                    strip_options=self.strips,
-                )
-                stats.filled_joints += n_filled
-            status_counts[status] += 1
             kept.append(record)
-            boxes.append(np.asarray(box, dtype=np.float32))
-        stats.pose, stats.filled, stats.strips = status_counts["pose"], status_counts["filled"], status_counts["strips"]
-        self.region_stats[split] = stats
-        log.info(stats.line(split))
-        return kept, np.stack(boxes) if boxes else np.zeros((0, 5, 4), dtype=np.float32)
+            items.append((record.image_path, keypoints, size))
+        if skipped:
+            log.warning("%s/%s: skipped %d bad samples (data.on_bad_sample=skip)", self.name, split, skipped)
+        if source is None:
+            boxes = [strip_regions(w, h, self.beta, **self.strips) for _, _, (w, h) in items]
+            log.info("regions for %d %s/%s: fixed strips (data.regions=%s)", len(items), self.name, split, self.regions)
+            self.region_counts[split] = {"pose": 0, "filled": 0, "strips": len(items), "skipped": skipped}
+            return kept, np.stack(boxes).astype(np.float32) if boxes else np.zeros((0, 5, 4), dtype=np.float32)
+        batch = regions_for_images(
+            items,
+            beta=self.beta,
+            min_conf=float(self.pose["min_conf"]),
+            min_joints=int(self.pose["min_joints"]),
+            strip_options=self.strips,
+            log_name=f"{self.name}/{split}",
+        )
+        self.region_counts[split] = {**batch.counts, "filled_joints": batch.n_filled, "skipped": skipped}
+        return kept, batch.boxes.astype(np.float32)
 
     @property
     def num_classes(self) -> int:
