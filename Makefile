@@ -8,7 +8,7 @@ ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test bench evaluate clean
+.PHONY: install train test bench evaluate pose clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m reid.bench $(ARGS)
+
+# Optional pose estimator for `python -m reid.pose.extract` (MediaPipe Pose, model inside the wheel).
+# --no-deps because mediapipe 0.10.14 declares opencv-contrib-python (clashes with albumentations'
+# opencv-python-headless), jax/jaxlib/sounddevice (unused by the pose solution) and protobuf<5 (wandb
+# needs >=5); protobuf 6.33 satisfies wandb and runs it (reid.pose.extract shims one removed call).
+pose: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps "mediapipe==0.10.14" "absl-py==2.5.1" "flatbuffers==25.12.19" "protobuf==6.33.6"
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

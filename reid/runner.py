@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "top1", "top5")
 CONFIG_KEY = "reid_config"
 
 
@@ -24,9 +24,17 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input (data, keypoints, checkpoint): reported in one line, no traceback."""
     from reid.data.datasets import DatasetNotFoundError
     from reid.data.io import CorruptImageError
+    from reid.models.pretrained import PretrainedWeightsError
     from reid.pose.readers import KeypointFormatError
 
-    return (DatasetNotFoundError, CorruptImageError, KeypointFormatError, FileNotFoundError, CheckpointLoadError)
+    return (
+        DatasetNotFoundError,
+        CorruptImageError,
+        KeypointFormatError,
+        PretrainedWeightsError,
+        FileNotFoundError,
+        CheckpointLoadError,
+    )
 
 
 class CheckpointLoadError(RuntimeError):
@@ -131,6 +139,7 @@ def write_metrics(metrics: dict[str, Any], output_dir: str | Path) -> Path:
 def format_table(metrics: dict[str, float]) -> str:
     """A one-row Markdown table of R1/R5/R10/R20/mAP in percent."""
     cols = [("R1", "rank1"), ("R5", "rank5"), ("R10", "rank10"), ("R20", "rank20"), ("mAP", "mAP"), ("mINP", "mINP")]
+    cols += [("Top-1", "top1"), ("Top-5", "top5")]
     cols = [(label, key) for label, key in cols if key in metrics]
     header = "| " + " | ".join(label for label, _ in cols) + " |"
     sep = "|" + "|".join("---:" for _ in cols) + "|"
@@ -146,6 +155,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
 
     datamodule = build_datamodule(cfg)
+    if cfg.get("ckpt_path") and cfg.model.get("pretrained"):
+        with open_dict(cfg):
+            cfg.model.pretrained = None  # resuming: the checkpoint's weights win, the file need not exist
     model = build_model(cfg, datamodule.num_classes, datamodule.dataset.protocol)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     callbacks = _instantiate_group(cfg.get("callbacks")) + [StoreConfigInCheckpoint(resolved)]
@@ -194,6 +206,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         # the weights define the architecture: take the model config they were trained with
         with open_dict(cfg):
             cfg.model = OmegaConf.create(stored["model"])
+            cfg.model.pretrained = None  # the checkpoint's weights replace the pre-trained ones anyway
         log.info("using the model config stored in %s", cfg.ckpt_path)
     num_classes = int(checkpoint["hyper_parameters"]["num_classes"])
     datamodule = build_datamodule(cfg)

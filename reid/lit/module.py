@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reid.metrics import ReIDMetric
+from reid.models.pretrained import load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ class ReIDModule(pl.LightningModule):
         label_smoothing: cross-entropy label smoothing (0 = the paper's plain softmax loss).
         channels_last: run the network in channels_last memory format (about 10x faster on CPU).
         eval_options: keyword options of :class:`reid.metrics.ReIDMetric` (distance, protocol...).
+        pretrained: a checkpoint or state dict (e.g. of ImageNet pre-training) to initialise the
+            network from, identity classifiers excepted (:func:`reid.models.pretrained.load_pretrained`).
     """
 
     def __init__(
@@ -47,12 +50,15 @@ class ReIDModule(pl.LightningModule):
         label_smoothing: float = 0.0,
         channels_last: bool = True,
         eval_options: dict | None = None,
+        pretrained: str | None = None,
     ) -> None:
         super().__init__()
         # Only plain values go into the checkpoint's hyper-parameters, so that checkpoints load
         # with torch.load(weights_only=True); the network's config is stored by train.py.
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net if isinstance(net, nn.Module) else net(num_classes=num_classes)
+        if pretrained:
+            load_pretrained(self.net, pretrained)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.lambda_intra = float(lambda_intra)

@@ -1,0 +1,507 @@
+"""Offline keypoint extraction: `python -m reid.pose.extract data=<name>` writes OpenPose COCO-18 JSON per image.
+
+Usage::
+
+    python -m reid.pose.extract data=market [out=<folder>] [overwrite=false] [limit=N] \
+        [estimator=mediapipe] [estimator.min_visibility=0.5] [estimator.margin=0.5]
+
+Every image of the data set (train, query and gallery, each path once) goes through a pose
+estimator; the result is written as ``<out>/<image parent folder>/<stem>_keypoints.json`` in
+OpenPose's format, ``{"version": 1.3, "people": [{"pose_keypoints_2d": [54 numbers]}]}``, with an
+empty ``people`` list when nobody was found: exactly what :class:`reid.pose.OpenPoseJsonSource`
+reads.  ``out`` defaults to ``data.pose.path`` or else ``<data set folder>/keypoints``, the folder
+the data module reads by default.  A run can be stopped and restarted: images whose JSON exists
+are skipped (``overwrite=true`` redoes them) and every file is written atomically.
+
+The estimator is pluggable (:class:`PoseEstimator`, :func:`register_estimator`).  The one shipped
+is MediaPipe Pose (legacy ``solutions`` API, model inside the wheel, no download), an optional
+install: ``make pose``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from reid.data.io import read_image
+from reid.data.records import ReIDDataset
+from reid.pose.readers import NUM_JOINTS
+
+logger = logging.getLogger(__name__)
+
+MEDIAPIPE_MISSING = (
+    "MediaPipe is not installed: run make pose (installs mediapipe==0.10.14 without its opencv-contrib dependency)"
+)
+
+#: OpenPose writes this version number; readers ignore it.
+OPENPOSE_JSON_VERSION = 1.3
+
+#: MediaPipe landmark index of each COCO-18 joint (OpenPose order); None: the neck, which
+#: MediaPipe lacks and :func:`mediapipe_to_coco18` puts midway between the shoulders.
+MEDIAPIPE_TO_COCO18: tuple[int | None, ...] = (
+    0,  # nose        <- nose
+    None,  # neck     <- mid-point of left_shoulder (11) and right_shoulder (12)
+    12,  # r_shoulder <- right_shoulder
+    14,  # r_elbow    <- right_elbow
+    16,  # r_wrist    <- right_wrist
+    11,  # l_shoulder <- left_shoulder
+    13,  # l_elbow    <- left_elbow
+    15,  # l_wrist    <- left_wrist
+    24,  # r_hip      <- right_hip
+    26,  # r_knee     <- right_knee
+    28,  # r_ankle    <- right_ankle
+    23,  # l_hip      <- left_hip
+    25,  # l_knee     <- left_knee
+    27,  # l_ankle    <- left_ankle
+    5,  # r_eye       <- right_eye
+    2,  # l_eye       <- left_eye
+    8,  # r_ear       <- right_ear
+    7,  # l_ear       <- left_ear
+)
+MEDIAPIPE_NUM_LANDMARKS = 33
+MEDIAPIPE_LEFT_SHOULDER = 11
+MEDIAPIPE_RIGHT_SHOULDER = 12
+
+#: MediaPipe's own drawing utilities hide landmarks below this visibility; we drop them the same way.
+DEFAULT_MIN_VISIBILITY = 0.5
+#: Border added around the image on every side, as a fraction of its longer side (see MediaPipePose).
+DEFAULT_MARGIN = 0.5
+
+
+class PoseEstimatorUnavailable(RuntimeError):
+    """The requested pose estimator cannot run here (not installed, incompatible dependency)."""
+
+
+class PoseEstimator(Protocol):
+    """Anything that maps an (H, W, 3) uint8 RGB image to (18, 3) COCO-18 joints, or None for no person."""
+
+    def __call__(self, image: np.ndarray) -> np.ndarray | None:
+        """Joints (x, y, confidence) in image pixels, undetected joints all zero; None when nobody is found."""
+        ...
+
+
+_ESTIMATORS: dict[str, Callable[..., PoseEstimator]] = {}
+
+
+def register_estimator(name: str) -> Callable[[Callable[..., PoseEstimator]], Callable[..., PoseEstimator]]:
+    """Decorator registering a factory ``factory(**options) -> PoseEstimator`` under ``name``."""
+
+    def decorator(factory: Callable[..., PoseEstimator]) -> Callable[..., PoseEstimator]:
+        _ESTIMATORS[name] = factory
+        return factory
+
+    return decorator
+
+
+def available_estimators() -> list[str]:
+    """The registered estimator names, sorted."""
+    return sorted(_ESTIMATORS)
+
+
+def build_estimator(name: str, **options: Any) -> PoseEstimator:
+    """Builds the estimator registered as ``name`` with its keyword options.
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones).
+        PoseEstimatorUnavailable: the estimator's package is missing or unusable.
+    """
+    if name not in _ESTIMATORS:
+        raise ValueError(f"unknown pose estimator {name!r}; choose one of {', '.join(available_estimators())}")
+    return _ESTIMATORS[name](**options)
+
+
+# --------------------------------------------------------------------------- MediaPipe
+
+
+def mediapipe_to_coco18(
+    landmarks: np.ndarray,
+    image_size: tuple[int, int],
+    *,
+    frame: tuple[float, float, float, float] | None = None,
+    min_visibility: float = DEFAULT_MIN_VISIBILITY,
+) -> np.ndarray:
+    """Converts MediaPipe's 33 pose landmarks to OpenPose COCO-18 joints in image pixels.
+
+    The neck is the mid-point of the two shoulders with the smaller of their two confidences,
+    and only exists when both shoulders do.  A joint whose visibility is below
+    `min_visibility` or that falls outside the image is written as (0, 0, 0), as OpenPose
+    writes undetected joints.
+
+    Args:
+        landmarks: (33, 3) array of (x, y, visibility), x and y normalised to [0, 1] over `frame`.
+        image_size: ``(width, height)`` of the image the joints are reported in.
+        frame: ``(left, top, width, height)`` of the frame the landmarks are normalised to, in
+            image pixels; ``(-pad_left, -pad_top, padded_width, padded_height)`` when the
+            estimator saw a padded copy.  None: the image itself.
+        min_visibility: visibility below which a landmark counts as undetected.
+
+    Returns:
+        An (18, 3) float64 array (x, y, confidence).
+    """
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    if landmarks.shape != (MEDIAPIPE_NUM_LANDMARKS, 3):
+        raise ValueError(
+            f"expected ({MEDIAPIPE_NUM_LANDMARKS}, 3) MediaPipe landmarks (x, y, visibility), got {landmarks.shape}"
+        )
+    width, height = image_size
+    left, top, frame_width, frame_height = frame if frame is not None else (0.0, 0.0, float(width), float(height))
+    pixels = np.empty_like(landmarks)
+    pixels[:, 0] = left + landmarks[:, 0] * frame_width
+    pixels[:, 1] = top + landmarks[:, 1] * frame_height
+    pixels[:, 2] = landmarks[:, 2]
+    inside = (pixels[:, 0] >= 0) & (pixels[:, 0] < width) & (pixels[:, 1] >= 0) & (pixels[:, 1] < height)
+    valid = inside & (pixels[:, 2] >= min_visibility)
+    pixels[~valid] = 0.0
+
+    joints = np.zeros((NUM_JOINTS, 3), dtype=np.float64)
+    for joint, index in enumerate(MEDIAPIPE_TO_COCO18):
+        if index is not None:
+            joints[joint] = pixels[index]
+    left_shoulder, right_shoulder = MEDIAPIPE_LEFT_SHOULDER, MEDIAPIPE_RIGHT_SHOULDER
+    if valid[left_shoulder] and valid[right_shoulder]:
+        joints[1, :2] = (pixels[left_shoulder, :2] + pixels[right_shoulder, :2]) / 2.0
+        joints[1, 2] = min(pixels[left_shoulder, 2], pixels[right_shoulder, 2])
+    return joints
+
+
+def _import_mediapipe() -> Any:
+    """Imports MediaPipe, or raises :class:`PoseEstimatorUnavailable` saying how to install it.
+
+    MediaPipe 0.10.14 was built for protobuf<5, which cannot sit next to wandb (protobuf>=5);
+    ``make pose`` installs protobuf 6.33 instead, and the two class look-ups protobuf 5 removed
+    (``SymbolDatabase.GetPrototype``, ``MessageFactory.GetPrototype``) are mapped here to their
+    replacement, ``message_factory.GetMessageClass``, before MediaPipe is imported.
+    """
+    try:
+        installed = importlib.util.find_spec("mediapipe") is not None
+    except (ImportError, ValueError, AttributeError):  # ValueError: a module blocked in sys.modules
+        installed = False
+    if not installed:
+        raise PoseEstimatorUnavailable(MEDIAPIPE_MISSING)
+    from google import protobuf
+    from google.protobuf import message_factory, symbol_database
+
+    if int(protobuf.__version__.split(".")[0]) >= 7:
+        # protobuf 7 removed FieldDescriptor.label, which MediaPipe 0.10.14 reads while building its graph.
+        raise PoseEstimatorUnavailable(
+            f"MediaPipe 0.10.14 cannot run with protobuf {protobuf.__version__} (it needs protobuf<7): "
+            "run make pose, which installs protobuf 6.33 (accepted by the other packages too)"
+        )
+
+    def get_prototype(self: Any, descriptor: Any) -> Any:
+        return message_factory.GetMessageClass(descriptor)
+
+    for legacy in (symbol_database.SymbolDatabase, message_factory.MessageFactory):
+        if not hasattr(legacy, "GetPrototype"):
+            legacy.GetPrototype = get_prototype  # type: ignore[attr-defined]
+    try:
+        import mediapipe
+    except ImportError:
+        raise PoseEstimatorUnavailable(MEDIAPIPE_MISSING) from None
+    return mediapipe
+
+
+class MediaPipePose:
+    """MediaPipe Pose (legacy ``solutions`` API, BlazePose full model) as a :class:`PoseEstimator`.
+
+    MediaPipe's person detector misses or mis-scores people who fill a narrow crop edge to edge
+    (a 128x64 ReID crop finds a person far less often than the same crop centred on a larger
+    canvas), so the image is padded with a black border of `margin` times its longer side on
+    every side, made square, before the estimator sees it; landmarks are mapped back to the
+    original pixels and those falling outside it are dropped.  The padding is our choice (the
+    paper used OpenPose); ``margin=0`` turns it off.
+
+    Args:
+        model_complexity: 0 (lite), 1 (full) or 2 (heavy; 2 is not shipped in the wheel and
+            would be downloaded, so it is refused).
+        min_visibility: landmarks below this visibility become undetected joints.
+        margin: border on each side as a fraction of the image's longer side.
+        min_detection_confidence: MediaPipe's person-detection threshold.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_complexity: int = 1,
+        min_visibility: float = DEFAULT_MIN_VISIBILITY,
+        margin: float = DEFAULT_MARGIN,
+        min_detection_confidence: float = 0.5,
+    ) -> None:
+        if model_complexity not in (0, 1):
+            raise ValueError(
+                f"model_complexity={model_complexity}: only 0 and 1 ship inside the MediaPipe wheel "
+                "(2 would need a download)"
+            )
+        if margin < 0:
+            raise ValueError(f"margin={margin} must be >= 0 (a fraction of the image's longer side)")
+        mediapipe = _import_mediapipe()
+        self.min_visibility = float(min_visibility)
+        self.margin = float(margin)
+        self._pose = mediapipe.solutions.pose.Pose(
+            static_image_mode=True,
+            model_complexity=int(model_complexity),
+            min_detection_confidence=float(min_detection_confidence),
+        )
+
+    def pad(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """The image centred on a black square canvas, and the (left, top) offset where it sits."""
+        height, width = image.shape[:2]
+        side = int(round(max(height, width) * (1.0 + 2.0 * self.margin)))
+        left, top = (side - width) // 2, (side - height) // 2
+        canvas = np.zeros((side, side, 3), dtype=np.uint8)
+        canvas[top : top + height, left : left + width] = image
+        return canvas, (left, top)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray | None:
+        """Joints of the person MediaPipe finds in `image` (H, W, 3 uint8 RGB), or None."""
+        height, width = image.shape[:2]
+        canvas, (left, top) = self.pad(image)
+        result = self._pose.process(canvas)
+        if result.pose_landmarks is None:
+            return None
+        landmarks = np.array(
+            [(mark.x, mark.y, mark.visibility) for mark in result.pose_landmarks.landmark], dtype=np.float64
+        )
+        side = float(canvas.shape[0])
+        return mediapipe_to_coco18(
+            landmarks, (width, height), frame=(-left, -top, side, side), min_visibility=self.min_visibility
+        )
+
+
+register_estimator("mediapipe")(MediaPipePose)
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+@dataclass
+class ExtractionCounts:
+    """What a run did: JSON files written, images skipped because their JSON existed, and failures."""
+
+    done: int = 0
+    skipped_existing: int = 0
+    no_person: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+def keypoint_json_path(out: str | Path, image_path: str | Path) -> Path:
+    """``<out>/<image parent folder name>/<stem>_keypoints.json``, the first path the JSON reader tries."""
+    image = Path(image_path)
+    return Path(out) / image.parent.name / f"{image.stem}_keypoints.json"
+
+
+def openpose_document(keypoints: np.ndarray | None) -> dict[str, Any]:
+    """The OpenPose JSON document of one image: one person, or an empty ``people`` list for None."""
+    if keypoints is None:
+        return {"version": OPENPOSE_JSON_VERSION, "people": []}
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    if keypoints.shape != (NUM_JOINTS, 3):
+        raise ValueError(f"a pose estimator returned shape {keypoints.shape}, expected ({NUM_JOINTS}, 3)")
+    if not np.isfinite(keypoints).all():
+        raise ValueError("a pose estimator returned non-finite keypoints")
+    return {"version": OPENPOSE_JSON_VERSION, "people": [{"pose_keypoints_2d": [float(v) for v in keypoints.ravel()]}]}
+
+
+def write_json_atomically(path: Path, document: dict[str, Any]) -> None:
+    """Writes `document` to `path` through a temporary file in the same folder and ``os.replace``.
+
+    A run killed half-way leaves either the old file or none, never a truncated one (a
+    leftover ``*.tmp`` is ignored by the reader's lookup).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(document, stream)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def dataset_image_paths(dataset: ReIDDataset) -> list[str]:
+    """Image paths of train, query and gallery in that order, each once."""
+    seen: dict[str, None] = {}
+    for split in (dataset.train, dataset.query, dataset.gallery):
+        for record in split:
+            seen.setdefault(str(record.image_path), None)
+    return list(seen)
+
+
+def _check_unique_outputs(image_paths: Sequence[str], out: Path) -> None:
+    """Two images with the same parent folder name and stem would overwrite each other's JSON."""
+    owners: dict[Path, str] = {}
+    for image_path in image_paths:
+        target = keypoint_json_path(out, image_path)
+        if target in owners:
+            raise ValueError(
+                f"{owners[target]} and {image_path} both map to {target} (same folder name and file stem); "
+                "the OpenPose JSON layout cannot tell them apart: rename one of them"
+            )
+        owners[target] = image_path
+
+
+def extract_keypoints(
+    image_paths: Iterable[str],
+    out: str | Path,
+    estimator: PoseEstimator,
+    *,
+    overwrite: bool = False,
+    limit: int | None = None,
+    progress: bool = True,
+) -> ExtractionCounts:
+    """Runs `estimator` on every image and writes one OpenPose JSON per image under `out`.
+
+    Args:
+        image_paths: the images (duplicates are processed once).
+        out: the keypoint folder; files go to ``<out>/<parent folder>/<stem>_keypoints.json``.
+        estimator: image -> (18, 3) joints or None.
+        overwrite: redo images whose JSON exists (default: skip them, so a run can resume).
+        limit: process only the first `limit` images (None: all).
+        progress: show a rich progress bar.
+
+    Returns:
+        The counts; unreadable images and estimator errors are listed in ``failed``, logged by
+        name, and get no JSON (so a later run retries them).
+
+    Raises:
+        ValueError: two images would share one JSON path, or `limit` is negative.
+    """
+    paths = list(dict.fromkeys(str(p) for p in image_paths))
+    if limit is not None:
+        if limit < 0:
+            raise ValueError(f"limit={limit} must be >= 0")
+        paths = paths[:limit]
+    out = Path(out)
+    _check_unique_outputs(paths, out)
+    counts = ExtractionCounts()
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("keypoints"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task("keypoints", total=len(paths))
+        for image_path in paths:
+            target = keypoint_json_path(out, image_path)
+            if target.is_file() and not overwrite:
+                counts.skipped_existing += 1
+            else:
+                try:
+                    keypoints = estimator(read_image(image_path))
+                    document = openpose_document(keypoints)
+                except (OSError, ValueError, RuntimeError) as err:
+                    counts.failed.append(image_path)
+                    logger.warning("%s: no keypoints written (%s)", image_path, err)
+                else:
+                    write_json_atomically(target, document)
+                    counts.done += 1
+                    if keypoints is None:
+                        counts.no_person += 1
+            bar.advance(task)
+
+    logger.info(
+        "keypoints in %s: %d written (%d with no person found), %d skipped because their JSON exists%s, %d failed",
+        out,
+        counts.done,
+        counts.no_person,
+        counts.skipped_existing,
+        "" if overwrite else " (overwrite=true redoes them)",
+        len(counts.failed),
+    )
+    if counts.failed:
+        logger.warning("failed images (re-run to retry them): %s", ", ".join(counts.failed))
+    return counts
+
+
+def default_output_dir(pose_path: str | Path | None, dataset: ReIDDataset) -> Path:
+    """``data.pose.path`` (openpose_json source) when set, else ``<data set folder>/keypoints``.
+
+    The latter is where the data module looks when ``data.pose.path`` is null.
+    """
+    if pose_path:
+        return Path(pose_path)
+    return Path(dataset.root) / "keypoints"
+
+
+def _parse_bool(key: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise ValueError(f"{key}={value!r}: expected true or false")
+
+
+def _parse_estimator_option(value: str) -> Any:
+    """``estimator.<option>=<value>``: ints and floats become numbers, the rest stays text."""
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> ExtractionCounts:
+    """Composes the training config with the overrides, then extracts keypoints for the data set.
+
+    Own options: ``out=<folder>``, ``overwrite=true|false``, ``limit=N``, ``estimator=<name>``
+    and ``estimator.<option>=<value>`` (e.g. ``estimator.min_visibility=0.3``); everything else is
+    a Hydra override of ``conf/train.yaml`` (``data=market``, ``paths.data_dir=...``).
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    own: dict[str, str | None] = {"out": None, "overwrite": "false", "limit": None, "estimator": "mediapipe"}
+    estimator_options: dict[str, Any] = {}
+    overrides = []
+    for item in args:
+        key, _, value = item.partition("=")
+        if key in own:
+            own[key] = value
+        elif key.startswith("estimator."):
+            estimator_options[key.removeprefix("estimator.")] = _parse_estimator_option(value)
+        else:
+            overrides.append(item)
+    overwrite = _parse_bool("overwrite", own["overwrite"] or "false")
+    limit = int(own["limit"]) if own["limit"] not in (None, "", "null") else None
+    # Built before the data set is loaded, so a missing package fails at once.
+    estimator = build_estimator(str(own["estimator"]), **estimator_options)
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
+
+    from reid.data.datasets import load
+
+    conf_dir = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(Path.cwd())
+        cfg.paths.output_dir = str(Path.cwd())
+    options = OmegaConf.to_container(cfg.data.options, resolve=True) or {}
+    dataset = load(str(cfg.data.name), str(cfg.data.root), **options)  # type: ignore[arg-type]
+    pose = cfg.data.get("pose", {})
+    # A pose_transfer_csv path names a CSV file, not a folder JSON files can go to.
+    pose_path = pose.get("path") if pose.get("source", "openpose_json") == "openpose_json" else None
+    out = Path(own["out"]) if own["out"] else default_output_dir(pose_path, dataset)
+    paths = dataset_image_paths(dataset)
+    logger.info("%s: %d images, keypoints -> %s (estimator %s)", dataset.name, len(paths), out, own["estimator"])
+    return extract_keypoints(paths, out, estimator, overwrite=overwrite, limit=limit)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        main()
+    except (PoseEstimatorUnavailable, ValueError, FileNotFoundError) as error:
+        # These carry a complete one-line message (what is wrong and the fix); a traceback adds nothing.
+        sys.exit(f"error: {error}")
