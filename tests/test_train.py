@@ -112,3 +112,14 @@ def test_stored_config_is_plain_and_resolved(make_cfg):
     container = OmegaConf.to_container(cfg, resolve=True)
     assert container["data"]["regions"] == "strips"
     assert container["trainer"]["max_epochs"] == cfg.data.schedule.max_epochs
+
+
+def test_wandb_logger_runs_offline_by_default(make_cfg):
+    cfg = make_cfg("model=baseline", "trainer.fast_dev_run=true", "logger=wandb")
+    os.environ.pop("WANDB_MODE", None)
+    try:
+        train(cfg)
+    finally:
+        os.environ["WANDB_MODE"] = "offline"
+    runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, "W&B should write an offline run into the run directory"
