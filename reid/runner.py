@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
+
+# Lightning 2.6 trips over torch 2.13's pytree deprecation on every run; it is not ours to fix.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "top1", "top5")
 CONFIG_KEY = "reid_config"

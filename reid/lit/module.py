@@ -69,14 +69,8 @@ class ReIDModule(pl.LightningModule):
             self.net = self.net.to(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------ forward
-    def _prepare(self, whole: Tensor, parts: Tensor) -> tuple[Tensor, Tensor]:
-        if self.channels_last:
-            whole = whole.contiguous(memory_format=torch.channels_last)
-        return whole, parts
-
     def forward(self, whole: Tensor, parts: Tensor, return_attention: bool = False) -> Any:
-        """Runs the network; returns its ``NetworkOutput``."""
-        whole, parts = self._prepare(whole, parts)
+        """Runs the network (which puts its inputs in its own memory format); returns its ``NetworkOutput``."""
         return self.net(whole, parts, return_attention=return_attention)
 
     @torch.no_grad()
