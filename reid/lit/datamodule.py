@@ -66,7 +66,40 @@ class CropDataset(Dataset):
         }
 
 
-class ReIDDataModule(pl.LightningDataModule):
+class CropLoadersMixin:
+    """Train / validation / test loaders over ``train_set`` and ``eval_set``, shared by the data modules."""
+
+    train_set: Dataset | None
+    eval_set: Dataset | None
+    batch_size: int
+    eval_batch_size: int
+    num_workers: int
+    pin_memory: bool
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup() first"
+        return self._loader(self.train_set, self.batch_size, shuffle=True, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.eval_set is not None, "call setup() first"
+        return self._loader(self.eval_set, self.eval_batch_size, shuffle=False, drop_last=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+
+class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
     """Loads a data set by name, computes the five regions of every image once, serves crops.
 
     Args:
@@ -217,30 +250,6 @@ class ReIDDataModule(pl.LightningDataModule):
             self.setup("fit")
         assert self.dataset is not None
         return self.dataset.num_train_pids
-
-    # ------------------------------------------------------------------ loaders
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=drop_last,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None, "call setup() first"
-        return self._loader(self.train_set, self.batch_size, shuffle=True, drop_last=True)
-
-    def val_dataloader(self) -> DataLoader:
-        assert self.eval_set is not None, "call setup() first"
-        return self._loader(self.eval_set, self.eval_batch_size, shuffle=False, drop_last=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
-
 
 def _relabel(records: Sequence[Record]) -> list[Record]:
     """Relabels training pids to 0..q-1 again after samples were skipped."""

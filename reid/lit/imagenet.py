@@ -24,13 +24,14 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchmetrics.classification import MulticlassAccuracy
 
 from reid.data.crops import crop_regions
 from reid.data.imagenet import class_index, load_imagenet_folder
 from reid.data.io import CorruptImageError, read_image
 from reid.data.transforms import SampleTransform
+from reid.lit.datamodule import CropLoadersMixin
 from reid.lit.module import ReIDModule
 from reid.pose import strip_regions
 
@@ -163,7 +164,7 @@ class ClassifiedImageDataset(Dataset):
         }
 
 
-class ImageNetDataModule(pl.LightningDataModule):
+class ImageNetDataModule(CropLoadersMixin, pl.LightningDataModule):
     """ImageNet in ``train/<wnid>/*``, ``val/<wnid>/*`` folders, served as ReID-style batches of strips.
 
     Takes the keys of ``conf/data/default.yaml``; those that only concern ReID data (``options``,
@@ -278,28 +279,6 @@ class ImageNetDataModule(pl.LightningDataModule):
             self.setup("fit")
         assert self.dataset is not None
         return self.dataset.num_classes
-
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=drop_last,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None, "call setup() first"
-        return self._loader(self.train_set, self.batch_size, shuffle=True, drop_last=True)
-
-    def val_dataloader(self) -> DataLoader:
-        assert self.eval_set is not None, "call setup() first"
-        return self._loader(self.eval_set, self.eval_batch_size, shuffle=False, drop_last=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
 
 
 class ClassificationModule(ReIDModule):
