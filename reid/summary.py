@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Sequence
 
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from reid.cli import compose_config
+
 PAPER_WHOLE = (384, 192)
 PAPER_PART = (96, 192)
 PAPER_CLASSES = 751  # Market-1501's training identities, as in Table 12
@@ -33,8 +32,9 @@ def summarize(overrides: Sequence[str] = ()) -> dict[str, object]:
             own[key] = json.loads(value) if key != "num_classes" else int(value)
         else:
             hydra_overrides.append(item)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=list(hydra_overrides))
+    # `~recipe`: the model as its config group defines it, not as a data set's recipe adapts it
+    # (the synthetic demo halves the width)
+    cfg = compose_config(["~recipe", *hydra_overrides])
     net = instantiate(cfg.model.net)(num_classes=int(own["num_classes"]))
     whole, part = tuple(own["whole_size"]), tuple(own["part_size"])
     return {

@@ -476,17 +476,12 @@ def main(argv: Sequence[str] | None = None) -> ExtractionCounts:
     # Built before the data set is loaded, so a missing package fails at once.
     estimator = build_estimator(str(own["estimator"]), **estimator_options)
 
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import OmegaConf
 
+    from reid.cli import compose_config
     from reid.data.datasets import load
 
-    conf_dir = Path(__file__).resolve().parents[2] / "conf"
-    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(Path.cwd())
-        cfg.paths.output_dir = str(Path.cwd())
+    cfg = compose_config(overrides)
     options = OmegaConf.to_container(cfg.data.options, resolve=True) or {}
     dataset = load(str(cfg.data.name), str(cfg.data.root), **options)  # type: ignore[arg-type]
     pose = cfg.data.get("pose", {})

@@ -114,9 +114,9 @@ def render(datamodule: object, n: int = 16, split: str = "train", seed: int = 0,
 
 def main(argv: Sequence[str] | None = None) -> Path:
     """Composes the training config with the given overrides and writes the regions picture."""
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
-    from omegaconf import open_dict
+
+    from reid.cli import compose_config
 
     args = list(sys.argv[1:] if argv is None else argv)
     own = {"n": "16", "out": "regions.png", "split": "train", "seed": "0", "columns": "8"}
@@ -127,12 +127,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
             own[key] = value
         else:
             overrides.append(item)
-    conf_dir = Path(__file__).resolve().parents[2] / "conf"
-    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(Path.cwd())
-        cfg.paths.output_dir = str(Path.cwd())
+    cfg = compose_config(overrides)
     datamodule = instantiate(cfg.data, _recursive_=False)
     datamodule.prepare_data()
     datamodule.setup("fit")
