@@ -28,6 +28,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input (data, keypoints, checkpoint): reported in one line, no traceback."""
     from reid.data.datasets import DatasetNotFoundError
     from reid.data.io import CorruptImageError
+    from reid.evaluation import RerankTooLargeError
     from reid.models.pretrained import PretrainedWeightsError
     from reid.pose.readers import KeypointFormatError
 
@@ -38,6 +39,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         PretrainedWeightsError,
         FileNotFoundError,
         CheckpointLoadError,
+        RerankTooLargeError,
     )
 
 
@@ -152,8 +154,27 @@ def format_table(metrics: dict[str, float]) -> str:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fits the model of ``cfg`` on its data, validates the final weights, writes metrics.json."""
+    """Fits the model of ``cfg`` on its data, validates the final weights, writes metrics.json.
+
+    In a Hydra multirun, DDP processes re-run this job only (:func:`reid.launch.prepare_ddp_children`)
+    and no distributed state outlives the job (:func:`reid.launch.isolated_job`).
+    """
+    from reid.launch import isolated_job
+
+    with isolated_job():
+        return _fit_and_validate(cfg)
+
+
+def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
+    from reid.launch import multirun_group, prepare_ddp_children, rank_summary
+
     configure_wandb_env()
+    prepare_ddp_children(cfg)
+    log.info("hyper-parameters of this process: %s", rank_summary(cfg))
+    group = multirun_group()
+    if group and cfg.get("logger") and "wandb" in cfg.logger and not cfg.logger.wandb.get("group"):
+        with open_dict(cfg):
+            cfg.logger.wandb.group = group  # the runs of one sweep side by side on W&B
     if cfg.get("seed") is not None:
         pl.seed_everything(int(cfg.seed), workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -202,24 +223,84 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from None
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Scores ``cfg.ckpt_path`` on the query/gallery of ``cfg.data``; writes metrics.json."""
-    checkpoint = load_checkpoint(cfg.ckpt_path)
+def _eval_device(cfg: DictConfig) -> torch.device:
+    """``eval.device``: ``auto`` takes the GPU when there is one and the trainer may use it."""
+    choice = str(cfg.eval.get("device", "auto"))
+    if choice == "auto":
+        wants_cpu = str(cfg.trainer.get("accelerator", "auto")) == "cpu"
+        return torch.device("cuda" if torch.cuda.is_available() and not wants_cpu else "cpu")
+    return torch.device(choice)
+
+
+def _use_stored_model_config(cfg: DictConfig, checkpoint: dict[str, Any]) -> None:
+    """The weights define the architecture (and its input regions): take the model config they were trained with."""
     stored = checkpoint.get(CONFIG_KEY)
     if stored and "model" in stored:
-        # the weights define the architecture: take the model config they were trained with
         with open_dict(cfg):
             cfg.model = OmegaConf.create(stored["model"])
             cfg.model.pretrained = None  # the checkpoint's weights replace the pre-trained ones anyway
         log.info("using the model config stored in %s", cfg.ckpt_path)
+
+
+def _model_from_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any], protocol: str) -> Any:
     num_classes = int(checkpoint["hyper_parameters"]["num_classes"])
-    datamodule = build_datamodule(cfg)
-    model = build_model(cfg, num_classes, datamodule.dataset.protocol)
+    model = build_model(cfg, num_classes, protocol)
     model.load_state_dict(checkpoint["state_dict"], strict=True)
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
-    results = trainer.validate(model=model, datamodule=datamodule, verbose=False)
-    metrics = metrics_from(results[0] if results else {})
-    if trainer.is_global_zero:
-        write_metrics(metrics, cfg.paths.output_dir)
-        print(format_table(metrics))
+    return model
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Scores a checkpoint (or saved features) on the query/gallery of ``cfg.data``.
+
+    Writes ``metrics.json`` (the global + part feature's metrics at the top level, every Table 7
+    row under ``branches``, re-ranked results under ``rerank``), ``report.md`` and the pictures
+    into the run directory, and prints the table.
+    """
+    from reid.eval_report import write_evaluation_outputs
+    from reid.evaluation import FeatureSet, extract_features, plain_metrics, rerank_scores, results_table, score_features
+
+    e = cfg.eval
+    output_dir = Path(cfg.paths.output_dir)
+    module = datamodule = None
+    if cfg.get("features_path"):
+        features = FeatureSet.load(cfg.features_path)
+        log.info("scoring the saved features %s (no model)", cfg.features_path)
+    else:
+        if not cfg.get("ckpt_path"):
+            raise FileNotFoundError("nothing to evaluate: pass ckpt_path=<run dir>/checkpoints/last.ckpt "
+                                    "or features_path=<features.pt>")
+        checkpoint = load_checkpoint(cfg.ckpt_path)
+        _use_stored_model_config(cfg, checkpoint)  # before the data: data.regions follows model.regions
+        datamodule = build_datamodule(cfg)
+        module = _model_from_checkpoint(cfg, checkpoint, datamodule.dataset.protocol)
+        eval_set = datamodule.eval_set
+        features = extract_features(
+            module, datamodule.val_dataloader(), paths=[r.image_path for r in eval_set.records],
+            boxes=eval_set.boxes, protocol=datamodule.dataset.protocol, flip=bool(e.flip), device=_eval_device(cfg),
+        )
+        features.meta.update({"ckpt_path": str(cfg.ckpt_path), "data": str(cfg.data.name)})
+        if e.save_features:
+            features.save(output_dir / "features.pt")
+
+    options = {"distance": str(e.distance), "max_rank": int(e.max_rank), "chunk_size": int(e.chunk_size)}
+    protocol_kw = {"num_repeats": int(e.cuhk03_repeats), "seed": int(e.cuhk03_seed), "exact": bool(e.cuhk03_exact)}
+    rows = list(features.features) if e.branches else ["all"]
+    results = score_features(features, rows=rows, **options, **protocol_kw)
+    if e.rerank:
+        results["all_rerank"] = rerank_scores(
+            features, distance=options["distance"], k1=int(e.rerank_k1), k2=int(e.rerank_k2),
+            lambda_value=float(e.rerank_lambda), max_images=int(e.rerank_max_images), max_rank=options["max_rank"],
+            **protocol_kw,
+        )
+    metrics: dict[str, Any] = dict(plain_metrics(results["all"]))
+    metrics["branches"] = {row: plain_metrics(r) for row, r in results.items() if row != "all_rerank"}
+    if "all_rerank" in results:
+        metrics["rerank"] = plain_metrics(results["all_rerank"])
+    table = results_table({("Global + part, re-ranked" if k == "all_rerank" else k): v for k, v in results.items()})
+    write_metrics(metrics, output_dir)
+    write_evaluation_outputs(
+        cfg, features, results, table, output_dir, module=module,
+        eval_set=datamodule.eval_set if datamodule is not None else None,
+    )
+    print(table)
     return metrics

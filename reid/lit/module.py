@@ -35,6 +35,8 @@ class ReIDModule(pl.LightningModule):
         label_smoothing: cross-entropy label smoothing (0 = the paper's plain softmax loss).
         channels_last: run the network in channels_last memory format (about 10x faster on CPU).
         eval_options: keyword options of :class:`reid.metrics.ReIDMetric` (distance, protocol...).
+        compile: run the network through ``torch.compile`` (``compile_options`` go to it, e.g.
+            ``{"mode": "max-autotune"}``); checkpoints are unchanged.
         pretrained: a checkpoint or state dict (e.g. of ImageNet pre-training) to initialise the
             network from, identity classifiers excepted (:func:`reid.models.pretrained.load_pretrained`).
     """
@@ -51,6 +53,8 @@ class ReIDModule(pl.LightningModule):
         channels_last: bool = True,
         eval_options: dict | None = None,
         pretrained: str | None = None,
+        compile: bool = False,
+        compile_options: dict | None = None,
     ) -> None:
         super().__init__()
         # Only plain values go into the checkpoint's hyper-parameters, so that checkpoints load
@@ -67,6 +71,9 @@ class ReIDModule(pl.LightningModule):
         self.val_metric = ReIDMetric(**(eval_options or {}))
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        if compile:
+            # in place: parameter names (and so checkpoints) stay those of the plain network
+            self.net.compile(**(compile_options or {}))
 
     # ------------------------------------------------------------------ forward
     def forward(self, whole: Tensor, parts: Tensor, return_attention: bool = False) -> Any:
@@ -110,14 +117,25 @@ class ReIDModule(pl.LightningModule):
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
         self.val_metric.reset()
+        self._val_part_weights: list[Tensor] = []
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        features = self.extract_features(batch["whole"], batch["parts"])
-        self.val_metric.update(features, batch["pid"], batch["camid"], batch["is_query"], batch["index"])
+        with torch.no_grad():
+            output = self(batch["whole"], batch["parts"])
+        self.val_metric.update(output.feature, batch["pid"], batch["camid"], batch["is_query"], batch["index"])
+        if output.part_weights is not None:
+            self._val_part_weights.append(output.part_weights.detach().float().cpu())
 
     def on_validation_epoch_end(self) -> None:
         results = self.val_metric.compute()
         self.last_val_results = {k: v for k, v in results.items() if k != "cmc"}
+        # for callbacks that draw pictures or per-branch tables after validation (reid.lit.dashboard)
+        self.last_val_gathered = {k: v.detach().cpu() for k, v in self.val_metric.gathered.items()}
+        self.last_val_gathered["cmc"] = results["cmc"].detach().cpu()
+        weights = getattr(self, "_val_part_weights", [])
+        if weights:  # this process's share only: enough for a histogram of mu
+            self.last_val_gathered["part_weights"] = torch.cat(weights)
+        self._val_part_weights = []
         for key in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP"):
             if key in results:
                 value = torch.as_tensor(results[key], dtype=torch.float32)
@@ -128,7 +146,7 @@ class ReIDModule(pl.LightningModule):
         self.validation_step(batch, batch_idx)
 
     def on_test_epoch_start(self) -> None:
-        self.val_metric.reset()
+        self.on_validation_epoch_start()
 
     def on_test_epoch_end(self) -> None:
         self.on_validation_epoch_end()

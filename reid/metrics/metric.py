@@ -34,6 +34,9 @@ class ReIDMetric(Metric):
         **protocol_kw: ``num_repeats``, ``seed``, ``exact``, ``num_buckets``, ``num_threads``; any other keyword
             (``sync_on_compute``, ``process_group``...) goes to ``torchmetrics.Metric``.
 
+    After ``compute``, ``gathered`` holds the deduplicated ``features``, ``pids``, ``camids`` and
+    ``is_query`` (queries first, each split in index order) until the next ``compute``.
+
     ``compute`` returns a dict of tensors: ``rank1``, ``rank5``, ``rank10``, ``rank20``, ``mAP``,
     ``mINP`` (0-d float tensors, fractions, NaN where undefined) and ``cmc`` (1-d tensor; leave it
     out when passing the dict to ``LightningModule.log_dict``, which takes scalars only).
@@ -58,6 +61,7 @@ class ReIDMetric(Metric):
         self.protocol_kw = protocol_kw
         for name in ("features", "pids", "camids", "is_query", "indices"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
+        self.gathered: dict[str, torch.Tensor] = {}
 
     def update(self, features: torch.Tensor, pids: torch.Tensor, camids: torch.Tensor,
                is_query: torch.Tensor, indices: torch.Tensor) -> None:
@@ -107,6 +111,8 @@ class ReIDMetric(Metric):
         if not bool(is_query.any()) or bool(is_query.all()):
             raise ValueError(f"ReIDMetric needs both query and gallery samples; got {int(is_query.sum())} "
                              f"queries and {int((~is_query).sum())} gallery images")
+        # kept for pictures and per-branch tables after compute (queries first, each split in index order)
+        self.gathered = {"features": features, "pids": pids, "camids": camids, "is_query": is_query}
         result = evaluate_features(features[is_query], features[~is_query], pids[is_query], pids[~is_query],
                                    camids[is_query], camids[~is_query], metric=self.distance,
                                    max_rank=self.max_rank, protocol=self.protocol, chunk_size=self.chunk_size,

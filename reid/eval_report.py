@@ -1,0 +1,202 @@
+"""Pictures and report.md of an evaluation: ranked lists (Fig. 6), attention maps (Fig. 7), CMC curves, mu histogram."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+
+from reid.evaluation import ROW_LABELS, FeatureSet
+from reid.metrics import pairwise_distance
+
+log = logging.getLogger(__name__)
+
+BRANCH_NAMES = ("global", "head", "upper_body", "upper_leg", "lower_leg")
+
+
+def choose_query_rows(num_queries_available: int, count: int, seed: int, rows: Sequence[int] | None = None) -> list[int]:
+    """Query numbers to show: ``rows`` when given, else ``count`` drawn at random with ``seed`` (sorted)."""
+    if rows is not None:
+        bad = [r for r in rows if not 0 <= int(r) < num_queries_available]
+        if bad:
+            raise ValueError(f"eval.pictures.query_rows {bad} outside 0..{num_queries_available - 1}")
+        return [int(r) for r in rows]
+    count = min(count, num_queries_available)
+    generator = np.random.default_rng(seed)
+    return sorted(int(i) for i in generator.choice(num_queries_available, size=count, replace=False))
+
+
+def ranked_list_image(features: FeatureSet, query_rows: Sequence[int], topk: int, row: str = "all",
+                      distance: str = "euclidean") -> Image.Image | None:
+    """Fig. 6 for the chosen queries (numbers within the query set); None when the images are gone."""
+    from reid.viz.ranked import ranked_list_picture
+
+    q, g = features.query, features.gallery
+    chosen = q[torch.as_tensor(list(query_rows), dtype=torch.long)]
+    missing = [p for p in [features.paths[int(i)] for i in chosen] if not Path(p).is_file()]
+    if missing:
+        log.warning("ranked lists skipped: %d query images are not on disk (e.g. %s)", len(missing), missing[0])
+        return None
+    feats = features.features[row]
+    # only the shown queries' rows of the distance matrix: cheap whatever the gallery size
+    distmat = pairwise_distance(feats[chosen], feats[g], distance).numpy()
+    return ranked_list_picture(
+        distmat,
+        features.pids[chosen].numpy(), features.pids[g].numpy(),
+        features.camids[chosen].numpy(), features.camids[g].numpy(),
+        [features.paths[int(i)] for i in chosen], [features.paths[int(i)] for i in g],
+        query_rows=list(range(len(chosen))), topk=topk,
+    )
+
+
+def attention_image(module: Any, eval_set: Any, sample_rows: Sequence[int]) -> Image.Image | None:
+    """Fig. 7 for the given samples of the evaluation set; None when the network has no intra-attention."""
+    from reid.data.crops import crop_regions
+    from reid.data.io import read_image
+    from reid.viz.attention import attention_picture, parts_in_whole_crop
+
+    net = getattr(module, "net", module)
+    if not getattr(net, "intra_attention", False) or not sample_rows:
+        return None
+    samples = [eval_set[int(i)] for i in sample_rows]
+    whole = torch.stack([s["whole"] for s in samples])
+    parts = torch.stack([s["parts"] for s in samples])
+    device = next(module.parameters()).device
+    was_training = module.training
+    module.eval()
+    with torch.no_grad():
+        output = module(whole.to(device), parts.to(device), return_attention=True)
+    module.train(was_training)
+    if not output.attention:
+        return None
+    images, part_boxes = [], []
+    for i in sample_rows:
+        image = read_image(eval_set.records[int(i)].image_path)
+        crop, _ = crop_regions(image, eval_set.boxes[int(i)], whole_size=eval_set.whole_size, part_size=eval_set.part_size)
+        images.append(crop)
+        part_boxes.append(parts_in_whole_crop(eval_set.boxes[int(i)], eval_set.whole_size))
+    attention = {name: [m.detach().float().cpu() for m in masks] for name, masks in output.attention.items()}
+    return attention_picture(images, attention, np.stack(part_boxes))
+
+
+def cmc_image(results: Mapping[str, Mapping[str, Any]], max_rank: int = 50) -> Image.Image | None:
+    """CMC curves (ranks 1..max_rank) of every scored row that has one."""
+    from reid.viz.curves import cmc_curve_picture
+
+    curves = {
+        ROW_LABELS.get(row, row.replace("_", " ")): np.asarray(r["cmc"])
+        for row, r in results.items() if "cmc" in r and len(r["cmc"])
+    }
+    return cmc_curve_picture(curves, max_rank=max_rank) if curves else None
+
+
+def part_weight_image(part_weights: torch.Tensor | np.ndarray | None) -> Image.Image | None:
+    """Histogram of the inter-attention weights mu per part; None without inter-attention."""
+    from reid.viz.curves import part_weight_histogram
+
+    if part_weights is None or len(part_weights) == 0:
+        return None
+    return part_weight_histogram(np.asarray(part_weights))
+
+
+def save_pictures(pictures: Mapping[str, Image.Image | None], out_dir: Path) -> dict[str, Path]:
+    """Writes each picture as ``<name>.png`` under ``out_dir``; returns the paths written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, picture in pictures.items():
+        if picture is not None:
+            path = out_dir / f"{name}.png"
+            picture.save(path)
+            written[name] = path
+    return written
+
+
+def evaluation_pictures(
+    features: FeatureSet,
+    results: Mapping[str, Mapping[str, Any]],
+    options: Mapping[str, Any],
+    *,
+    module: Any = None,
+    eval_set: Any = None,
+    distance: str = "euclidean",
+    max_rank: int = 50,
+) -> dict[str, Image.Image | None]:
+    """Every picture of an evaluation (``options``: the ``eval.pictures`` config)."""
+    num_queries = len(features.query)
+    shown = choose_query_rows(num_queries, int(options.get("num_queries", 8)), int(options.get("seed", 0)),
+                              options.get("query_rows"))
+    pictures: dict[str, Image.Image | None] = {
+        "ranked_list": ranked_list_image(features, shown, int(options.get("topk", 10)), distance=distance),
+        "cmc": cmc_image(results, max_rank),
+        "part_weights": part_weight_image(features.part_weights),
+    }
+    if module is not None and eval_set is not None:
+        # attention rows are query numbers, and queries come first in the evaluation set
+        pictures["attention"] = attention_image(module, eval_set, shown[: int(options.get("num_attention", 4))])
+    return pictures
+
+
+def write_evaluation_outputs(
+    cfg: DictConfig,
+    features: FeatureSet,
+    results: Mapping[str, Mapping[str, Any]],
+    table: str,
+    output_dir: str | Path,
+    *,
+    module: Any = None,
+    eval_set: Any = None,
+) -> Path:
+    """Writes the pictures (when ``eval.pictures.enabled``) and ``report.md`` into ``output_dir``."""
+    output_dir = Path(output_dir)
+    options = OmegaConf.to_container(cfg.eval.pictures, resolve=True) if "pictures" in cfg.eval else {}
+    written: dict[str, Path] = {}
+    if options.get("enabled", True):
+        pictures = evaluation_pictures(
+            features, results, options, module=module, eval_set=eval_set,
+            distance=str(cfg.eval.distance), max_rank=int(cfg.eval.max_rank),
+        )
+        written = save_pictures(pictures, output_dir / "pictures")
+    return write_report_md(cfg, features, table, written, output_dir)
+
+
+def write_report_md(cfg: DictConfig, features: FeatureSet, table: str, pictures: Mapping[str, Path],
+                    output_dir: Path) -> Path:
+    """report.md: what was scored, how, the table, and the pictures."""
+    e = cfg.eval
+    source = cfg.get("features_path") or cfg.get("ckpt_path")
+    model = cfg.get("model", {}).get("net", {}) if cfg.get("model") else {}
+    lines = [
+        f"# Evaluation on {features.meta.get('data', cfg.data.get('name', '?'))}",
+        "",
+        f"- scored: `{source}`",
+        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- images: {len(features.query)} queries, {len(features.gallery)} gallery; protocol {features.protocol}",
+        f"- distance {e.distance}, flip averaging {'on' if features.meta.get('flip') else 'off'}, "
+        f"re-ranking {'on (k1=%s, k2=%s, lambda=%s)' % (e.rerank_k1, e.rerank_k2, e.rerank_lambda) if e.rerank else 'off'}",
+    ]
+    if model:
+        lines.append(
+            f"- network: intra-attention {model.get('intra_attention')}, fusion {model.get('fusion')}, "
+            f"width {model.get('width')}"
+        )
+    lines += ["", "## Results (%, Table 7 rows)", "", table, ""]
+    titles = {
+        "ranked_list": "Ranked lists (Fig. 6): green = same identity, red = different",
+        "attention": "Attention maps (Fig. 7): blocks 2, 3, 4 of the whole body and of the parts",
+        "cmc": "CMC curves",
+        "part_weights": "Inter-attention weights mu per part",
+    }
+    for name, path in pictures.items():
+        lines += [f"## {titles.get(name, name)}", "", f"![{name}]({path.relative_to(output_dir).as_posix()})", ""]
+    report = output_dir / "report.md"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text("\n".join(lines))
+    log.info("wrote %s", report)
+    return report
+

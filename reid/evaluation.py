@@ -1,0 +1,293 @@
+"""Test-time evaluation: per-branch features (Table 7), flip averaging, re-ranking, saved features."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from reid.metrics import evaluate_features, evaluate_rank, pairwise_distance, re_ranking
+
+log = logging.getLogger(__name__)
+
+PART_NAMES = ("head", "upper_body", "upper_leg", "lower_leg")
+#: Table 7's rows, in the paper's order, and how they are printed.
+ROW_LABELS: dict[str, str] = {
+    "global": "Global",
+    "head": "Head",
+    "upper_body": "Upper body",
+    "upper_leg": "Upper leg",
+    "lower_leg": "Lower leg",
+    "parts": "Part fusion",
+    "all": "Global + part",
+}
+METRIC_NAMES = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+FEATURES_FORMAT = "reid-features-v1"
+
+
+class RerankTooLargeError(MemoryError):
+    """Re-ranking a set whose (Q+G)^2 distance matrices would not fit the configured bound."""
+
+
+def branch_features(net: nn.Module, output: Any) -> dict[str, Tensor]:
+    """The features of Table 7's rows from one forward pass.
+
+    ``global`` and each part are the branch's own FC_reduce output (E_g, E_1..E_4). ``parts``
+    and ``all`` are what the network compares at test time: for concatenation and inter-attention
+    they are columns of ``output.feature`` (so inter's parts carry their weights ``(mu_i + 1)``);
+    for FC fusion, whose output mixes the branches, ``parts`` is the plain concatenation of E_1..E_4.
+    """
+    features = {"global": output.global_feature}
+    for index, name in enumerate(PART_NAMES):
+        features[name] = output.part_features[:, index]
+    slices = getattr(net, "feature_slices", {})
+    if "parts" in slices:
+        features["parts"] = output.feature[:, slices["parts"]]
+    else:
+        features["parts"] = output.part_features.flatten(1)
+    features["all"] = output.feature
+    return features
+
+
+@dataclass
+class FeatureSet:
+    """Features of every query and gallery image, per Table 7 row, with what scoring needs.
+
+    Saved with :meth:`save` as plain tensors and strings (``torch.load(weights_only=True)`` reads
+    it back), so ``evaluate.py features_path=...`` can score again without the model.
+    """
+
+    features: dict[str, Tensor]
+    pids: Tensor
+    camids: Tensor
+    is_query: Tensor
+    paths: list[str]
+    protocol: str = "market"
+    part_weights: Tensor | None = None
+    boxes: Tensor | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.paths)
+        for name, tensor in [("pids", self.pids), ("camids", self.camids), ("is_query", self.is_query)] + [
+            (f"features[{k}]", v) for k, v in self.features.items()
+        ]:
+            if tensor.shape[0] != n:
+                raise ValueError(f"FeatureSet: {name} has {tensor.shape[0]} rows for {n} images")
+        self.is_query = self.is_query.bool()
+
+    @property
+    def query(self) -> Tensor:
+        """Row numbers of the queries, in order."""
+        return torch.nonzero(self.is_query).flatten()
+
+    @property
+    def gallery(self) -> Tensor:
+        """Row numbers of the gallery images, in order."""
+        return torch.nonzero(~self.is_query).flatten()
+
+    def save(self, path: str | Path) -> Path:
+        """Writes the set to ``path`` (a ``.pt`` file of plain tensors), atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": FEATURES_FORMAT,
+            "features": {k: v.contiguous() for k, v in self.features.items()},
+            "pids": self.pids,
+            "camids": self.camids,
+            "is_query": self.is_query,
+            "paths": list(self.paths),
+            "protocol": self.protocol,
+            "part_weights": self.part_weights,
+            "boxes": self.boxes,
+            "meta": dict(self.meta),
+        }
+        partial = path.with_name(path.name + ".partial")
+        torch.save(payload, partial)
+        partial.replace(path)
+        log.info("wrote %s (%d images, rows %s)", path, len(self.paths), ", ".join(self.features))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FeatureSet":
+        """Reads a set written by :meth:`save` (safely: ``weights_only=True``)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"features file not found: {path} (write one with `python evaluate.py ckpt_path=... eval.save_features=true`)"
+            )
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != FEATURES_FORMAT:
+            raise ValueError(f"{path} is not a features file written by evaluate.py (format {FEATURES_FORMAT})")
+        return cls(
+            features=dict(payload["features"]),
+            pids=payload["pids"],
+            camids=payload["camids"],
+            is_query=payload["is_query"],
+            paths=list(payload["paths"]),
+            protocol=str(payload["protocol"]),
+            part_weights=payload.get("part_weights"),
+            boxes=payload.get("boxes"),
+            meta=dict(payload.get("meta") or {}),
+        )
+
+
+def _mean_of(first: dict[str, Tensor], second: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: (first[k] + second[k]) / 2 for k in first}
+
+
+@torch.no_grad()
+def extract_features(
+    module: nn.Module,
+    loader: Iterable[Mapping[str, Any]],
+    *,
+    paths: list[str],
+    boxes: np.ndarray | None = None,
+    protocol: str = "market",
+    flip: bool = False,
+    device: torch.device | str = "cpu",
+) -> FeatureSet:
+    """Runs ``module`` (a :class:`reid.lit.module.ReIDModule`) over an evaluation loader.
+
+    Args:
+        module: maps ``(whole, parts)`` to a ``NetworkOutput``; its ``net`` gives the feature slices.
+        loader: batches with ``whole``, ``parts``, ``pid``, ``camid``, ``is_query`` (not shuffled).
+        paths: image path of every sample, in loader order.
+        boxes: the five region boxes of every sample (stored for pictures), or None.
+        protocol: the data set's evaluation protocol.
+        flip: average each feature with that of the horizontally flipped crops (whole body and
+            each part flipped in place, which is the crop of the flipped image).
+        device: where the network runs.
+    """
+    module.eval()
+    module.to(device)
+    net = getattr(module, "net", module)
+    chunks: dict[str, list[Tensor]] = {}
+    pids, camids, is_query, weights = [], [], [], []
+    for batch in loader:
+        whole = batch["whole"].to(device, non_blocking=True)
+        parts = batch["parts"].to(device, non_blocking=True)
+        output = module(whole, parts)
+        features = branch_features(net, output)
+        mu = output.part_weights
+        if flip:
+            flipped = module(whole.flip(-1), parts.flip(-1))
+            features = _mean_of(features, branch_features(net, flipped))
+            if mu is not None and flipped.part_weights is not None:
+                mu = (mu + flipped.part_weights) / 2
+        for name, value in features.items():
+            chunks.setdefault(name, []).append(value.float().cpu())
+        if mu is not None:
+            weights.append(mu.float().cpu())
+        pids.append(torch.as_tensor(batch["pid"]).long())
+        camids.append(torch.as_tensor(batch["camid"]).long())
+        is_query.append(torch.as_tensor(batch["is_query"]).bool())
+    if not pids:
+        raise ValueError("the evaluation loader is empty: the data set has no query/gallery images")
+    features = {name: torch.cat(values) for name, values in chunks.items()}
+    return FeatureSet(
+        features=features,
+        pids=torch.cat(pids),
+        camids=torch.cat(camids),
+        is_query=torch.cat(is_query),
+        paths=list(paths),
+        protocol=protocol,
+        part_weights=torch.cat(weights) if weights else None,
+        boxes=torch.as_tensor(np.asarray(boxes), dtype=torch.float32) if boxes is not None else None,
+        meta={"flip": bool(flip)},
+    )
+
+
+def score_features(
+    features: FeatureSet,
+    *,
+    rows: Iterable[str] | None = None,
+    distance: str = "euclidean",
+    max_rank: int = 50,
+    chunk_size: int | None = None,
+    device: torch.device | str | None = None,
+    **protocol_kw: Any,
+) -> dict[str, dict[str, Any]]:
+    """CMC/mAP/mINP of each Table 7 row (``rows``, default: every row the set holds).
+
+    Returns ``{row: {"rank1": ..., "mAP": ..., "mINP": ..., "cmc": np.ndarray}}`` (fractions).
+    """
+    q, g = features.query, features.gallery
+    results: dict[str, dict[str, Any]] = {}
+    for row in rows or features.features:
+        feats = features.features[row]
+        results[row] = evaluate_features(
+            feats[q], feats[g], features.pids[q], features.pids[g], features.camids[q], features.camids[g],
+            metric=distance, max_rank=max_rank, protocol=features.protocol, chunk_size=chunk_size,
+            device=device, **protocol_kw,
+        )
+    return results
+
+
+def rerank_scores(
+    features: FeatureSet,
+    *,
+    row: str = "all",
+    distance: str = "euclidean",
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    max_images: int = 40_000,
+    max_rank: int = 50,
+    **protocol_kw: Any,
+) -> dict[str, Any]:
+    """Scores ``row`` after k-reciprocal re-ranking (Zhong et al. 2017, :func:`reid.metrics.re_ranking`).
+
+    Re-ranking needs every pairwise distance of queries and gallery together, (Q + G)^2 floats:
+    sets larger than ``max_images`` are refused with the memory they would take, rather than
+    being killed by the OS half-way.
+    """
+    q, g = features.query, features.gallery
+    total = len(q) + len(g)
+    if total > max_images:
+        gib = total * total * 4 * 3 / 2**30
+        raise RerankTooLargeError(
+            f"re-ranking {total} images needs about {gib:.0f} GiB ((Q+G)^2 distances); raise eval.rerank_max_images "
+            "if the machine has it, or set eval.rerank=false"
+        )
+    feats = features.features[row]
+    qf, gf = feats[q], feats[g]
+    distmat = re_ranking(
+        pairwise_distance(qf, gf, distance).numpy(),
+        pairwise_distance(qf, qf, distance).numpy(),
+        pairwise_distance(gf, gf, distance).numpy(),
+        k1=k1, k2=k2, lambda_value=lambda_value,
+    )
+    cmc, mean_ap, minp = evaluate_rank(
+        distmat, features.pids[q], features.pids[g], features.camids[q], features.camids[g],
+        max_rank=max_rank, protocol=features.protocol, return_minp=True, **protocol_kw,
+    )
+    out: dict[str, Any] = {"cmc": cmc, "mAP": mean_ap, "mINP": minp}
+    for k in (1, 5, 10, 20):
+        out[f"rank{k}"] = float(cmc[k - 1]) if k <= max_rank else math.nan
+    return out
+
+
+def plain_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """The scalar metrics of one row (no CMC array) as floats, for JSON."""
+    return {k: float(result[k]) for k in METRIC_NAMES if k in result}
+
+
+def results_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """A Markdown table with one line per Table 7 row (and re-ranked rows), values in percent."""
+    columns = [("R1", "rank1"), ("R5", "rank5"), ("R10", "rank10"), ("R20", "rank20"), ("mAP", "mAP"), ("mINP", "mINP")]
+    lines = ["| Features | " + " | ".join(c for c, _ in columns) + " |", "|---|" + "---:|" * len(columns)]
+    for row, result in results.items():
+        label = ROW_LABELS.get(row, row.replace("_", " "))
+        cells = []
+        for _, key in columns:
+            value = result.get(key)
+            cells.append("–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
