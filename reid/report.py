@@ -1,0 +1,541 @@
+"""Ablation report: `python -m reid.report <multirun dir | run dirs...> [--out DIR]` -> Table 6 and the lambda/beta sweeps.
+
+Every ``metrics.json`` below the given folders is one run. Its model variant, data set, lambda
+(``model.lambda_intra``, Eq. 11) and beta (``data.beta``, Eq. 2) come from the run's ``.hydra/``
+folder: the chosen config groups (``hydra.yaml``: ``hydra.runtime.choices``), the composed config
+(``config.yaml``) and the command-line overrides (``overrides.yaml``). The report has
+
+- Table 6: one row per model variant and (lambda, beta) setting, one column per data set, cells
+  "R1 / mAP" in percent; runs that share a cell (e.g. several seeds) are averaged, with the
+  sample standard deviation and their number;
+- Tables 10 and 11: for each (model, data set) whose runs vary lambda at a fixed beta (or beta at
+  a fixed lambda), R1 and mAP against the swept value, with a line plot (PNG); a lambda x beta
+  grid when both vary.
+
+It is written to ``<out>/report.md`` (with the PNGs) and printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import re
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from PIL import Image
+
+from reid.viz.curves import line_plot_picture
+
+log = logging.getLogger(__name__)
+
+#: Table 6's row order; other variants follow, sorted by name.
+MODEL_ORDER = ("baseline", "aligned", "intra", "inter", "intra_inter")
+#: Table 6's column order (data config groups); other data sets follow, sorted by name.
+DATA_ORDER = ("market", "duke", "cuhk03_labeled", "cuhk03_detected")
+DATA_LABELS = {"market": "Market-1501", "duke": "DukeMTMC-reID", "cuhk03_labeled": "CUHK03-L",
+               "cuhk03_detected": "CUHK03-D"}
+#: data.name values -> data config group, for runs without hydra.yaml
+DATASET_GROUPS = {"market1501": "market", "dukemtmcreid": "duke"}
+#: (intra_attention, fusion) -> variant, for runs without hydra.yaml (pose regions)
+VARIANTS = {(False, "concat"): "aligned", (True, "concat"): "intra", (False, "inter"): "inter",
+            (True, "inter"): "intra_inter"}
+UNKNOWN = "?"
+LAMBDA_KEY = "model.lambda_intra"
+BETA_KEY = "data.beta"
+SWEEP_COMMAND = ("python train.py -m model=baseline,aligned,intra,inter,intra_inter "
+                 "(or model.lambda_intra=0,0.1,0.5 / data.beta=0,0.0625,0.125)")
+
+
+class ReportError(Exception):
+    """A problem with the folders given to the report (missing, no runs, unreadable metrics)."""
+
+
+@dataclass
+class RunResult:
+    """One finished run: where it is, what it trained, and its final metrics (fractions)."""
+
+    path: Path
+    model: str
+    data: str
+    lambda_intra: float | None
+    beta: float | None
+    metrics: dict[str, float]
+    overrides: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# collecting runs
+
+
+def _load_yaml(path: Path) -> DictConfig | ListConfig | None:
+    if not path.is_file():
+        return None
+    try:
+        return OmegaConf.load(path)
+    except Exception as err:  # a broken YAML file should not stop the whole report
+        log.warning("cannot read %s: %s", path, err)
+        return None
+
+
+def _select(cfg: DictConfig | ListConfig | None, key: str) -> Any:
+    """``cfg[key]`` resolved where possible; None when absent or when its interpolation needs
+    Hydra's runtime (e.g. ``${hydra:...}``)."""
+    if cfg is None:
+        return None
+    try:
+        value = OmegaConf.select(cfg, key, default=None)
+    except Exception:
+        value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=False)
+    return value
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _data_group(config: DictConfig | None) -> str:
+    """The data config group, guessed from the composed config (for runs without hydra.yaml)."""
+    name = _select(config, "data.name")
+    if name is None:
+        return UNKNOWN
+    if name == "cuhk03":
+        return "cuhk03_labeled" if _select(config, "data.options.labeled") else "cuhk03_detected"
+    return DATASET_GROUPS.get(str(name), str(name))
+
+
+def _model_variant(config: DictConfig | None) -> str:
+    """The Table 6 variant, guessed from the composed model config (for runs without hydra.yaml)."""
+    if config is None or _select(config, "model") is None:
+        return UNKNOWN
+    if _select(config, "model.regions") == "strips":
+        return "baseline"
+    key = (bool(_select(config, "model.net.intra_attention")), str(_select(config, "model.net.fusion")))
+    return VARIANTS.get(key, f"{'intra_' if key[0] else ''}{key[1]}")
+
+
+def _model_overrides(overrides: Sequence[str]) -> list[str]:
+    """Command-line changes to the model other than lambda: they make a different variant."""
+    return sorted(o for o in overrides if o.lstrip("+~").startswith("model.") and not o.lstrip("+~").startswith(LAMBDA_KEY))
+
+
+def _describe_run(run_dir: Path) -> tuple[str, str, float | None, float | None, list[str], list[str]]:
+    """(model, data, lambda, beta, overrides, notes) of one run folder."""
+    hydra_dir = run_dir / ".hydra"
+    notes: list[str] = []
+    config = _load_yaml(hydra_dir / "config.yaml")
+    hydra = _load_yaml(hydra_dir / "hydra.yaml")
+    overrides_cfg = _load_yaml(hydra_dir / "overrides.yaml")
+    overrides = [str(o) for o in overrides_cfg] if isinstance(overrides_cfg, ListConfig) else []
+    if config is None:
+        notes.append(f"{run_dir}: no readable .hydra/config.yaml, so model, data set, lambda and beta are unknown ({UNKNOWN})")
+        return UNKNOWN, UNKNOWN, None, None, overrides, notes
+
+    model_choice = _select(hydra, "hydra.runtime.choices.model")
+    data_choice = _select(hydra, "hydra.runtime.choices.data")
+    if hydra is None:
+        notes.append(f"{run_dir}: no readable .hydra/hydra.yaml, model variant and data set guessed from config.yaml")
+    model = str(model_choice) if model_choice else _model_variant(config)
+    data = str(data_choice) if data_choice else _data_group(config)
+    lambda_intra = _as_float(_select(config, LAMBDA_KEY))
+    beta = _as_float(_select(config, BETA_KEY))
+    model_overrides = _model_overrides(overrides)
+
+    if _select(config, "task_name") == "evaluate":
+        # evaluate.py scores the checkpoint with the model config stored in it: the run's own model
+        # group is only a default, so take the variant from the training run that made the checkpoint
+        trained = _training_run_of(config, hydra)
+        if trained is None:
+            notes.append(f"{run_dir}: evaluation run whose checkpoint's training run was not found "
+                         f"(ckpt_path={_select(config, 'ckpt_path')}): model and lambda unknown ({UNKNOWN})")
+            model, lambda_intra, model_overrides = UNKNOWN, None, []
+        else:
+            model, _, lambda_intra, train_beta, _, _ = _describe_run(trained)  # model names its overrides
+            model_overrides = []
+            if train_beta is not None and beta is not None and not math.isclose(train_beta, beta):
+                notes.append(f"{run_dir}: scored with beta={beta:g} a model trained with beta={train_beta:g}")
+    if model_overrides and model != UNKNOWN:
+        model = f"{model}[{','.join(model_overrides)}]"
+    return model, data, lambda_intra, beta, overrides, notes
+
+
+def _training_run_of(config: DictConfig, hydra: DictConfig | None) -> Path | None:
+    """The run folder of an evaluation run's checkpoint (``<run>/checkpoints/<name>.ckpt``), if it has .hydra."""
+    ckpt = _select(config, "ckpt_path")
+    if not ckpt:
+        return None
+    path = Path(str(ckpt))
+    if not path.is_absolute():
+        cwd = _select(hydra, "hydra.runtime.cwd")
+        path = Path(str(cwd)) / path if cwd else path
+    run_dir = path.parent.parent
+    return run_dir if (run_dir / ".hydra" / "config.yaml").is_file() else None
+
+
+def _read_metrics(path: Path) -> dict[str, float]:
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ReportError(f"{path} is not valid JSON ({err}): delete it or re-run that job") from None
+    if not isinstance(raw, dict):
+        raise ReportError(f"{path} must hold a JSON object of metrics, got {type(raw).__name__}: delete it or re-run that job")
+    metrics = {}
+    for key, value in raw.items():
+        number = _as_float(value)
+        if number is not None:
+            metrics[str(key)] = number
+    return metrics
+
+
+def _natural_key(path: Path) -> list[tuple[int, int | str]]:
+    """Sorts multirun job folders 0, 1, 2, ..., 10 rather than 0, 1, 10, 2."""
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in path.parts]
+
+
+def _metrics_files(root: Path) -> list[Path]:
+    """metrics.json files below ``root``, leaving out any inside another run's folder (e.g. a logger's)."""
+    found = []
+    for path in sorted(root.rglob("metrics.json"), key=_natural_key):
+        nested = any((parent / ".hydra").is_dir() for parent in path.parent.parents
+                     if parent == root or root in parent.parents)
+        if not nested:
+            found.append(path)
+    return found
+
+
+def collect_runs(paths: Iterable[str | Path]) -> list[RunResult]:
+    """Every run (a folder with metrics.json) below the given folders, in path order.
+
+    Args:
+        paths: multirun folders (``outputs/train/multiruns/<date_time>``), run folders, or any
+            folder above them.
+
+    Raises:
+        ReportError: a folder does not exist, none holds a metrics.json, or one is unreadable.
+    """
+    roots = [Path(p) for p in paths]
+    if not roots:
+        raise ReportError("no folder given: pass a multirun folder (outputs/train/multiruns/<date_time>) or run folders")
+    for root in roots:
+        if not root.is_dir():
+            raise ReportError(f"{root} is not a folder: pass a multirun folder (outputs/train/multiruns/<date_time>) or run folders")
+    seen: set[Path] = set()
+    runs: list[RunResult] = []
+    for root in roots:
+        for metrics_path in _metrics_files(root):
+            if metrics_path.resolve() in seen:
+                continue
+            seen.add(metrics_path.resolve())
+            run_dir = metrics_path.parent
+            model, data, lambda_intra, beta, overrides, notes = _describe_run(run_dir)
+            runs.append(RunResult(run_dir, model, data, lambda_intra, beta, _read_metrics(metrics_path), overrides, notes))
+    if not runs:
+        names = ", ".join(str(r) for r in roots)
+        raise ReportError(f"no metrics.json below {names}: train first, e.g. `{SWEEP_COMMAND}` "
+                          "(runs write metrics.json when training ends)")
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------
+# formatting
+
+
+def _setting(value: float | None) -> float | None:
+    """A hashable key for a float setting that ignores float noise (0.1 vs 0.1000000001)."""
+    return None if value is None else round(float(value), 9)
+
+
+def format_beta(beta: float | None) -> str:
+    """beta as a number with its fraction of the body height, e.g. ``0.0625 (3/48)``, ``0.1 (1/10)``."""
+    if beta is None:
+        return UNKNOWN
+    if beta == 0:
+        return "0"
+    forty_eighths = beta * 48
+    if math.isclose(forty_eighths, round(forty_eighths), abs_tol=1e-6):
+        return f"{beta:.4g} ({round(forty_eighths)}/48)"  # Table 11's steps of H/48
+    fraction = Fraction(beta).limit_denominator(100)
+    if math.isclose(float(fraction), beta, abs_tol=1e-9):
+        return f"{beta:.4g} ({fraction.numerator}/{fraction.denominator})"
+    return f"{beta:g}"
+
+
+def format_lambda(value: float | None) -> str:
+    """lambda as a short number, or ``?`` when unknown."""
+    return UNKNOWN if value is None else f"{value:g}"
+
+
+def _stats(values: Sequence[float]) -> tuple[float, float, int]:
+    """(mean, sample std, n) of the finite values, in percent; NaN mean when there are none."""
+    finite = [100.0 * v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan, 0
+    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
+    return float(np.mean(finite)), std, len(finite)
+
+
+def _number(mean: float, std: float, n: int) -> str:
+    if n == 0:
+        return "–"
+    return f"{mean:.2f}" if n == 1 else f"{mean:.2f} ± {std:.2f}"
+
+
+def _metric_values(runs: Sequence[RunResult], key: str) -> list[float]:
+    return [run.metrics.get(key, math.nan) for run in runs]
+
+
+def _r1_map_cell(runs: Sequence[RunResult], spread: bool = True) -> str:
+    """"R1 / mAP" in percent, averaged over ``runs``; with ``spread``, ``± std`` when several;
+    ``(n=...)`` when several."""
+    if not runs:
+        return ""
+    numbers = []
+    for key in ("rank1", "mAP"):
+        mean, std, n = _stats(_metric_values(runs, key))
+        numbers.append(_number(mean, std, n) if spread else _number(mean, math.nan, min(n, 1)))
+    return " / ".join(numbers) + (f" (n={len(runs)})" if len(runs) > 1 else "")
+
+
+def _model_rank(model: str) -> tuple[int, str]:
+    base = model.split("[", 1)[0]  # "intra_inter[model.net.fusion=fc]" sorts with intra_inter
+    return (MODEL_ORDER.index(base) if base in MODEL_ORDER else len(MODEL_ORDER), model)
+
+
+def _data_rank(data: str) -> tuple[int, str]:
+    return (DATA_ORDER.index(data) if data in DATA_ORDER else len(DATA_ORDER), data)
+
+
+def _sort_setting(value: float | None) -> tuple[int, float]:
+    return (1, 0.0) if value is None else (0, value)
+
+
+def data_label(data: str) -> str:
+    """A data set's column title, e.g. ``Market-1501`` for the ``market`` config group."""
+    return DATA_LABELS.get(data, data)
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Table 6
+
+
+def ablation_table(runs: Sequence[RunResult]) -> str:
+    """Table 6 as Markdown: rows = model variant and (lambda, beta), columns = data sets.
+
+    Rows follow baseline, aligned, intra, inter, intra_inter, then other variants by name; each
+    variant's settings by lambda then beta. Cells are "R1 / mAP" in percent; runs sharing a cell
+    are averaged, shown with ± the sample standard deviation and their number n.
+    """
+    cells: dict[tuple[str, float | None, float | None], dict[str, list[RunResult]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        cells[(run.model, _setting(run.lambda_intra), _setting(run.beta))][run.data].append(run)
+    columns = sorted({run.data for run in runs}, key=_data_rank)
+    keys = sorted(cells, key=lambda k: (_model_rank(k[0]), _sort_setting(k[1]), _sort_setting(k[2])))
+    rows = [[model, format_lambda(lam), format_beta(beta)] + [_r1_map_cell(cells[(model, lam, beta)].get(d, [])) for d in columns]
+            for model, lam, beta in keys]
+    return _markdown_table(["model", "λ", "β"] + [data_label(d) for d in columns], rows,
+                           [":---", "---:", "---:"] + ["---:"] * len(columns))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables 10 and 11
+
+
+@dataclass
+class Sweep:
+    """The sweep of one parameter for one (model, data set): a Markdown table and the plot's lines."""
+
+    model: str
+    data: str
+    parameter: str  # "lambda_intra" or "beta"
+    markdown: str
+    # fixed value of the other parameter -> (swept values, runs per value)
+    lines: dict[float | None, tuple[list[float], list[list[RunResult]]]]
+
+    @property
+    def plot_name(self) -> str:
+        """File name of the sweep's line plot."""
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{self.model}_{self.data}").strip("_")
+        return f"sweep_{'lambda' if self.parameter == 'lambda_intra' else 'beta'}_{safe}.png"
+
+
+def _grouped(runs: Sequence[RunResult], swept: str, fixed: str) -> dict[float, dict[float, list[RunResult]]]:
+    """fixed value -> swept value -> runs, for runs where both are known."""
+    groups: dict[float, dict[float, list[RunResult]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        x, f = _setting(getattr(run, swept)), _setting(getattr(run, fixed))
+        if x is not None and f is not None:
+            groups[f][x].append(run)
+    return {f: dict(sorted(by_x.items())) for f, by_x in sorted(groups.items()) if len(by_x) > 1}
+
+
+def _one_sweep_table(title: str, label: str, by_x: dict[float, list[RunResult]], show: Callable[[float], str]) -> str:
+    rows = []
+    for x, group in by_x.items():
+        r1, mean_ap = _stats(_metric_values(group, "rank1")), _stats(_metric_values(group, "mAP"))
+        rows.append([show(x), _number(*r1), _number(*mean_ap), str(len(group))])
+    return f"**{title}**\n\n" + _markdown_table([label, "R1", "mAP", "n"], rows, ["---:", "---:", "---:", "---:"])
+
+
+def _grid_table(title: str, runs: Sequence[RunResult]) -> str:
+    grid: dict[tuple[float, float], list[RunResult]] = defaultdict(list)
+    for run in runs:
+        lam, beta = _setting(run.lambda_intra), _setting(run.beta)
+        if lam is not None and beta is not None:
+            grid[(lam, beta)].append(run)
+    lambdas = sorted({k[0] for k in grid})
+    betas = sorted({k[1] for k in grid})
+    rows = [[format_lambda(lam)] + [_r1_map_cell(grid.get((lam, beta), []), spread=False) or "–" for beta in betas]
+            for lam in lambdas]
+    header = ["λ \\ β"] + [format_beta(b) for b in betas]
+    return f"**{title}**\n\n" + _markdown_table(header, rows, ["---:"] * len(header))
+
+
+def _sweeps(runs: Sequence[RunResult]) -> list[Sweep]:
+    by_group: dict[tuple[str, str], list[RunResult]] = defaultdict(list)
+    for run in runs:
+        by_group[(run.model, run.data)].append(run)
+    sweeps: list[Sweep] = []
+    for model, data in sorted(by_group, key=lambda k: (_model_rank(k[0]), _data_rank(k[1]))):
+        group = by_group[(model, data)]
+        where = f"{model} on {data_label(data)}"
+        lambda_lines = _grouped(group, "lambda_intra", "beta")
+        beta_lines = _grouped(group, "beta", "lambda_intra")
+        if len(lambda_lines) > 1:
+            # lambda swept at two or more betas: a 2-D design, one grid holds every number
+            grid = _grid_table(f"{where}: R1 / mAP (%) over λ × β (mean per cell)", group)
+            sweeps.append(Sweep(model, data, "lambda_intra", grid, _plot_lines(lambda_lines)))
+            sweeps.append(Sweep(model, data, "beta", "", _plot_lines(beta_lines)))
+            continue
+        if lambda_lines:
+            tables = [_one_sweep_table(f"{where}: R1 / mAP (%) against λ (Table 10), β = {format_beta(fixed)}",
+                                       "λ", by_x, format_lambda) for fixed, by_x in lambda_lines.items()]
+            sweeps.append(Sweep(model, data, "lambda_intra", "\n\n".join(tables), _plot_lines(lambda_lines)))
+        if beta_lines:
+            tables = [_one_sweep_table(f"{where}: R1 / mAP (%) against β (Table 11), λ = {format_lambda(fixed)}",
+                                       "β", by_x, format_beta) for fixed, by_x in beta_lines.items()]
+            sweeps.append(Sweep(model, data, "beta", "\n\n".join(tables), _plot_lines(beta_lines)))
+    return sweeps
+
+
+def _plot_lines(lines: dict[float, dict[float, list[RunResult]]]) -> dict[float | None, tuple[list[float], list[list[RunResult]]]]:
+    return {fixed: (list(by_x), list(by_x.values())) for fixed, by_x in lines.items()}
+
+
+def sweep_tables(runs: Sequence[RunResult]) -> list[str]:
+    """Tables 10 and 11 as Markdown, one string per swept (model, data set, parameter).
+
+    A parameter is swept in a (model, data set) when at least two of its values were run with the
+    other parameter fixed; there is one table per fixed value. When lambda is swept at two or more
+    betas, the (model, data set) gets a single lambda x beta grid instead.
+    """
+    return [sweep.markdown for sweep in _sweeps(runs) if sweep.markdown]
+
+
+def _sweep_plot(sweep: Sweep) -> Image.Image:
+    lambda_sweep = sweep.parameter == "lambda_intra"
+    series, errors = {}, {}
+    for fixed, (xs, groups) in sweep.lines.items():
+        setting = f"β={format_beta(fixed)}" if lambda_sweep else f"λ={format_lambda(fixed)}"
+        for metric, key in (("R1", "rank1"), ("mAP", "mAP")):
+            stats = [_stats(_metric_values(g, key)) for g in groups]
+            series[f"{metric} ({setting})"] = (xs, [s[0] for s in stats])
+            errors[f"{metric} ({setting})"] = [s[1] for s in stats]
+    ticks = None if lambda_sweep else {x: format_beta(x).split(" (")[-1].rstrip(")") for xs, _ in sweep.lines.values() for x in xs}
+    return line_plot_picture(series, xlabel="λ (Eq. 11)" if lambda_sweep else "β (fraction of the body height)",
+                             ylabel="%", title=f"{sweep.model} on {data_label(sweep.data)}", errors=errors,
+                             xticklabels=ticks, pair_colours=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+
+
+def _runs_table(runs: Sequence[RunResult]) -> str:
+    rows = []
+    for run in runs:
+        r1, mean_ap = run.metrics.get("rank1", math.nan), run.metrics.get("mAP", math.nan)
+        rows.append([f"`{run.path}`", run.model, run.data, format_lambda(run.lambda_intra), format_beta(run.beta),
+                     _number(100 * r1, math.nan, int(math.isfinite(r1))), _number(100 * mean_ap, math.nan, int(math.isfinite(mean_ap)))])
+    return _markdown_table(["run", "model", "data", "λ", "β", "R1", "mAP"], rows,
+                           [":---", ":---", ":---", "---:", "---:", "---:", "---:"])
+
+
+def render_report(runs: Sequence[RunResult], plots: dict[str, str] | None = None) -> str:
+    """The report's Markdown; ``plots`` maps a sweep's plot name to the file to link (none: no images)."""
+    parts = ["# Ablation report", "", f"{len(runs)} runs. Metrics in percent; a cell with n > 1 runs gives "
+             "mean ± sample standard deviation.", "", "## Table 6: R1 / mAP per model and data set", "",
+             ablation_table(runs), "", "## Sweeps of λ and β (Tables 10 and 11)", ""]
+    sweeps = _sweeps(runs)
+    if not sweeps:
+        parts += ["No sweep: no (model, data set) has two or more values of λ (or β) with the other fixed.", ""]
+    for sweep in sweeps:
+        if sweep.markdown:
+            parts += [sweep.markdown, ""]
+        if plots and sweep.plot_name in plots:
+            kind = "λ" if sweep.parameter == "lambda_intra" else "β"
+            parts += [f"![{sweep.model} on {data_label(sweep.data)} against {kind}]({plots[sweep.plot_name]})", ""]
+    notes = [note for run in runs for note in run.notes]
+    if notes:
+        parts += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
+    parts += ["## Runs", "", _runs_table(runs), ""]
+    return "\n".join(parts)
+
+
+def write_report(runs: Sequence[RunResult], out_dir: str | Path) -> Path:
+    """Writes ``report.md`` and the sweep plots (``sweep_<lambda|beta>_<model>_<data>.png``) into ``out_dir``.
+
+    Returns:
+        The path of report.md.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = {}
+    for sweep in _sweeps(runs):
+        _sweep_plot(sweep).save(out_dir / sweep.plot_name)
+        plots[sweep.plot_name] = sweep.plot_name
+    report = out_dir / "report.md"
+    report.write_text(render_report(runs, plots))
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: collects the runs, writes report.md (+ PNGs), prints the Markdown; 0 on success, 2 on a user error."""
+    parser = argparse.ArgumentParser(prog="python -m reid.report", description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="multirun folders, run folders, or folders above them")
+    parser.add_argument("--out", type=Path, default=None, help="where report.md and the plots go (default: the first folder)")
+    args = parser.parse_args(argv)
+    try:
+        runs = collect_runs(args.paths)
+        report = write_report(runs, args.out or args.paths[0])
+    except ReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(report.read_text())
+    for note in (note for run in runs for note in run.notes):
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {report}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

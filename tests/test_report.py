@@ -1,0 +1,271 @@
+"""Ablation report: runs found below a multirun folder become Table 6 and the lambda/beta sweep tables and plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from reid.report import (
+    ReportError,
+    ablation_table,
+    collect_runs,
+    format_beta,
+    main,
+    sweep_tables,
+    write_report,
+)
+
+MODEL_NET = {
+    "baseline": {"regions": "strips", "intra_attention": False, "fusion": "concat"},
+    "aligned": {"regions": "pose", "intra_attention": False, "fusion": "concat"},
+    "intra": {"regions": "pose", "intra_attention": True, "fusion": "concat"},
+    "inter": {"regions": "pose", "intra_attention": False, "fusion": "inter"},
+    "intra_inter": {"regions": "pose", "intra_attention": True, "fusion": "inter"},
+}
+DATA_NAMES = {"market": ("market1501", {}), "duke": ("dukemtmcreid", {}), "cuhk03_labeled": ("cuhk03", {"labeled": True})}
+
+
+def write_run(
+    run_dir: Path,
+    model: str,
+    data: str,
+    *,
+    lambda_intra: float = 0.5,
+    beta: float = 0.1,
+    rank1: float | None = 0.9,
+    mean_ap: float = 0.7,
+    overrides: list[str] | None = None,
+    with_hydra_yaml: bool = True,
+    task_name: str = "train",
+    ckpt_path: str | None = None,
+    cwd: Path | None = None,
+) -> Path:
+    """One run folder as train.py / evaluate.py leave it: .hydra/{config,hydra,overrides}.yaml + metrics.json."""
+    hydra_dir = run_dir / ".hydra"
+    hydra_dir.mkdir(parents=True)
+    net = MODEL_NET[model]
+    data_name, options = DATA_NAMES[data]
+    config = (
+        f"task_name: {task_name}\n"
+        + (f"ckpt_path: {ckpt_path}\n" if ckpt_path else "")
+        + "paths:\n  output_dir: ${hydra:runtime.output_dir}\n"  # needs Hydra's resolver: must not break the report
+        + f"data:\n  name: {data_name}\n  options: {json.dumps(options)}\n  regions: ${{model.regions}}\n  beta: {beta}\n"
+        + f"model:\n  regions: {net['regions']}\n  lambda_intra: {lambda_intra}\n"
+        + f"  net:\n    intra_attention: {str(net['intra_attention']).lower()}\n    fusion: {net['fusion']}\n"
+    )
+    (hydra_dir / "config.yaml").write_text(config)
+    if with_hydra_yaml:
+        (hydra_dir / "hydra.yaml").write_text(
+            "hydra:\n  runtime:\n"
+            f"    cwd: {cwd or run_dir}\n"
+            f"    choices:\n      model: {model}\n      data: {data}\n      hydra/launcher: basic\n"
+        )
+    (hydra_dir / "overrides.yaml").write_text("".join(f"- {o}\n" for o in (overrides or [])))
+    metrics = {"mAP": mean_ap, "rank5": 0.99}
+    if rank1 is not None:
+        metrics["rank1"] = rank1
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    return run_dir
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    """The rows of the (first) Markdown table in ``markdown``, header included, separator left out."""
+    rows = []
+    for line in markdown.splitlines():
+        if line.startswith("|") and not line.startswith("|-") and not line.startswith("|:") :
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
+        elif rows and not line.startswith("|"):
+            break
+    return rows
+
+
+@pytest.fixture()
+def ablation_multirun(tmp_path: Path) -> Path:
+    """A multirun folder: the five variants on Market (intra_inter twice, two seeds), two on Duke,
+    an unknown variant, and out of order on disk."""
+    root = tmp_path / "multiruns" / "2026-01-01_00-00-00"
+    jobs = [
+        ("intra_inter", "market", 0.90, 0.80, ["seed=1"]),
+        ("baseline", "market", 0.80, 0.60, []),
+        ("inter", "market", 0.86, 0.70, []),
+        ("my_variant", "market", 0.50, 0.40, []),
+        ("aligned", "market", 0.82, 0.65, []),
+        ("intra", "market", 0.85, 0.69, []),
+        ("intra_inter", "market", 0.92, 0.81, ["seed=2"]),
+        ("aligned", "duke", 0.70, 0.55, []),
+        ("baseline", "duke", 0.65, 0.50, []),
+    ]
+    for num, (model, data, r1, mean_ap, overrides) in enumerate(jobs):
+        net_model = "aligned" if model == "my_variant" else model
+        run = write_run(root / str(num), net_model, data, rank1=r1, mean_ap=mean_ap, overrides=overrides)
+        if model == "my_variant":
+            hydra_yaml = run / ".hydra" / "hydra.yaml"
+            hydra_yaml.write_text(hydra_yaml.read_text().replace("model: aligned", "model: my_variant"))
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    return root
+
+
+@pytest.fixture()
+def sweep_multirun(tmp_path: Path) -> Path:
+    """A 2 x 2 lambda x beta grid of intra_inter on Duke and a 3-point lambda sweep of intra on Market."""
+    root = tmp_path / "sweep"
+    num = 0
+    for lam in (0.1, 0.5):
+        for beta in (3 / 48, 0.1):
+            r1 = 0.70 + (0.05 if lam == 0.1 else 0.0) + (0.02 if beta == 0.1 else 0.0)
+            write_run(root / str(num), "intra_inter", "duke", lambda_intra=lam, beta=beta, rank1=r1, mean_ap=r1 - 0.2,
+                      overrides=[f"model.lambda_intra={lam}", f"data.beta={beta}"])
+            num += 1
+    for lam, r1 in ((0.0, 0.80), (0.2, 0.84), (1.0, 0.82)):
+        write_run(root / str(num), "intra", "market", lambda_intra=lam, beta=3 / 48, rank1=r1, mean_ap=r1 - 0.1)
+        num += 1
+    return root
+
+
+def test_collect_runs_reads_model_data_lambda_beta_and_metrics(ablation_multirun):
+    runs = collect_runs([ablation_multirun])
+    assert len(runs) == 9
+    first = next(r for r in runs if r.path.name == "0")
+    assert (first.model, first.data, first.lambda_intra, first.beta) == ("intra_inter", "market", 0.5, 0.1)
+    assert first.metrics["rank1"] == pytest.approx(0.90)
+    assert first.overrides == ["seed=1"]
+    assert not first.notes
+
+
+def test_table6_orders_variants_and_data_sets_and_averages_runs_sharing_a_cell(ablation_multirun):
+    rows = table_rows(ablation_table(collect_runs([ablation_multirun])))
+    assert rows[0] == ["model", "λ", "β", "Market-1501", "DukeMTMC-reID"]
+    assert [row[0] for row in rows[1:]] == ["baseline", "aligned", "intra", "inter", "intra_inter", "my_variant"]
+    by_model = {row[0]: row for row in rows[1:]}
+    assert by_model["baseline"][1:] == ["0.5", "0.1 (1/10)", "80.00 / 60.00", "65.00 / 50.00"]
+    assert by_model["intra"][3:] == ["85.00 / 69.00", ""]
+    # two seeds: the mean, the sample standard deviation (sqrt(2) for 90 and 92) and n
+    assert by_model["intra_inter"][3] == "91.00 ± 1.41 / 80.50 ± 0.71 (n=2)"
+
+
+def test_a_changed_setting_or_model_option_gets_its_own_row(tmp_path):
+    write_run(tmp_path / "a", "intra_inter", "market", lambda_intra=0.5, rank1=0.90)
+    write_run(tmp_path / "b", "intra_inter", "market", lambda_intra=0.1, rank1=0.94)
+    write_run(tmp_path / "c", "intra_inter", "market", rank1=0.91, overrides=["model.net.fusion=fc", "seed=3"])
+    rows = table_rows(ablation_table(collect_runs([tmp_path])))
+    assert [row[:2] + [row[3]] for row in rows[1:]] == [
+        ["intra_inter", "0.1", "94.00 / 70.00"],
+        ["intra_inter", "0.5", "90.00 / 70.00"],
+        ["intra_inter[model.net.fusion=fc]", "0.5", "91.00 / 70.00"],
+    ]
+
+
+def test_lambda_beta_grid_and_one_dimensional_lambda_sweep(sweep_multirun):
+    tables = sweep_tables(collect_runs([sweep_multirun]))
+    assert len(tables) == 2
+    # the Market lambda sweep comes first (data set order), one row per lambda at beta = 3/48
+    assert "intra on Market-1501" in tables[0] and "β = 0.0625 (3/48)" in tables[0]
+    assert table_rows(tables[0]) == [
+        ["λ", "R1", "mAP", "n"],
+        ["0", "80.00", "70.00", "1"],
+        ["0.2", "84.00", "74.00", "1"],
+        ["1", "82.00", "72.00", "1"],
+    ]
+    assert "intra_inter on DukeMTMC-reID" in tables[1] and "λ × β" in tables[1]
+    assert table_rows(tables[1]) == [
+        ["λ \\ β", "0.0625 (3/48)", "0.1 (1/10)"],
+        ["0.1", "75.00 / 55.00", "77.00 / 57.00"],
+        ["0.5", "70.00 / 50.00", "72.00 / 52.00"],
+    ]
+
+
+def test_beta_sweep_at_fixed_lambda_gets_a_table_11(tmp_path):
+    for num, (beta, r1) in enumerate(((0.0, 0.80), (2 / 48, 0.83), (3 / 48, 0.85))):
+        write_run(tmp_path / str(num), "intra_inter", "market", lambda_intra=0.1, beta=beta, rank1=r1)
+    (table,) = sweep_tables(collect_runs([tmp_path]))
+    assert "against β (Table 11), λ = 0.1" in table
+    assert [row[:2] for row in table_rows(table)] == [["β", "R1"], ["0", "80.00"], ["0.04167 (2/48)", "83.00"],
+                                                     ["0.0625 (3/48)", "85.00"]]
+
+
+def test_format_beta_shows_fractions_of_the_body_height():
+    assert format_beta(0.0) == "0"
+    assert format_beta(6 / 48) == "0.125 (6/48)"
+    assert format_beta(0.1) == "0.1 (1/10)"
+    assert format_beta(0.123456) == "0.123456"
+    assert format_beta(None) == "?"
+
+
+def test_write_report_writes_markdown_and_one_plot_per_swept_parameter(sweep_multirun, tmp_path):
+    out = tmp_path / "report"
+    report = write_report(collect_runs([sweep_multirun]), out)
+    text = report.read_text()
+    assert report == out / "report.md"
+    plots = sorted(p.name for p in out.glob("*.png"))
+    assert plots == ["sweep_beta_intra_inter_duke.png", "sweep_lambda_intra_inter_duke.png", "sweep_lambda_intra_market.png"]
+    for name in plots:
+        assert f"]({name})" in text
+        assert min(Image.open(out / name).size) > 100
+    assert "## Table 6" in text and "## Runs" in text
+
+
+def test_cli_prints_the_report_and_writes_into_the_first_folder(ablation_multirun, capsys):
+    assert main([str(ablation_multirun)]) == 0
+    printed = capsys.readouterr().out
+    assert "| intra_inter | 0.5 | 0.1 (1/10) | 91.00 ± 1.41 / 80.50 ± 0.71 (n=2) |" in printed
+    assert (ablation_multirun / "report.md").read_text().strip() == printed.strip()
+    assert "No sweep" in printed
+
+
+def test_cli_errors_on_an_empty_or_missing_folder(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([str(empty)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: no metrics.json below {empty}") and "python train.py -m" in err
+    assert len(err.splitlines()) == 1
+    assert main([str(tmp_path / "missing")]) == 2
+    assert "missing is not a folder" in capsys.readouterr().err
+    with pytest.raises(ReportError, match="no metrics.json"):
+        collect_runs([empty])
+
+
+def test_runs_without_hydra_files_fall_back_and_say_so(tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "metrics.json").write_text(json.dumps({"rank1": 0.5, "mAP": float("nan")}))
+    write_run(tmp_path / "guessed", "baseline", "cuhk03_labeled", with_hydra_yaml=False, rank1=0.88)
+    runs = {r.path.name: r for r in collect_runs([tmp_path])}
+    assert (runs["bare"].model, runs["bare"].data, runs["bare"].lambda_intra) == ("?", "?", None)
+    assert "no readable .hydra/config.yaml" in runs["bare"].notes[0]
+    assert (runs["guessed"].model, runs["guessed"].data) == ("baseline", "cuhk03_labeled")
+    assert "guessed from config.yaml" in runs["guessed"].notes[0]
+    text = write_report(list(runs.values()), tmp_path / "out").read_text()
+    assert "## Notes" in text
+    # mAP NaN (the CUHK03 protocol) shows as a dash
+    assert "| ? | ? | ? |  | 50.00 / – |" in text
+
+
+def test_evaluation_runs_take_the_model_of_their_checkpoints_training_run(tmp_path):
+    trained = write_run(tmp_path / "train" / "runs" / "t1", "inter", "market", lambda_intra=0.2, rank1=0.9,
+                        overrides=["model.net.dropout=0.3"])
+    (trained / "checkpoints").mkdir()
+    evaluation = write_run(tmp_path / "evaluate" / "runs" / "e1", "intra_inter", "duke", lambda_intra=0.5, rank1=0.6,
+                           task_name="evaluate", ckpt_path="train/runs/t1/checkpoints/last.ckpt", cwd=tmp_path)
+    (run,) = collect_runs([evaluation])
+    assert (run.model, run.data, run.lambda_intra) == ("inter[model.net.dropout=0.3]", "duke", 0.2)
+    orphan = write_run(tmp_path / "evaluate" / "runs" / "e2", "intra_inter", "duke", task_name="evaluate",
+                       ckpt_path="/nowhere/last.ckpt")
+    (run,) = collect_runs([orphan])
+    assert run.model == "?" and "training run was not found" in run.notes[0]
+
+
+def test_metrics_files_inside_a_runs_own_folders_are_not_runs(tmp_path):
+    run = write_run(tmp_path / "0", "intra", "market")
+    (run / "wandb" / "files").mkdir(parents=True)
+    (run / "wandb" / "files" / "metrics.json").write_text("{}")
+    assert [r.path for r in collect_runs([tmp_path])] == [run]
+
+
+def test_multirun_jobs_are_listed_in_job_number_order(tmp_path):
+    for num in (10, 2, 1):
+        write_run(tmp_path / str(num), "intra", "market")
+    assert [r.path.name for r in collect_runs([tmp_path])] == ["1", "2", "10"]
