@@ -85,10 +85,24 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def _autocast(precision: str) -> contextlib.AbstractContextManager:
+def _autocast(precision: str, device_type: str = "cpu") -> contextlib.AbstractContextManager:
     if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    if precision == "fp16":
+        return torch.autocast(device_type, dtype=torch.float16)
     return contextlib.nullcontext()
+
+
+def _synchronised(step: Callable[[], None], device: torch.device) -> Callable[[], None]:
+    """``step`` followed by a wait for the GPU, so that the timer measures the work and not its launch."""
+    if device.type != "cuda":
+        return step
+
+    def run_and_wait() -> None:
+        step()
+        torch.cuda.synchronize(device)
+
+    return run_and_wait
 
 
 TIMERS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "process": time.process_time}
@@ -131,25 +145,26 @@ def measure(
 ) -> tuple[float, float]:
     """(training images/s, inference images/s) of ``net`` on ``inputs`` (batch first)."""
     batch = inputs[0].shape[0]
-    labels = torch.randint(0, num_classes, (batch,))
+    device = inputs[0].device
+    labels = torch.randint(0, num_classes, (batch,), device=device)
     optimizer = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9)
 
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(precision):
+        with _autocast(precision, device.type):
             output = net(*inputs)
         _loss(output, labels).backward()
         optimizer.step()
 
     def infer_step() -> None:
-        with torch.inference_mode(), _autocast(precision):
+        with torch.inference_mode(), _autocast(precision, device.type):
             net(*inputs)
 
     clock = TIMERS[timer]
     net.train()
-    train_seconds = _fastest(train_step, warmup, iters, clock)
+    train_seconds = _fastest(_synchronised(train_step, device), warmup, iters, clock)
     net.eval()
-    infer_seconds = _fastest(infer_step, warmup, iters, clock)
+    infer_seconds = _fastest(_synchronised(infer_step, device), warmup, iters, clock)
     return batch / train_seconds, batch / infer_seconds
 
 
@@ -158,11 +173,14 @@ def run(args: argparse.Namespace) -> list[BenchRow]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     rows = []
     for size in args.sizes:
         whole_size, part_size = SIZES[size]
-        whole = torch.randn(args.batch_size, 3, *whole_size).contiguous(memory_format=memory_format)
-        parts = torch.randn(args.batch_size, 4, 3, *part_size)
+        whole = torch.randn(args.batch_size, 3, *whole_size, device=device).contiguous(memory_format=memory_format)
+        parts = torch.randn(args.batch_size, 4, 3, *part_size, device=device)
         models: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], tuple[int, int] | None]] = []
         for variant in args.variants:
             for layout in args.parts_layout or [None]:
@@ -178,6 +196,9 @@ def run(args: argparse.Namespace) -> list[BenchRow]:
             net = net.to(memory_format=memory_format)
             params = count_parameters(net) / 1e6
             gmacs = count_macs(net, whole_size, macs_part_size) / 1e9
+            net = net.to(device)
+            if args.compile:
+                net.compile()
             train_ips, infer_ips = measure(
                 net,
                 inputs,
@@ -194,8 +215,12 @@ def run(args: argparse.Namespace) -> list[BenchRow]:
 
 def format_table(rows: Sequence[BenchRow], args: argparse.Namespace) -> str:
     """The results as a Markdown table preceded by the hardware and settings."""
+    device = torch.device(args.device)
+    hardware = f"{cpu_model()}, {args.threads} thread(s)"
+    if device.type == "cuda":
+        hardware = f"{torch.cuda.get_device_name(device)} (host: {hardware})"
     lines = [
-        f"Hardware: {cpu_model()}, {args.threads} thread(s); torch {torch.__version__}; "
+        f"Hardware: {hardware}; torch {torch.__version__}{'; compiled' if args.compile else ''}; "
         f"batch {args.batch_size}; {args.precision}; "
         f"{'channels_last' if args.channels_last else 'contiguous (NCHW)'}; {args.timer} time, "
         f"fastest of {args.iters} after {args.warmup} warm-up iteration(s); {args.num_classes} classes.",
@@ -218,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sizes", nargs="+", default=["demo", "paper"], choices=sorted(SIZES))
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1...")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each network (slow first steps)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument(
         "--parts-layout", nargs="+", choices=("grouped", "separate"), default=None,

@@ -123,3 +123,26 @@ def test_wandb_logger_runs_offline_by_default(make_cfg):
         os.environ["WANDB_MODE"] = "offline"
     runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, "W&B should write an offline run into the run directory"
+
+
+def test_bf16_mixed_precision_trains_and_scores(make_cfg):
+    cfg = make_cfg("model=intra_inter", "trainer.fast_dev_run=true", "trainer.precision=bf16-mixed")
+    metrics = train(cfg)
+    assert 0.0 <= metrics["mAP"] <= 1.0 and 0.0 <= metrics["rank1"] <= 1.0
+
+
+def test_compile_option_compiles_the_network_in_place(make_cfg):
+    import torch
+    from hydra.utils import instantiate
+
+    # eager backend: the torch.compile wiring without a C++ toolchain or minutes of compiling
+    cfg = make_cfg("model=baseline", "model.compile=true", "model.compile_options.backend=eager")
+    module = instantiate(cfg.model, num_classes=5, _convert_="all")
+    plain = instantiate(make_cfg("model=baseline").model, num_classes=5, _convert_="all")
+    assert module.net._compiled_call_impl is not None and plain.net._compiled_call_impl is None
+    # checkpoints keep the plain network's parameter names
+    assert list(module.state_dict()) == list(plain.state_dict())
+    module.load_state_dict(plain.state_dict())
+    whole, parts = torch.randn(2, 3, 64, 32), torch.randn(2, 4, 3, 16, 32)
+    with torch.no_grad():
+        assert torch.allclose(module.eval()(whole, parts).feature, plain.eval()(whole, parts).feature, atol=1e-5)
