@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -29,6 +30,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from reid.data.datasets import DatasetNotFoundError
     from reid.data.io import CorruptImageError
     from reid.evaluation import RerankTooLargeError
+    from reid.lit.callbacks import NonFiniteLossError
+    from reid.schema import ConfigError
     from reid.models.pretrained import PretrainedWeightsError
     from reid.pose.readers import KeypointFormatError
 
@@ -40,6 +43,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
         FileNotFoundError,
         CheckpointLoadError,
         RerankTooLargeError,
+        ConfigError,
+        NonFiniteLossError,
     )
 
 
@@ -57,9 +62,17 @@ def run_cli(function: Any, cfg: DictConfig) -> Any:
     except user_errors() as err:
         if os.environ.get("REID_DEBUG"):
             raise
-        message = " ".join(str(err).split())
+        message = _last_line(str(err))
         print(f"error: {message}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+def _last_line(message: str) -> str:
+    """One line of an error message: a loader worker's re-raised error carries the worker's traceback first."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Caught ") and "Original Traceback" in message:
+        return re.sub(r"^[\w.]+: ", "", lines[-1])  # drop the "module.ErrorClass: " prefix
+    return " ".join(" ".join(lines).split())
 
 
 def configure_wandb_env(output_dir: str | Path | None = None) -> None:
@@ -167,7 +180,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
     from reid.launch import multirun_group, prepare_ddp_children, rank_summary
+    from reid.lit.resume import AtomicCheckpointIO, RandomStateCheckpoint, add_wandb_resume, resolve_ckpt_path
+    from reid.schema import validate_config
 
+    validate_config(cfg)
     configure_wandb_env()
     prepare_ddp_children(cfg)
     log.info("hyper-parameters of this process: %s", rank_summary(cfg))
@@ -178,23 +194,33 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         pl.seed_everything(int(cfg.seed), workers=True)
     output_dir = Path(cfg.paths.output_dir)
+    # ckpt_path=last|auto|<run dir>|<file>: resume a killed run where its last checkpoint left it
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    with open_dict(cfg):
+        add_wandb_resume(cfg.get("logger"), output_dir, resuming=ckpt_path is not None)
 
     datamodule = build_datamodule(cfg)
-    if cfg.get("ckpt_path") and cfg.model.get("pretrained"):
+    if ckpt_path and cfg.model.get("pretrained"):
         with open_dict(cfg):
             cfg.model.pretrained = None  # resuming: the checkpoint's weights win, the file need not exist
     model = build_model(cfg, datamodule.num_classes, datamodule.dataset.protocol)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    callbacks = _instantiate_group(cfg.get("callbacks")) + [StoreConfigInCheckpoint(resolved)]
+    callbacks = _instantiate_group(cfg.get("callbacks"))
+    callbacks += [StoreConfigInCheckpoint(resolved), RandomStateCheckpoint()]
     if not cfg.trainer.get("enable_progress_bar", True):
         # `trainer.enable_progress_bar=false` alone should be enough to silence the bar
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
     loggers = _instantiate_group(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if not loggers:
+        # Lightning refuses a LearningRateMonitor without a logger; logger=none should just work
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
     for logger in loggers:
         logger.log_hyperparams(resolved)
 
-    trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
 
     metrics: dict[str, float] = {}
     if cfg.get("final_validation", True):
@@ -258,7 +284,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """
     from reid.eval_report import write_evaluation_outputs
     from reid.evaluation import FeatureSet, extract_features, plain_metrics, rerank_scores, results_table, score_features
+    from reid.schema import validate_config
 
+    validate_config(cfg)
     e = cfg.eval
     output_dir = Path(cfg.paths.output_dir)
     module = datamodule = None

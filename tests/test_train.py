@@ -146,3 +146,14 @@ def test_compile_option_compiles_the_network_in_place(make_cfg):
     whole, parts = torch.randn(2, 3, 64, 32), torch.randn(2, 4, 3, 16, 32)
     with torch.no_grad():
         assert torch.allclose(module.eval()(whole, parts).feature, plain.eval()(whole, parts).feature, atol=1e-5)
+
+
+def test_a_loader_workers_error_is_reported_as_its_own_last_line():
+    from reid.runner import _last_line
+
+    worker_message = (
+        "Caught CorruptImageError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\nreid.data.io.CorruptImageError: image /d/a.jpg cannot be decoded: delete it'
+    )
+    assert _last_line(worker_message) == "image /d/a.jpg cannot be decoded: delete it"
+    assert _last_line("data set not found:\n  /d/market") == "data set not found: /d/market"

@@ -10,6 +10,11 @@ from PIL import Image, UnidentifiedImageError
 
 BAD_IMAGE_FIX = "re-extract or delete it, or set data.on_bad_sample=skip"
 
+#: How thoroughly a data module checks its images at set-up (``data.verify_images``): ``decode``
+#: decodes every image once, so a truncated or garbled pixel stream is found before training;
+#: ``header`` reads only the header (fast; a bad pixel stream then fails mid-epoch).
+VERIFY_MODES = ("decode", "header")
+
 # Modes Pillow hands back for 16-bit grayscale PNG/TIFF files.
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 
@@ -97,6 +102,22 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
             width, height = image.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise CorruptImageError(f"image {path} has no readable image header ({err}): {BAD_IMAGE_FIX}") from err
+    if width <= 0 or height <= 0:
+        raise CorruptImageError(f"image {path} has zero size ({width}x{height}): {BAD_IMAGE_FIX}")
+    return int(width), int(height)
+
+
+def verify_image(path: str | os.PathLike) -> tuple[int, int]:
+    """Decodes an image fully, exactly as :func:`read_image` will, and returns its ``(width, height)``.
+
+    Used at set-up (``data.verify_images=decode``) so that a file whose header is fine but whose
+    pixel stream is truncated or garbled is found before training, not in a loader worker mid-epoch.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        CorruptImageError: :func:`read_image` cannot read it, or it has no pixels.
+    """
+    height, width = read_image(path).shape[:2]
     if width <= 0 or height <= 0:
         raise CorruptImageError(f"image {path} has zero size ({width}x{height}): {BAD_IMAGE_FIX}")
     return int(width), int(height)

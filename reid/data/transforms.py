@@ -127,6 +127,7 @@ class SampleTransform:
         )
         self._rng = np.random.default_rng(seed)
         self._seeded_for: tuple[int, int] | None = None
+        self._sample_seeded = False
 
     @property
     def needs_boxes(self) -> bool:
@@ -140,9 +141,21 @@ class SampleTransform:
 
     # ------------------------------------------------------------------ randomness
 
+    def reseed(self, seed: int) -> None:
+        """Seeds the next sample's random decisions (the data set calls it with a per-sample seed).
+
+        Once called, the per-worker re-seeding is off: every sample's augmentation then depends on
+        its seed only, not on which worker draws it or on what that worker drew before.
+        """
+        self._sample_seeded = True
+        seed = int(seed) % 2**32
+        self._rng = np.random.default_rng(seed)
+        self._stacked_jitter.set_random_seed(seed)
+        self._separate_jitter.set_random_seed((seed + 1) % 2**32)
+
     def _reseed_in_worker(self) -> None:
         info = torch.utils.data.get_worker_info()
-        if info is None:
+        if info is None or self._sample_seeded:
             return
         key = (os.getpid(), int(info.seed))
         if self._seeded_for == key:

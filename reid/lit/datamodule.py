@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -14,15 +16,24 @@ from torch.utils.data import DataLoader, Dataset
 
 from reid.data.crops import crop_regions
 from reid.data.datasets import load
-from reid.data.io import CorruptImageError, image_size, read_image
+from reid.data.io import VERIFY_MODES, CorruptImageError, image_size, read_image, verify_image
 from reid.data.records import Record, ReIDDataset
+from reid.data.samplers import SAMPLERS, RandomIdentitySampler, ResumableDataLoader, ShuffleSampler
 from reid.data.transforms import SampleTransform
 from reid.pose import KeypointFormatError, build_keypoint_source, regions_for_images, strip_regions
+from reid.pose.regions import DEFAULT_MAX_OUTSIDE
 
 log = logging.getLogger(__name__)
 
 # Loader workers are processes already; OpenCV's own thread pool in each would oversubscribe the cores.
 cv2.setNumThreads(1)
+
+# Threads that check images at set-up: Pillow releases the GIL while decoding, so they overlap.
+SETUP_THREADS = min(8, os.cpu_count() or 1)
+# Fewer images than this are checked in the calling thread (a pool would cost more than it saves).
+SETUP_THREAD_MIN_IMAGES = 64
+POSE_KEYS = ("source", "path", "min_conf", "min_joints", "max_outside")
+KEYPOINT_FIX = "or set data.on_bad_sample=skip to drop such images at set-up"
 
 
 class CropDataset(Dataset):
@@ -51,7 +62,15 @@ class CropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    #: the training sampler may yield (index, sample seed) pairs: see ResumableSampler.with_sample_seeds
+    accepts_sample_seeds = True
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        if isinstance(key, tuple):
+            i, sample_seed = key
+            self.transform.reseed(sample_seed)
+        else:
+            i = key
         record = self.records[i]
         image = read_image(record.image_path)
         whole, parts = crop_regions(image, self.boxes[i], whole_size=self.whole_size, part_size=self.part_size)
@@ -87,9 +106,63 @@ class CropLoadersMixin:
             persistent_workers=self.num_workers > 0,
         )
 
+    # training sampler options (data.sampler, data.num_instances, data.sampler_seed); see _set_sampler_options
+    sampler_name: str = "random"
+    num_instances: int = 4
+    sampler_seed: int | None = None
+
+    def _set_sampler_options(self, sampler: str, num_instances: int, sampler_seed: int | None) -> None:
+        """Checks and keeps the training sampler options (call after ``batch_size`` is set)."""
+        if sampler not in SAMPLERS:
+            raise ValueError(f"data.sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        if sampler == "identity" and (int(num_instances) < 1 or self.batch_size % int(num_instances)):
+            raise ValueError(
+                f"data.batch_size={self.batch_size} must be a multiple of data.num_instances={num_instances} "
+                "with data.sampler=identity (a batch is P identities x K images)"
+            )
+        self.sampler_name = sampler
+        self.num_instances = int(num_instances)
+        self.sampler_seed = None if sampler_seed is None else int(sampler_seed)
+
+    def _train_batches_done(self) -> int:
+        """Batches of the current epoch the fit loop has trained on: what a resumed run skips.
+
+        Read from the trainer's progress, restored from the checkpoint, not counted by the
+        loader: Lightning's fetcher and the loader workers fetch batches ahead of training.
+        """
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+
     def train_dataloader(self) -> DataLoader:
+        """Complete batches in a seeded order per epoch, resumable in the middle of an epoch.
+
+        ``data.sampler=random`` shuffles (:class:`reid.data.samplers.ShuffleSampler`),
+        ``identity`` makes P x K batches (:class:`reid.data.samplers.RandomIdentitySampler`).
+        """
         assert self.train_set is not None, "call setup() first"
-        return self._loader(self.train_set, self.batch_size, shuffle=True, drop_last=True)
+        if self.sampler_name == "identity":
+            records = getattr(self.train_set, "records", None)
+            labels = [r.pid for r in records] if records is not None else [s[1] for s in self.train_set.samples]
+            sampler = RandomIdentitySampler(labels, self.batch_size, self.num_instances, seed=self.sampler_seed)
+        else:
+            sampler = ShuffleSampler(len(self.train_set), seed=self.sampler_seed)
+        if getattr(self.train_set, "accepts_sample_seeds", False):
+            sampler.with_sample_seeds()  # augmentation seeded per sample: reproducible, resumable exactly
+        return ResumableDataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            progress=self._train_batches_done,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            # the workers' base seed comes from this generator, not the global torch RNG: creating
+            # the loader again on a resume must not shift the random stream of dropout
+            generator=torch.Generator().manual_seed(sampler.seed),
+        )
 
     def val_dataloader(self) -> DataLoader:
         assert self.eval_set is not None, "call setup() first"
@@ -109,12 +182,25 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
         whole_size, part_size: crop sizes (height, width).
         regions: ``pose`` (Eq. 1-2 from keypoints, canonical-pose fallback) or ``strips``.
         beta: region overlap as a fraction of the body height.
-        pose: ``source`` (openpose_json | pose_transfer_csv | strips), ``path``, ``min_conf``, ``min_joints``.
+        pose: ``source`` (openpose_json | pose_transfer_csv | strips), ``path``, ``min_conf``,
+            ``min_joints``, ``max_outside`` (a detected joint farther outside the image than this
+            fraction of its size is treated as undetected and filled from a canonical pose; null
+            keeps every joint; see :data:`reid.pose.regions.DEFAULT_MAX_OUTSIDE`).
         strips: options of :func:`reid.pose.strip_regions` for the baseline and for the fallback.
         augment: options of :class:`reid.data.transforms.SampleTransform` for training.
         batch_size, eval_batch_size, num_workers, pin_memory: loader settings.
-        on_bad_sample: ``error`` stops at setup naming the file; ``skip`` drops it with a count.
+        on_bad_sample: what to do with an unreadable image or keypoint file, decided at set-up and
+            never mid-epoch: ``error`` stops naming the file and the fix; ``skip`` drops the sample
+            from the index with a logged count (training pids are relabelled 0..q-1 again).
+        verify_images: ``decode`` (default) decodes every image once at set-up, so a truncated or
+            garbled pixel stream is handled by ``on_bad_sample`` before training (a few seconds
+            per 10,000 small images, on a thread pool); ``header`` reads only the headers: faster,
+            but such a file then stops training mid-epoch with a :class:`CorruptImageError`.
         schedule: the recipe this data set trains with (read by the trainer/optimiser configs).
+        sampler: training sampler, ``random`` (a seeded shuffle) or ``identity`` (P identities x
+            ``num_instances`` images per batch); both resume mid-epoch (:mod:`reid.data.samplers`).
+        num_instances: K of the identity sampler; ``batch_size`` must be a multiple of it.
+        sampler_seed: seed of the training order (per epoch); None draws one, kept in checkpoints.
     """
 
     def __init__(
@@ -134,13 +220,22 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
         num_workers: int = 2,
         pin_memory: bool = False,
         on_bad_sample: str = "error",
+        verify_images: str = "decode",
         schedule: Mapping[str, Any] | None = None,
+        sampler: str = "random",
+        num_instances: int = 4,
+        sampler_seed: int | None = None,
     ) -> None:
         super().__init__()
         if regions not in ("pose", "strips"):
             raise ValueError(f"data.regions must be 'pose' or 'strips', got {regions!r}")
         if on_bad_sample not in ("error", "skip"):
             raise ValueError(f"data.on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
+        if verify_images not in VERIFY_MODES:
+            raise ValueError(f"data.verify_images must be one of {', '.join(VERIFY_MODES)}, got {verify_images!r}")
+        unknown_pose_keys = sorted(set(pose or {}) - set(POSE_KEYS))
+        if unknown_pose_keys:
+            raise ValueError(f"unknown data.pose keys {unknown_pose_keys}; known: {', '.join(POSE_KEYS)}")
         self.name = name
         self.root = Path(root)
         self.options = dict(options or {})
@@ -148,7 +243,14 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
         self.part_size = tuple(int(v) for v in part_size)
         self.regions = regions
         self.beta = float(beta)
-        self.pose = {"source": "openpose_json", "path": None, "min_conf": 0.1, "min_joints": 6, **(pose or {})}
+        self.pose = {
+            "source": "openpose_json",
+            "path": None,
+            "min_conf": 0.1,
+            "min_joints": 6,
+            "max_outside": DEFAULT_MAX_OUTSIDE,
+            **(pose or {}),
+        }
         self.strips = dict(strips or {})
         self.augment = dict(augment or {})
         self.batch_size = int(batch_size)
@@ -156,7 +258,9 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.on_bad_sample = on_bad_sample
+        self.verify_images = verify_images
         self.schedule = dict(schedule or {})
+        self._set_sampler_options(sampler, num_instances, sampler_seed)
         self.dataset: ReIDDataset | None = None
         self.train_set: CropDataset | None = None
         self.eval_set: CropDataset | None = None
@@ -171,7 +275,11 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
         self._load()
 
     def setup(self, stage: str | None = None) -> None:
-        """Reads the records and computes every image's boxes once (not per epoch)."""
+        """Reads the records, checks every image and keypoint file, computes every image's boxes once.
+
+        Bad samples are handled here, by ``on_bad_sample``: a later epoch never meets a file that
+        set-up could have found (with ``verify_images=decode``).
+        """
         if self.dataset is not None:
             return
         dataset = self._load()
@@ -207,40 +315,98 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
                 "extract them with `python -m reid.pose.extract data=...`, point data.pose.path at them, "
                 "or train on fixed strips with data.pose.source=strips"
             )
-        return build_keypoint_source(self.pose["source"], path)
+        return build_keypoint_source(self.pose["source"], path, min_conf=float(self.pose["min_conf"]))
+
+    def _image_sizes(self, records: Sequence[Record]) -> list[tuple[int, int] | CorruptImageError]:
+        """``(width, height)`` of every image, or the :class:`CorruptImageError` it raised, in order.
+
+        ``verify_images=decode`` decodes each image fully (on a thread pool), ``header`` reads headers only.
+        """
+        check = verify_image if self.verify_images == "decode" else image_size
+
+        def attempt(path: str) -> tuple[int, int] | CorruptImageError:
+            try:
+                return check(path)
+            except CorruptImageError as err:
+                return err
+
+        paths = [record.image_path for record in records]
+        # Reading a header costs less than handing it to a thread; decoding overlaps well.
+        if check is image_size or SETUP_THREADS <= 1 or len(paths) < SETUP_THREAD_MIN_IMAGES:
+            return [attempt(path) for path in paths]
+        with ThreadPoolExecutor(max_workers=SETUP_THREADS, thread_name_prefix="verify-images") as pool:
+            return list(pool.map(attempt, paths))
 
     def _regions(self, split: str, records: Sequence[Record], source: Any) -> tuple[list[Record], np.ndarray]:
-        """Boxes of every record (computed once); bad samples raise or are skipped with a count."""
+        """Boxes of every record (computed once); bad samples raise or are dropped with a count.
+
+        A bad sample is an image that cannot be read (checked as ``verify_images`` says) or a
+        keypoint file that is malformed or holds NaN.  ``error`` raises the first one in record
+        order, naming the file, the fix, and how many more the split has; ``skip`` logs the counts.
+        """
         kept: list[Record] = []
         items: list[tuple[str, np.ndarray | None, tuple[int, int]]] = []
-        skipped = 0
-        for record in records:
+        bad_images: list[CorruptImageError] = []
+        bad_keypoints: list[KeypointFormatError] = []
+        first_bad: CorruptImageError | KeypointFormatError | None = None
+        for record, size in zip(records, self._image_sizes(records)):
+            if isinstance(size, CorruptImageError):
+                bad_images.append(size)
+                first_bad = first_bad or size
+                continue
             try:
-                size = image_size(record.image_path)
                 keypoints = source.get(record.image_path, image_size=size) if source is not None else None
-            except (CorruptImageError, KeypointFormatError):
-                if self.on_bad_sample == "error":
-                    raise
-                skipped += 1
+            except KeypointFormatError as err:
+                bad_keypoints.append(err)
+                first_bad = first_bad or err
                 continue
             kept.append(record)
             items.append((record.image_path, keypoints, size))
+        skipped = len(bad_images) + len(bad_keypoints)
+        tally = f"{len(bad_images)} unreadable images, {len(bad_keypoints)} bad keypoint files"
+        if first_bad is not None and self.on_bad_sample == "error":
+            message = str(first_bad)
+            if isinstance(first_bad, KeypointFormatError):
+                message = f"{message}; {KEYPOINT_FIX}"
+            if skipped > 1:
+                message = f"{message} [{self.name}/{split} has {skipped} bad samples: {tally}]"
+            raise type(first_bad)(message) from None
         if skipped:
-            log.warning("%s/%s: skipped %d bad samples (data.on_bad_sample=skip)", self.name, split, skipped)
+            log.warning(
+                "%s/%s: skipped %d bad samples (%s) of %d at set-up (data.on_bad_sample=skip); first: %s",
+                self.name,
+                split,
+                skipped,
+                tally,
+                len(records),
+                first_bad,
+            )
+            if not kept:
+                raise CorruptImageError(
+                    f"{self.name}/{split}: all {len(records)} samples are bad and were skipped, first: {first_bad}"
+                )
+        skip_counts = {"skipped": skipped, "bad_images": len(bad_images), "bad_keypoints": len(bad_keypoints)}
         if source is None:
             boxes = [strip_regions(w, h, self.beta, **self.strips) for _, _, (w, h) in items]
             log.info("regions for %d %s/%s: fixed strips (data.regions=%s)", len(items), self.name, split, self.regions)
-            self.region_counts[split] = {"pose": 0, "filled": 0, "strips": len(items), "skipped": skipped}
+            self.region_counts[split] = {"pose": 0, "filled": 0, "strips": len(items), **skip_counts}
             return kept, np.stack(boxes).astype(np.float32) if boxes else np.zeros((0, 5, 4), dtype=np.float32)
+        max_outside = self.pose.get("max_outside")
         batch = regions_for_images(
             items,
             beta=self.beta,
             min_conf=float(self.pose["min_conf"]),
             min_joints=int(self.pose["min_joints"]),
             strip_options=self.strips,
+            max_outside=None if max_outside is None else float(max_outside),
             log_name=f"{self.name}/{split}",
         )
-        self.region_counts[split] = {**batch.counts, "filled_joints": batch.n_filled, "skipped": skipped}
+        self.region_counts[split] = {
+            **batch.counts,
+            "filled_joints": batch.n_filled,
+            "outside_joints": batch.n_outside,
+            **skip_counts,
+        }
         return kept, batch.boxes.astype(np.float32)
 
     @property

@@ -102,7 +102,10 @@ def _numbers_or_raise(values: object, what: str, where: str) -> np.ndarray:
                 f"{where}: {what} item {i} is {v!r}, not a number; regenerate the file with the pose estimator"
             )
         if not math.isfinite(v):
-            raise KeypointFormatError(f"{where}: {what} item {i} is {v!r}; keypoints must be finite numbers")
+            raise KeypointFormatError(
+                f"{where}: {what} item {i} is {v!r}; keypoints must be finite numbers "
+                "(write an undetected joint as 0, 0, 0): regenerate the file with the pose estimator"
+            )
     return np.asarray(values, dtype=np.float64)
 
 

@@ -30,6 +30,41 @@ REGION_NAMES = ("whole", "head", "upper_body", "upper_leg", "lower_leg")
 STATUSES = ("pose", "filled", "strips")
 STRIP_LAYOUTS = ("equal", "canonical")
 
+#: A detected joint farther outside the image than this fraction of the image's width (for x) or
+#: height (for y) is treated as undetected, so the canonical-pose fill replaces it.  The paper is
+#: silent; pose estimators only report joints inside the frame they ran on, so such a joint is a
+#: broken file or a wrong coordinate frame (x = 10,000 on a 64-pixel image), and keeping it would
+#: stretch every box to it.  0.25 leaves room for rescaled or slightly misaligned annotations.
+DEFAULT_MAX_OUTSIDE = 0.25
+
+
+def far_outside(keypoints: np.ndarray, width: float, height: float, max_outside: float | None) -> np.ndarray:
+    """Mask of the joints lying more than ``max_outside`` x the image size outside a ``width`` x ``height`` image.
+
+    Args:
+        keypoints: (18, 2) or (18, 3) joints, pixels.
+        width, height: the image size.
+        max_outside: allowed distance outside the image as a fraction of its width (x) / height (y);
+            None disables the check (an all-False mask).
+
+    Returns:
+        A boolean (18,) mask; non-finite coordinates count as outside.
+    """
+    points = np.asarray(keypoints, dtype=np.float64)[:, :2]
+    if max_outside is None:
+        return np.zeros(len(points), dtype=bool)
+    if max_outside < 0:
+        raise ValueError(f"max_outside must be >= 0 or None, got {max_outside}")
+    x, y = points[:, 0], points[:, 1]
+    with np.errstate(invalid="ignore"):
+        inside = (
+            (x >= -max_outside * width)
+            & (x <= (1.0 + max_outside) * width)
+            & (y >= -max_outside * height)
+            & (y <= (1.0 + max_outside) * height)
+        )
+    return ~inside
+
 
 def _as_points(keypoints: np.ndarray) -> np.ndarray:
     points = np.asarray(keypoints, dtype=np.float64)
@@ -137,6 +172,7 @@ class _RegionDetail(NamedTuple):
     status: str
     n_filled: int
     reason: str  # why strips were used ("" otherwise)
+    n_outside: int = 0  # detected joints dropped for lying far outside the image
 
 
 def _image_regions_detail(
@@ -149,15 +185,26 @@ def _image_regions_detail(
     min_joints: int,
     strip_options: Mapping[str, Any] | None,
     allow_rotation: bool,
+    max_outside: float | None = DEFAULT_MAX_OUTSIDE,
 ) -> _RegionDetail:
+    n_outside = 0
+
     def strips(reason: str) -> _RegionDetail:
-        return _RegionDetail(strip_regions(width, height, beta, **(strip_options or {})), "strips", 0, reason)
+        boxes = strip_regions(width, height, beta, **(strip_options or {}))
+        return _RegionDetail(boxes, "strips", 0, reason, n_outside)
 
     if keypoints is None:
         return strips("no_keypoints")
     keypoints = np.asarray(keypoints, dtype=np.float64)
     if keypoints.shape != (NUM_JOINTS, 3):
         raise ValueError(f"keypoints must have shape (18, 3) (x, y, confidence), got {keypoints.shape}")
+    detected = keypoints[:, 2] > min_conf
+    outside = detected & far_outside(keypoints, width, height, max_outside)
+    if outside.any():
+        # Treated as undetected: the canonical-pose fill (or the strips) takes over, boxes stay near the image.
+        n_outside = int(outside.sum())
+        keypoints = keypoints.copy()
+        keypoints[outside, 2] = 0.0
     confident = (keypoints[:, 2] > min_conf) & np.isfinite(keypoints[:, :2]).all(axis=1)
     n_confident = int(confident.sum())
     if n_confident < NUM_JOINTS and n_confident < max(min_joints, 2):
@@ -173,7 +220,7 @@ def _image_regions_detail(
     # A fit that lands the body entirely outside the image is a failed fit, not a person.
     if whole[2] <= 0 or whole[0] >= width or whole[3] <= 0 or whole[1] >= height:
         return strips("implausible")
-    return _RegionDetail(boxes, "filled" if n_filled else "pose", n_filled, "")
+    return _RegionDetail(boxes, "filled" if n_filled else "pose", n_filled, "", n_outside)
 
 
 def image_regions(
@@ -186,6 +233,7 @@ def image_regions(
     min_joints: int = DEFAULT_MIN_JOINTS,
     strip_options: Mapping[str, Any] | None = None,
     allow_rotation: bool = False,
+    max_outside: float | None = DEFAULT_MAX_OUTSIDE,
 ) -> tuple[np.ndarray, str, int]:
     """Regions of one image: from its pose when possible, else the fixed strips.
 
@@ -199,6 +247,8 @@ def image_regions(
         min_joints: fewer trusted joints than this -> strips.
         strip_options: keyword options of :func:`strip_regions` (``{"layout": "canonical"}``).
         allow_rotation: see :func:`reid.pose.fit_canonical_pose`.
+        max_outside: a detected joint farther outside the image than this fraction of its
+            width / height counts as undetected (see :data:`DEFAULT_MAX_OUTSIDE`); None keeps every joint.
 
     Returns:
         ``(boxes, status, n_filled)``: (5, 4) boxes; ``"pose"`` (all joints trusted),
@@ -214,6 +264,7 @@ def image_regions(
         min_joints=min_joints,
         strip_options=strip_options,
         allow_rotation=allow_rotation,
+        max_outside=max_outside,
     )
     return detail.boxes, detail.status, detail.n_filled
 
@@ -226,12 +277,16 @@ class RegionBatch(NamedTuple):
         counts: images per status, ``{"pose": .., "filled": .., "strips": ..}``.
         n_filled: total number of joints taken from canonical poses.
         status: the status of each image, in order.
+        n_outside: detected joints treated as undetected for lying far outside their image.
+        n_outside_images: images with at least one such joint.
     """
 
     boxes: np.ndarray
     counts: dict[str, int]
     n_filled: int
     status: list[str]
+    n_outside: int = 0
+    n_outside_images: int = 0
 
 
 def regions_for_images(
@@ -242,12 +297,14 @@ def regions_for_images(
     min_joints: int = DEFAULT_MIN_JOINTS,
     strip_options: Mapping[str, Any] | None = None,
     allow_rotation: bool = False,
+    max_outside: float | None = DEFAULT_MAX_OUTSIDE,
     log_name: str = "images",
 ) -> RegionBatch:
     """Regions for a list of ``(image_path, keypoints or None, (width, height))`` and the tallies.
 
     Logs (``logger.info``) how many images used their pose, a filled pose or strips, why the
-    strips, and how many joints were filled.  Keyword options as in :func:`image_regions`;
+    strips, and how many joints were filled; a warning counts the joints dropped for lying far
+    outside their image (``max_outside``).  Keyword options as in :func:`image_regions`;
     `log_name` names the set in the log line (``"market1501/train"``...).
     """
     boxes: list[np.ndarray] = []
@@ -255,6 +312,8 @@ def regions_for_images(
     counts = dict.fromkeys(STATUSES, 0)
     reasons = {"no_keypoints": 0, "too_few_joints": 0, "implausible": 0}
     n_filled = 0
+    n_outside = n_outside_images = 0
+    first_outside = ""
     for image_path, keypoints, (width, height) in items:
         try:
             detail = _image_regions_detail(
@@ -266,6 +325,7 @@ def regions_for_images(
                 min_joints=min_joints,
                 strip_options=strip_options,
                 allow_rotation=allow_rotation,
+                max_outside=max_outside,
             )
         except ValueError as err:
             raise ValueError(f"{image_path}: {err}") from None
@@ -273,6 +333,10 @@ def regions_for_images(
         statuses.append(detail.status)
         counts[detail.status] += 1
         n_filled += detail.n_filled
+        if detail.n_outside:
+            n_outside += detail.n_outside
+            n_outside_images += 1
+            first_outside = first_outside or str(image_path)
         if detail.reason:
             reasons[detail.reason] += 1
             logger.debug("%s: strips (%s)", image_path, detail.reason)
@@ -291,5 +355,15 @@ def regions_for_images(
         min_conf,
         reasons["implausible"],
     )
+    if n_outside:
+        logger.warning(
+            "%s: %d detected joints in %d images lie more than %g x the image size outside it (first: %s); "
+            "treated as undetected and filled from canonical poses (data.pose.max_outside)",
+            log_name,
+            n_outside,
+            n_outside_images,
+            max_outside,
+            first_outside,
+        )
     stacked = np.stack(boxes) if boxes else np.zeros((0, 5, 4), dtype=np.float64)
-    return RegionBatch(stacked, counts, n_filled, statuses)
+    return RegionBatch(stacked, counts, n_filled, statuses, n_outside, n_outside_images)

@@ -1,0 +1,257 @@
+"""Crash-safe training: atomic checkpoints, `ckpt_path=last|auto`, RNG states and the W&B run id across resumes.
+
+A run killed at any moment (SIGKILL included) can be resumed with
+``python train.py hydra.run.dir=<its run dir> ckpt_path=last`` and continues as if it had
+never stopped:
+
+* :class:`AtomicCheckpointIO` writes each checkpoint to a temporary file next to it and
+  renames it into place, so ``last.ckpt`` is always the previous or the new checkpoint, never
+  half of one; it loads checkpoints with ``weights_only=True``.
+* the training loader saves its sampler state and the trainer's batch count in the checkpoint
+  (:class:`reid.data.samplers.ResumableDataLoader`), so the interrupted epoch goes on with the
+  batches that were next;
+* :class:`RandomStateCheckpoint` saves the global random generators (dropout draws from torch's),
+  so the resumed steps draw what the uninterrupted ones would have;
+* :func:`wandb_resume_kwargs` keeps one W&B run id per run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import secrets
+import string
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.utilities import rank_zero_only
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+# last.ckpt (and last-v1.ckpt... should a version counter ever be switched on)
+RESUME_PATTERN = "last*.ckpt"
+WANDB_ID_FILE = "wandb_run_id"
+# ckpt_path values that are not paths
+LAST, AUTO = "last", "auto"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes checkpoints atomically; reads them with ``weights_only=True``.
+
+    Lightning's own writer streams into the target file, so a process killed while writing
+    leaves a truncated ``last.ckpt`` and the run cannot resume. Here the checkpoint goes to
+    ``.<name>.partial`` in the same folder, is flushed and fsynced, then ``os.replace``-d over
+    the target (atomic on POSIX and Windows within one file system), and the folder is fsynced.
+    Remote (``scheme://``) paths fall back to Lightning's writer.
+
+    Loading always uses ``weights_only=True`` (the project stores plain containers only): a
+    checkpoint that would need code to unpickle is refused with
+    :class:`reid.runner.CheckpointLoadError` and nothing in it is executed.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        """Saves ``checkpoint`` to ``path`` via a temporary file and an atomic rename."""
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")
+        try:
+            with open(partial, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+        _fsync_dir(target.parent)
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any | None = lambda storage, loc: storage, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Loads ``path`` with ``weights_only=True`` whatever ``weights_only`` says (see the class doc)."""
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        from reid.runner import load_checkpoint  # the runner imports this module
+
+        return load_checkpoint(path)  # on the CPU; Lightning moves the states where they belong
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Makes a rename in ``folder`` durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def is_complete_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a whole ``torch.save`` zip archive (cheap: reads the central directory only)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def find_resume_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete ``checkpoints/last*.ckpt`` of a run directory, or None.
+
+    ``last.ckpt`` is rewritten at every epoch end and every ``every_n_train_steps`` steps
+    (``conf/callbacks/model_checkpoint.yaml``); a truncated file (from a writer that was not
+    atomic) is skipped with a warning.
+    """
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return None
+    candidates = sorted(folder.glob(RESUME_PATTERN), key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+    for candidate in candidates:
+        if is_complete_checkpoint(candidate):
+            return candidate
+        log.warning("skipping incomplete checkpoint %s", candidate)
+    return None
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
+    """The checkpoint ``trainer.fit`` resumes from, for the ``ckpt_path`` of the config.
+
+    Args:
+        ckpt_path: None (start afresh); ``last`` (the newest ``last.ckpt`` of ``output_dir``, an
+            error when there is none); ``auto`` (the same, or start afresh when there is none);
+            a run directory (its newest ``last.ckpt``); or a checkpoint file.
+        output_dir: this run's directory (``paths.output_dir``); re-run a killed run in its own
+            directory with ``hydra.run.dir=<run dir>``.
+
+    Raises:
+        FileNotFoundError: ``last`` found nothing, or the path does not exist.
+    """
+    if ckpt_path is None or str(ckpt_path).strip() in ("", "null", "None"):
+        return None
+    value = str(ckpt_path).strip()
+    if value in (LAST, AUTO):
+        found = find_resume_checkpoint(output_dir)
+        if found is not None:
+            log.info("resuming from %s (ckpt_path=%s)", found, value)
+            return str(found)
+        if value == AUTO:
+            log.info("ckpt_path=auto: no checkpoint in %s, starting afresh", Path(output_dir) / CHECKPOINT_DIR)
+            return None
+        raise FileNotFoundError(
+            f"ckpt_path=last: no checkpoints/last.ckpt in the run directory {output_dir}; resume a run with "
+            "`python train.py hydra.run.dir=<that run's directory> ckpt_path=last` (the directory holding .hydra/ "
+            "and checkpoints/), use ckpt_path=auto to start afresh when there is none, or pass a checkpoint file"
+        )
+    path = Path(value).expanduser()
+    if path.is_dir():
+        found = find_resume_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"ckpt_path={value}: no checkpoints/last.ckpt in that directory")
+        return str(found)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"ckpt_path={value}: no such checkpoint (pass a .ckpt file, a run directory, `last` or `auto`)"
+        )
+    return str(path)
+
+
+class RandomStateCheckpoint(pl.Callback):
+    """Saves the global random generators (torch CPU and CUDA, numpy, Python) in checkpoints and restores them.
+
+    Lightning does not checkpoint them, so a resumed run would draw other dropout masks than
+    the uninterrupted run from the resume on. Stored as tensors and plain lists (loadable with
+    ``weights_only=True``). Under DDP, rank 0's state is saved and every rank gets it back:
+    ranks seeded alike (``seed_everything``) draw alike.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        """The current generator states."""
+        numpy_state = np.random.get_state(legacy=False)
+        state: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "numpy": {
+                "bit_generator": numpy_state["bit_generator"],
+                "key": numpy_state["state"]["key"].tolist(),
+                "pos": int(numpy_state["state"]["pos"]),
+                "has_gauss": int(numpy_state["has_gauss"]),
+                "gauss": float(numpy_state["gauss"]),
+            },
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restores the saved generator states (Lightning calls it while restoring a checkpoint)."""
+        torch.set_rng_state(state_dict["torch"])
+        saved = state_dict["numpy"]
+        np.random.set_state(
+            {
+                "bit_generator": saved["bit_generator"],
+                "state": {"key": np.asarray(saved["key"], dtype=np.uint32), "pos": saved["pos"]},
+                "has_gauss": saved["has_gauss"],
+                "gauss": saved["gauss"],
+            }
+        )
+        python_state = state_dict["python"]
+        random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state_dict["cuda"])
+
+
+def new_wandb_id() -> str:
+    """A fresh W&B-style run id (8 lowercase letters and digits)."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def wandb_resume_kwargs(
+    output_dir: str | Path, resuming: bool = True, new_id: Callable[[], str] = new_wandb_id
+) -> dict[str, Any]:
+    """``id`` and ``resume`` for ``WandbLogger``: a resumed run logs into the W&B run it started.
+
+    The id lives in ``<output_dir>/wandb_run_id``, written when a run starts afresh (rank 0
+    only). A resumed run (``resuming``) reads it back; when it is missing (a run directory
+    from before this file existed) a new id is made and stored.
+    """
+    path = Path(output_dir) / WANDB_ID_FILE
+    if resuming and path.is_file():
+        run_id = path.read_text().strip()
+        if run_id:
+            log.info("resuming W&B run %s (from %s)", run_id, path)
+            return {"id": run_id, "resume": "allow"}
+    run_id = new_id()
+    if rank_zero_only.rank == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_text(run_id + "\n")
+        os.replace(partial, path)
+    return {"id": run_id, "resume": "allow"}
+
+
+def add_wandb_resume(logger_cfg: Any, output_dir: str | Path, resuming: bool) -> None:
+    """Sets ``id`` and ``resume`` on every ``WandbLogger`` entry of the ``logger`` config group.
+
+    An ``id`` set by the user wins. ``logger_cfg`` is the (struct-unlocked) DictConfig group.
+    """
+    if not logger_cfg:
+        return
+    for conf in logger_cfg.values():
+        target = str(conf.get("_target_", "")) if hasattr(conf, "get") else ""
+        if target.endswith("WandbLogger") and not conf.get("id"):
+            for key, value in wandb_resume_kwargs(output_dir, resuming).items():
+                conf[key] = value

@@ -1,0 +1,643 @@
+"""Typed schemas of the run config and `validate_config`: a wrong type or misspelt key -> one line naming the key.
+
+Hydra only refuses a misspelt key given on the command line without ``+``; a typo in a YAML file
+(an experiment config, ``data.pose.min_conff``) is merged silently and either ignored (options
+read from a mapping) or fails at instantiation with a long traceback. :func:`validate_config`
+checks the composed config against the dataclasses below before anything is built and raises
+:class:`ConfigError` with the full key path, what was expected and a fix.
+
+What is checked:
+
+* the groups whose ``_target_`` is one of this project's classes (``data``: ReIDDataModule or
+  ImageNetDataModule; ``model``: ReIDModule or ClassificationModule; ``model.net``:
+  AttentionReIDNet), ``eval``, ``paths`` and the top-level keys, key by key with types;
+* ``trainer``: the keys of ``conf/trainer/default.yaml`` with types, any other key must be a
+  parameter of ``pytorch_lightning.Trainer``;
+* every other node with a ``_target_`` (``model.optimizer``, ``model.scheduler``, each callback
+  and logger): its keys must be parameters of the target (unless it takes ``**kwargs``);
+* a group whose ``_target_`` is some other class is left to that class.
+
+Values that are interpolations which cannot be resolved here (``${hydra:...}`` outside a Hydra
+run) are not type-checked; ``data.options`` is free-form (each data set loader has its own).
+Adding an option to one of the project's classes means adding it to its schema here:
+``tests/test_schema.py`` compares them with the constructors' signatures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import re
+import typing
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple, Union
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+# Hydra's instantiation keys, allowed in every node that has a _target_.
+HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
+MAX_LISTED_KEYS = 12
+
+
+class ConfigError(ValueError):
+    """A composed config with an unknown key or a value of the wrong type; the message names the key and a fix.
+
+    Attributes:
+        problems: every problem found, one line each (the message joins them with ``; ``).
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
+
+
+# ============================================================================ schemas
+# Defaults are the shipped ones; they serve as the example in a fix hint.
+
+
+@dataclass
+class PoseConfig:
+    """``data.pose``: where keypoints come from and when they are trusted."""
+
+    source: Literal["openpose_json", "pose_transfer_csv", "strips"] = "openpose_json"
+    path: Optional[Union[str, List[str]]] = None
+    min_conf: float = 0.1
+    min_joints: int = 6
+    max_outside: Optional[float] = 0.25
+
+
+@dataclass
+class StripsConfig:
+    """``data.strips``: the fixed strips of the baseline and of the fallback."""
+
+    layout: Literal["equal", "canonical"] = "equal"
+
+
+@dataclass
+class AugmentConfig:
+    """``data.augment``: keyword options of :class:`reid.data.transforms.SampleTransform`."""
+
+    normalize: Literal["mean_subtract", "imagenet", "none"] = "mean_subtract"
+    mean: Optional[Tuple[float, float, float]] = None
+    scale: float = 1.0 / 255.0
+    hflip: float = 0.5
+    color_jitter: float = 0.0
+    brightness: float = 0.2
+    contrast: float = 0.15
+    saturation: float = 0.0
+    hue: float = 0.0
+    pad_crop: float = 0.0
+    translate: float = 0.125
+    random_erasing: float = 0.0
+    erasing_area: Tuple[float, float] = (0.02, 0.4)
+    erasing_aspect: Tuple[float, float] = (0.3, 3.3)
+    seed: Optional[int] = None
+
+
+@dataclass
+class ScheduleConfig:
+    """``data.schedule``: the training recipe of a data set, interpolated by the trainer and optimiser."""
+
+    max_epochs: int = 100
+    lr: float = 0.01
+    lr_milestones: List[int] = field(default_factory=lambda: [40, 80])
+    val_every_n_epochs: int = 10
+
+
+@dataclass
+class ReIDDataConfig:
+    """``data`` for :class:`reid.lit.datamodule.ReIDDataModule`."""
+
+    TARGETS: ClassVar[tuple[str, ...]] = ("reid.lit.datamodule.ReIDDataModule",)
+
+    _target_: str = "reid.lit.datamodule.ReIDDataModule"
+    name: str = "synthetic"
+    root: str = "data"
+    options: Dict[str, Any] = field(default_factory=dict)
+    whole_size: Tuple[int, int] = (384, 192)
+    part_size: Tuple[int, int] = (96, 192)
+    regions: Literal["pose", "strips"] = "pose"
+    beta: float = 0.1
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    strips: StripsConfig = field(default_factory=StripsConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    num_workers: int = 2
+    pin_memory: bool = False
+    on_bad_sample: Literal["error", "skip"] = "error"
+    verify_images: Literal["decode", "header"] = "decode"
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    sampler: Literal["random", "identity"] = "random"
+    num_instances: int = 4
+    sampler_seed: Optional[int] = None
+
+
+@dataclass
+class ImageNetDataConfig(ReIDDataConfig):
+    """``data`` for :class:`reid.lit.imagenet.ImageNetDataModule` (the shared data keys plus ``framing``)."""
+
+    TARGETS: ClassVar[tuple[str, ...]] = ("reid.lit.imagenet.ImageNetDataModule",)
+
+    _target_: str = "reid.lit.imagenet.ImageNetDataModule"
+    name: str = "imagenet"
+    regions: Literal["pose", "strips"] = "strips"
+    framing: Literal["stretch", "center_crop"] = "stretch"
+
+
+@dataclass
+class NetConfig:
+    """``model.net`` for :class:`reid.models.AttentionReIDNet` (``num_classes`` comes from the data set)."""
+
+    TARGETS: ClassVar[tuple[str, ...]] = ("reid.models.AttentionReIDNet", "reid.models.network.AttentionReIDNet")
+
+    _target_: str = "reid.models.AttentionReIDNet"
+    _partial_: bool = True
+    intra_attention: bool = False
+    decompose: bool = True
+    residual: bool = True
+    fusion: Literal["concat", "fc", "inter"] = "concat"
+    width: float = 1.0
+    global_dim: int = 256
+    part_dim: int = 128
+    dropout: float = 0.5
+    group_parts: bool = True
+    fusion_dim: Optional[int] = None
+    units_per_stage: Tuple[int, int, int, int] = (3, 3, 3, 3)
+    stage_strides: Tuple[int, int, int] = (2, 2, 1)
+    part_pool_stride: Tuple[int, int] = (1, 2)
+    attention_pools: Tuple[int, int, int] = (2, 1, 1)
+    attention_bottleneck_ratio: float = 0.25
+    attention_spatial_kernel: int = 3
+    attention_channel_reduction: int = 16
+    attention_upsample: Literal["bilinear", "nearest"] = "bilinear"
+    reduce_bn: bool = True
+    reduce_relu: bool = True
+    zero_init_residual: bool = False
+    classifier_std: float = 0.001
+
+
+@dataclass
+class TargetConfig:
+    """Any node with a ``_target_`` (optimizer, scheduler, callback, logger): keys must be the target's parameters."""
+
+    KEYS_FROM_TARGET: ClassVar[bool] = True
+
+    _target_: str = "torch.optim.SGD"
+    _partial_: bool = False
+
+
+@dataclass
+class ReIDModuleConfig:
+    """``model`` for :class:`reid.lit.module.ReIDModule` (``num_classes``, ``eval_options`` come from the runner)."""
+
+    TARGETS: ClassVar[tuple[str, ...]] = ("reid.lit.module.ReIDModule",)
+
+    _target_: str = "reid.lit.module.ReIDModule"
+    net: NetConfig = field(default_factory=NetConfig)
+    regions: Literal["pose", "strips"] = "pose"
+    lambda_intra: float = 0.5
+    label_smoothing: float = 0.0
+    channels_last: bool = True
+    pretrained: Optional[str] = None
+    compile: bool = False
+    compile_options: Dict[str, Any] = field(default_factory=dict)
+    optimizer: TargetConfig = field(default_factory=TargetConfig)
+    scheduler: Optional[TargetConfig] = None
+
+
+@dataclass
+class ClassificationModuleConfig(ReIDModuleConfig):
+    """``model`` for :class:`reid.lit.imagenet.ClassificationModule` (ImageNet pre-training)."""
+
+    TARGETS: ClassVar[tuple[str, ...]] = ("reid.lit.imagenet.ClassificationModule",)
+
+    _target_: str = "reid.lit.imagenet.ClassificationModule"
+    top_k: List[int] = field(default_factory=lambda: [1, 5])
+
+
+@dataclass
+class PicturesConfig:
+    """``eval.pictures``: the pictures written after validation."""
+
+    enabled: bool = True
+    num_queries: int = 8
+    query_rows: Optional[List[int]] = None
+    topk: int = 10
+    num_attention: int = 4
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    """``eval``: how query and gallery features are compared and what evaluate.py reports."""
+
+    distance: Literal["euclidean", "cosine"] = "euclidean"
+    max_rank: int = 50
+    cuhk03_repeats: int = 10
+    cuhk03_seed: int = 0
+    cuhk03_exact: bool = False
+    chunk_size: int = 1024
+    device: str = "auto"
+    branches: bool = True
+    flip: bool = False
+    rerank: bool = False
+    rerank_k1: int = 20
+    rerank_k2: int = 6
+    rerank_lambda: float = 0.3
+    rerank_max_images: int = 40000
+    save_features: bool = False
+    pictures: PicturesConfig = field(default_factory=PicturesConfig)
+
+
+@dataclass
+class TrainerConfig:
+    """``trainer``: the keys of conf/trainer/default.yaml typed; others must be ``pytorch_lightning.Trainer`` parameters."""
+
+    TARGETS: ClassVar[tuple[str, ...]] = ("pytorch_lightning.Trainer", "pytorch_lightning.trainer.Trainer")
+    KEYS_FROM_TARGET: ClassVar[bool] = True
+
+    _target_: str = "pytorch_lightning.Trainer"
+    default_root_dir: Optional[str] = None
+    accelerator: str = "auto"
+    devices: Any = 1
+    num_nodes: int = 1
+    precision: Union[str, int] = "32-true"
+    max_epochs: Optional[int] = 100
+    check_val_every_n_epoch: Optional[int] = 10
+    log_every_n_steps: Optional[int] = 10
+    deterministic: Union[bool, str, None] = False
+    benchmark: Optional[bool] = False
+    num_sanity_val_steps: Optional[int] = 0
+    enable_model_summary: Optional[bool] = True
+    enable_progress_bar: Optional[bool] = True
+    fast_dev_run: Union[bool, int] = False
+    limit_train_batches: Union[int, float, None] = 1.0
+    limit_val_batches: Union[int, float, None] = 1.0
+    gradient_clip_val: Union[int, float, None] = None
+
+
+@dataclass
+class PathsConfig:
+    """``paths``: where data, logs and outputs live."""
+
+    root_dir: str = "."
+    data_dir: str = "data"
+    log_dir: str = "outputs"
+    output_dir: str = "outputs"
+    work_dir: str = "."
+
+
+@dataclass
+class RunConfig:
+    """The whole composed config of train.py / evaluate.py (a key may be absent: evaluate.yaml has fewer)."""
+
+    task_name: str = "train"
+    tags: List[str] = field(default_factory=lambda: ["dev"])
+    seed: Optional[int] = 42
+    ckpt_path: Optional[str] = None
+    final_validation: bool = True
+    optimized_metric: Optional[str] = "val/mAP"
+    features_path: Optional[str] = None
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: Union[ReIDDataConfig, ImageNetDataConfig] = field(default_factory=ReIDDataConfig)
+    model: Union[ReIDModuleConfig, ClassificationModuleConfig] = field(default_factory=ReIDModuleConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    callbacks: Optional[Dict[str, Optional[TargetConfig]]] = None
+    logger: Optional[Dict[str, Optional[TargetConfig]]] = None
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    hydra: Any = None  # present only when composed with return_hydra_config
+
+
+# ============================================================================ validation
+
+
+class _Unresolved:
+    """An interpolation that cannot be resolved outside a Hydra run: not type-checked."""
+
+
+class _Missing:
+    """A mandatory value left as ``???``."""
+
+
+_UNRESOLVED = _Unresolved()
+_MISSING = _Missing()
+# ${a.b.c}: a value that only repeats another key (reported there, not twice)
+_REFERENCE = re.compile(r"^\$\{([A-Za-z_][\w.]*)\}$")
+
+
+class _Findings:
+    """Problems found so far, by key path, and which keys only repeat another key (``${...}``)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+        self.references: dict[str, str] = {}
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append((path, message))
+
+    def messages(self) -> list[str]:
+        """One line per problem; a key interpolating a key that has its own problem is left out."""
+        flagged = {path for path, _ in self.items}
+        lines = []
+        for path, message in self.items:
+            reference = self.references.get(path)
+            if reference is not None:
+                if reference in flagged:
+                    continue
+                message = message.replace(f"config key '{path}'", f"config key '{path}' (= ${{{reference}}})", 1)
+            lines.append(message)
+        return lines
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Checks a composed train/evaluate config against the schemas of this module.
+
+    Call it before instantiating anything. Missing optional keys are fine (evaluate.yaml has no
+    ``callbacks``); keys whose value is ``???`` are reported.
+
+    Raises:
+        ConfigError: one line per problem, each naming the full key path and a fix, e.g.
+            ``config key 'data.batch_size': expected int, got 'abc' (fix: e.g. data.batch_size=32)``
+            or ``unknown config key 'model.net.widht' (did you mean 'model.net.width'?)``.
+    """
+    findings = _Findings()
+    _check(cfg, RunConfig, "", findings, example=None)
+    if findings.items:
+        raise ConfigError(findings.messages())
+
+
+def _child(node: DictConfig | ListConfig, key: Any, path: str, findings: _Findings) -> Any:
+    """``_read(node, key)``, noting in ``findings`` when the value is ``${another.key}``."""
+    if isinstance(node, (DictConfig, ListConfig)) and OmegaConf.is_interpolation(node, key):
+        match = _REFERENCE.match(str(node._get_node(key)._value()))
+        if match:
+            findings.references[path] = match[1]
+    return _read(node, key)
+
+
+def _read(node: DictConfig | ListConfig, key: Any) -> Any:
+    """The value at ``node[key]``, resolved; _MISSING for ``???``; _UNRESOLVED when it cannot be resolved here."""
+    if not isinstance(node, (DictConfig, ListConfig)):
+        return node[key]
+    if OmegaConf.is_missing(node, key):
+        return _MISSING
+    try:
+        return node[key]
+    except Exception:  # noqa: BLE001 - any resolver failure means "not checkable here", not "wrong"
+        return _UNRESOLVED
+
+
+def _join(path: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def _check(value: Any, expected: Any, path: str, findings: _Findings, example: Any) -> None:
+    """Appends to ``findings`` what is wrong with ``value`` as a ``expected`` at ``path``."""
+    if value is _UNRESOLVED or expected is Any:
+        return
+    if value is _MISSING:
+        findings.add(path, f"config key '{path}' has no value (???) (fix: set it, e.g. {path}={_format(example)})")
+        return
+    origin, args = typing.get_origin(expected), typing.get_args(expected)
+    if origin is Union:
+        if value is None and type(None) in args:
+            return
+        options = [a for a in args if a is not type(None)]
+        schemas = [a for a in options if dataclasses.is_dataclass(a)]
+        if len(schemas) > 1 and isinstance(value, (DictConfig, dict)):
+            chosen = _schema_for(value, schemas)  # the schema of the node's _target_
+            if chosen is not None:
+                _check_node(value, chosen, path, findings)
+            return
+        if len(options) == 1 and _kind(options[0]) != "scalar":
+            _check(value, options[0], path, findings, example)
+            return
+        for option in options:
+            attempt = _Findings()
+            _check(value, option, path, attempt, example)
+            if not attempt.items:
+                return
+        # a mapping or list of the right kind: report what is wrong inside it rather than its type
+        for option in options:
+            if _kind(option) == _kind(value) != "scalar":
+                _check(value, option, path, findings, example)
+                return
+        findings.add(path, _type_problem(path, value, expected, example))
+        return
+    if dataclasses.is_dataclass(expected):
+        if value is None:
+            findings.add(path, _type_problem(path, value, expected, example))
+        elif not isinstance(value, (DictConfig, dict)):
+            findings.add(path, _type_problem(path, value, expected, example))
+        elif _schema_for(value, [expected]) is not None:
+            _check_node(value, expected, path, findings)
+        return
+    if origin is Literal:
+        if not (isinstance(value, str) and value in args) and value not in args:
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"e.g. {path}={args[0]}"
+            findings.add(
+                path,
+                f"config key '{path}': expected one of {', '.join(repr(a) for a in args)}, "
+                f"got {_format_value(value)} (fix: {hint})"
+            )
+        return
+    if origin in (list, tuple):
+        if not isinstance(value, (ListConfig, list, tuple)):
+            findings.add(path, _type_problem(path, value, expected, example))
+            return
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                findings.add(path, _type_problem(path, value, expected, example))
+                return
+            item_types = list(args)
+        else:
+            item_types = [args[0] if args else Any] * len(value)
+        for index, item_type in enumerate(item_types):
+            item_path = _join(path, index)
+            _check(_child(value, index, item_path, findings), item_type, item_path, findings, None)
+        return
+    if origin is dict:
+        if not isinstance(value, (DictConfig, dict)):
+            findings.add(path, _type_problem(path, value, expected, example))
+            return
+        value_type = args[1] if len(args) == 2 else Any
+        for key in value:
+            item_path = _join(path, key)
+            _check(_child(value, key, item_path, findings), value_type, item_path, findings, None)
+        return
+    if not _scalar_matches(value, expected):
+        findings.add(path, _type_problem(path, value, expected, example))
+
+
+def _kind(value_or_type: Any) -> str:
+    """``mapping``, ``list`` or ``scalar``, for a value or a schema type."""
+    origin = typing.get_origin(value_or_type)
+    if isinstance(value_or_type, (DictConfig, dict)) or origin is dict or dataclasses.is_dataclass(value_or_type):
+        return "mapping"
+    if isinstance(value_or_type, (ListConfig, list, tuple)) or origin in (list, tuple):
+        return "list"
+    return "scalar"
+
+
+def _scalar_matches(value: Any, expected: Any) -> bool:
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is str:
+        return isinstance(value, str)
+    if expected is type(None):
+        return value is None
+    return isinstance(value, expected)
+
+
+def _schema_for(value: DictConfig | dict, schemas: list[type]) -> type | None:
+    """The schema among ``schemas`` that describes ``value``: by its ``_target_`` when the schema names targets.
+
+    None when the node's ``_target_`` is another class (left to that class) or cannot be resolved.
+    """
+    target = _read(value, "_target_") if "_target_" in value else None
+    for schema in schemas:
+        targets = getattr(schema, "TARGETS", None)
+        if targets is None or target is None and "_target_" not in value:
+            return schema
+        if isinstance(target, str) and target in targets:
+            return schema
+    return None
+
+
+def _check_node(value: DictConfig | dict, schema: type, path: str, findings: _Findings) -> None:
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    hints = _type_hints(schema)
+    extra_keys: frozenset[str] | None = frozenset()
+    if getattr(schema, "KEYS_FROM_TARGET", False):
+        extra_keys = _target_parameters(value, path, findings)
+    for key in value:
+        key_path = _join(path, key)
+        if key in fields:
+            _check(_child(value, key, key_path, findings), hints[key], key_path, findings, _default(fields[key]))
+        elif key in HYDRA_KEYS:
+            continue
+        elif extra_keys is not None and key not in extra_keys:
+            known = sorted(set(fields) | (extra_keys or set()))
+            findings.add(key_path, _unknown_key_problem(key_path, str(key), path, known))
+
+
+def _unknown_key_problem(key_path: str, key: str, parent: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown config key '{key_path}' (did you mean '{_join(parent, close[0])}'?)"
+    listed = [k for k in known if k not in HYDRA_KEYS]
+    more = ", ..." if len(listed) > MAX_LISTED_KEYS else ""
+    where = f"'{parent}'" if parent else "the top level"
+    return (
+        f"unknown config key '{key_path}' (fix: remove it or correct it; the keys of {where} are "
+        f"{', '.join(listed[:MAX_LISTED_KEYS])}{more})"
+    )
+
+
+def _target_parameters(value: DictConfig | dict, path: str, findings: _Findings) -> frozenset[str] | None:
+    """Keyword parameters of the node's ``_target_``; None (anything goes) when it takes ``**kwargs`` or is unknown."""
+    target = _read(value, "_target_") if "_target_" in value else None
+    if not isinstance(target, str):
+        return None
+    try:
+        return _parameters_of(target)
+    except ImportError as err:
+        findings.add(
+            _join(path, "_target_"),
+            f"config key '{_join(path, '_target_')}': cannot import {target!r} ({err}) "
+            "(fix: correct the dotted path of the class or function)"
+        )
+        return None
+
+
+@lru_cache(maxsize=None)
+def _parameters_of(target: str) -> frozenset[str] | None:
+    from hydra.utils import get_object
+
+    try:
+        obj = get_object(target)
+    except Exception as err:  # noqa: BLE001 - Hydra wraps import failures in several types
+        raise ImportError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+        return None
+    return frozenset(
+        name
+        for name, p in signature.parameters.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    )
+
+
+@lru_cache(maxsize=None)
+def _type_hints(schema: type) -> dict[str, Any]:
+    return typing.get_type_hints(schema)
+
+
+def _default(schema_field: dataclasses.Field) -> Any:
+    if schema_field.default is not dataclasses.MISSING:
+        return schema_field.default
+    if schema_field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        made = schema_field.default_factory()  # type: ignore[misc]
+        return None if dataclasses.is_dataclass(made) else made
+    return None
+
+
+def _type_problem(path: str, value: Any, expected: Any, example: Any) -> str:
+    fix = f"e.g. {path}={_format(example)}" if example is not None else f"use {_describe(expected)}"
+    return f"config key '{path}': expected {_describe(expected)}, got {_format_value(value)} (fix: {fix})"
+
+
+def _describe(expected: Any) -> str:
+    """A short name of a type, as used in the error messages (``int``, ``list of int``...)."""
+    origin, args = typing.get_origin(expected), typing.get_args(expected)
+    if origin is Union:
+        names = [_describe(a) for a in args if a is not type(None)]
+        text = " or ".join(names)
+        return f"{text} or null" if type(None) in args else text
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is tuple:
+        if args and args[-1] is not Ellipsis:
+            return f"a list of {len(args)} {_describe(args[0])}"
+        return f"list of {_describe(args[0]) if args else 'values'}"
+    if origin is list:
+        return f"list of {_describe(args[0]) if args else 'values'}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(expected):
+        return "a group of options (a mapping)"
+    if expected is type(None):
+        return "null"
+    return getattr(expected, "__name__", str(expected))
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=False)
+    return repr(value)
+
+
+def _format(example: Any) -> str:
+    """A value in Hydra override syntax (``[384,192]``, ``null``, ``true``)."""
+    if example is None:
+        return "null"
+    if isinstance(example, bool):
+        return str(example).lower()
+    if isinstance(example, (list, tuple)):
+        return "[" + ",".join(_format(v) for v in example) + "]"
+    if isinstance(example, dict):
+        return "{" + ",".join(f"{k}:{_format(v)}" for k, v in example.items()) + "}"
+    return str(example)

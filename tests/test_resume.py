@@ -1,0 +1,328 @@
+"""Crash-safe resume: a resumed run replays the uninterrupted one (also after SIGKILL); atomic, safe checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+import reid.runner as runner
+from conftest import ROOT, TINY_OVERRIDES
+from reid.lit.resume import (
+    AtomicCheckpointIO,
+    RandomStateCheckpoint,
+    add_wandb_resume,
+    find_resume_checkpoint,
+    resolve_ckpt_path,
+    wandb_resume_kwargs,
+)
+from resume_helpers import Crash, CrashAt, StepRecorder, read_steps
+
+# Every random augmentation on: each sample's augmentation is seeded from (sampler seed, epoch,
+# position), so a resumed epoch must replay it exactly too.
+AUGMENTATION = [
+    "data.augment.hflip=0.5", "data.augment.pad_crop=0.5", "data.augment.random_erasing=0.5",
+    "data.augment.color_jitter=0.5",
+]
+# 24 training images in batches of 4: 6 steps per epoch
+# (lr 0.01: at the demo recipe's 0.05, batches of 4 with this much augmentation diverge)
+RESUME_OVERRIDES = [
+    *AUGMENTATION, "data.batch_size=4", "data.schedule.lr=0.01", "trainer.deterministic=true", "trainer.max_epochs=2",
+]
+STEPS_PER_EPOCH = 6
+
+
+def _fit(cfg, callbacks, ckpt_path=None):
+    """Fits like reid.runner.train (same plugins and RNG callback), returning the trained module."""
+    pl.seed_everything(int(cfg.seed), workers=True)
+    datamodule = runner.build_datamodule(cfg)
+    model = runner.build_model(cfg, datamodule.num_classes, datamodule.dataset.protocol)
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=[*callbacks, RandomStateCheckpoint()],
+        logger=False,
+        plugins=[AtomicCheckpointIO()],
+    )
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    return model
+
+
+def _last_checkpoint(folder: Path, every: int | str) -> ModelCheckpoint:
+    """last.ckpt every ``every`` steps, or at each epoch end when ``every="epoch"`` (as conf/callbacks does)."""
+    if every == "epoch":
+        when = {"every_n_epochs": 1, "save_on_train_epoch_end": True}
+    else:
+        when = {"every_n_train_steps": every}
+    return ModelCheckpoint(
+        dirpath=folder, filename="last", monitor=None, save_top_k=1, enable_version_counter=False, **when
+    )
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), rtol=1e-6, atol=1e-7), key
+
+
+# ---------------------------------------------------------------------------- in-process
+
+
+@pytest.mark.parametrize(
+    ("num_workers", "every", "crash_at", "resume_step"),
+    [
+        (0, 4, 10, 8),  # resumes mid-epoch 1 (batch 3 of 6); steps 9, 10 are lost and replayed
+        (2, 4, 10, 8),  # the same with workers prefetching batches ahead of training
+        (0, 6, 8, 6),  # the checkpoint of epoch 0's last batch: resumes at the epoch boundary
+        (0, "epoch", 8, 6),  # the checkpoint written at the end of epoch 0
+    ],
+)
+def test_resume_replays_the_uninterrupted_run(make_cfg, tmp_path, num_workers, every, crash_at, resume_step):
+    cfg = make_cfg(*RESUME_OVERRIDES, f"data.num_workers={num_workers}")
+
+    straight = StepRecorder()
+    reference = _fit(cfg, [straight])
+    assert len(straight.steps) == 2 * STEPS_PER_EPOCH
+
+    crashed = StepRecorder()
+    with pytest.raises(Crash):
+        _fit(cfg, [crashed, _last_checkpoint(tmp_path, every), CrashAt(crash_at)])
+    checkpoint = tmp_path / "last.ckpt"
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["global_step"] == resume_step
+    loader_state = saved["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
+    # the batches training had processed in the checkpoint's epoch, not what the loader prefetched
+    assert loader_state["batches_done"] == resume_step - STEPS_PER_EPOCH * saved["epoch"]
+
+    resumed = StepRecorder()
+    model = _fit(cfg, [resumed, _last_checkpoint(tmp_path, every)], ckpt_path=str(checkpoint))
+    replay = [s for s in crashed.steps if s[0] <= resume_step] + resumed.steps
+    assert replay == straight.steps  # same batches, same samples, same order
+    _assert_same_weights(model.state_dict(), reference.state_dict())
+
+
+# ---------------------------------------------------------------------------- SIGKILL, train.py
+
+
+def _train_command(run_dir: Path, data_dir: Path, record: Path, *extra: str) -> list[str]:
+    common = [o for o in TINY_OVERRIDES if not o.startswith(("callbacks=", "data.batch_size="))]
+    return [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *common,
+        *RESUME_OVERRIDES,
+        "seed=7",
+        "trainer.check_val_every_n_epoch=1",
+        "callbacks=[model_checkpoint]",
+        "callbacks.step_checkpoint.every_n_train_steps=2",
+        "+callbacks.recorder._target_=resume_helpers.StepRecorder",
+        f"+callbacks.recorder.path={record}",
+        f"paths.data_dir={data_dir}",
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    ]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_sigkilled_run_resumed_with_ckpt_path_last_ends_like_an_uninterrupted_run(tmp_path, data_dir):
+    # the uninterrupted reference runs while the other one is started, killed and resumed
+    straight_dir, killed_dir = tmp_path / "straight", tmp_path / "killed"
+    reference_err = tmp_path / "straight.stderr"
+    reference = subprocess.Popen(
+        _train_command(straight_dir, data_dir, tmp_path / "straight.jsonl"),
+        cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=reference_err.open("w"),
+    )
+    victim = subprocess.Popen(
+        _train_command(killed_dir, data_dir, tmp_path / "killed.jsonl", "+callbacks.recorder.delay=0.3"),
+        cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    checkpoint = killed_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    try:
+        while not checkpoint.exists() and victim.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+    assert checkpoint.exists(), "the killed run wrote no step checkpoint"
+    assert victim.returncode == -signal.SIGKILL
+    saved = torch.load(checkpoint, weights_only=True)
+    done = saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["processed"]
+    assert saved["epoch"] == 0 and 0 < done < STEPS_PER_EPOCH, "the kill did not land in the middle of epoch 0"
+    assert not (killed_dir / "metrics.json").exists()
+
+    _run(_train_command(killed_dir, data_dir, tmp_path / "resumed.jsonl", "ckpt_path=last"))
+    assert "resuming epoch 0 of the training data after" in (killed_dir / "train.log").read_text()
+    assert reference.wait(timeout=300) == 0, reference_err.read_text()[-3000:]
+
+    # steps trained up to the checkpoint, then the resumed run's: the uninterrupted run's steps
+    straight_steps = read_steps(tmp_path / "straight.jsonl")
+    replay = [s for s in read_steps(tmp_path / "killed.jsonl") if s[0] <= saved["global_step"]]
+    replay += read_steps(tmp_path / "resumed.jsonl")
+    assert len(straight_steps) == 2 * STEPS_PER_EPOCH
+    assert replay == straight_steps
+
+    expected = json.loads((straight_dir / "metrics.json").read_text())
+    assert json.loads((killed_dir / "metrics.json").read_text()) == pytest.approx(expected, abs=1e-6)
+    final = runner.load_checkpoint(killed_dir / "checkpoints" / "last.ckpt")
+    reference_weights = runner.load_checkpoint(straight_dir / "checkpoints" / "last.ckpt")["state_dict"]
+    _assert_same_weights(final["state_dict"], reference_weights)
+    assert final["global_step"] == 2 * STEPS_PER_EPOCH
+
+
+# ---------------------------------------------------------------------------- determinism
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_two_seeded_runs_give_identical_metrics_and_another_seed_does_not(make_cfg, num_workers):
+    # the augmentation of the synthetic recipe stays on; it is seeded per sample by the sampler
+    def run(seed: int) -> dict[str, float]:
+        cfg = make_cfg(
+            f"seed={seed}", "trainer.deterministic=true", "trainer.max_epochs=1", f"data.num_workers={num_workers}",
+            *AUGMENTATION,
+        )
+        return runner.train(cfg)
+
+    first, second = run(5), run(5)
+    assert first == second
+    assert run(6) != first
+
+
+# ---------------------------------------------------------------------------- unsafe checkpoints
+
+
+class _CodePayload:
+    """Unpickling this runs a shell command that creates ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_carrying_code_is_refused_and_the_code_never_runs(make_cfg, tmp_path, capsys):
+    marker = tmp_path / "payload_ran"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"num_classes": 6}, "extra": _CodePayload(marker)}, evil)
+
+    with pytest.raises(runner.CheckpointLoadError, match=r"refusing to load .*evil\.ckpt: it is not a plain weights"):
+        runner.load_checkpoint(evil)
+    with pytest.raises(runner.CheckpointLoadError, match="refusing to load"):
+        AtomicCheckpointIO().load_checkpoint(evil, weights_only=False)  # what resuming a fit goes through
+    # train.py ckpt_path=<evil>: one error line, exit status 2
+    with pytest.raises(SystemExit) as exit_info:
+        runner.run_cli(runner.train, make_cfg(f"ckpt_path={evil}", "trainer.max_epochs=1"))
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: refusing to load {evil}")
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------- atomic writes
+
+
+def test_a_write_killed_halfway_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "global_step": 1}, target)
+
+    def dies_halfway(obj, handle, *args, **kwargs):
+        handle.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt  # stands for the process dying while writing
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "global_step": 2}, target)
+    monkeypatch.undo()
+    assert io.load_checkpoint(target)["global_step"] == 1
+    assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]  # no partial file left behind
+    assert find_resume_checkpoint(tmp_path) == target
+
+
+def test_find_resume_checkpoint_skips_truncated_files(tmp_path):
+    folder = tmp_path / "checkpoints"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"global_step": 1}, folder / "last-v1.ckpt")
+    time.sleep(0.01)
+    data = (folder / "last-v1.ckpt").read_bytes()
+    (folder / "last.ckpt").write_bytes(data[: len(data) // 2])  # newer, but cut off by a crash
+    assert find_resume_checkpoint(tmp_path) == folder / "last-v1.ckpt"
+    (folder / "last-v1.ckpt").unlink()
+    assert find_resume_checkpoint(tmp_path) is None
+    assert find_resume_checkpoint(tmp_path / "nowhere") is None
+
+
+# ---------------------------------------------------------------------------- ckpt_path values
+
+
+def test_resolve_ckpt_path_understands_last_auto_directories_and_files(tmp_path):
+    run_dir = tmp_path / "run"
+    assert resolve_ckpt_path(None, run_dir) is None
+    assert resolve_ckpt_path("auto", run_dir) is None  # nothing to resume: start afresh
+    with pytest.raises(FileNotFoundError, match=r"ckpt_path=last: no checkpoints/last.ckpt in the run directory .*run; "
+                       r"resume a run with `python train.py hydra.run.dir=<that run's directory> ckpt_path=last`"):
+        resolve_ckpt_path("last", run_dir)
+    AtomicCheckpointIO().save_checkpoint({"global_step": 3}, run_dir / "checkpoints" / "last.ckpt")
+    expected = str(run_dir / "checkpoints" / "last.ckpt")
+    assert resolve_ckpt_path("last", run_dir) == expected
+    assert resolve_ckpt_path("auto", run_dir) == expected
+    assert resolve_ckpt_path(str(run_dir), tmp_path / "other") == expected  # a run directory
+    assert resolve_ckpt_path(expected, tmp_path / "other") == expected
+    with pytest.raises(FileNotFoundError, match=r"ckpt_path=.*missing.ckpt: no such checkpoint"):
+        resolve_ckpt_path(str(tmp_path / "missing.ckpt"), run_dir)
+
+
+def test_ckpt_path_last_without_a_checkpoint_is_a_one_line_error(make_cfg, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        runner.run_cli(runner.train, make_cfg("ckpt_path=last"))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ckpt_path=last: no checkpoints/last.ckpt")
+
+
+# ---------------------------------------------------------------------------- W&B run id
+
+
+def test_wandb_run_id_is_stored_on_a_fresh_start_and_reused_on_resume(tmp_path):
+    fresh = wandb_resume_kwargs(tmp_path, resuming=False, new_id=lambda: "abc12345")
+    assert fresh == {"id": "abc12345", "resume": "allow"}
+    assert (tmp_path / "wandb_run_id").read_text().strip() == "abc12345"
+    assert wandb_resume_kwargs(tmp_path, resuming=True, new_id=lambda: "zzz") == {"id": "abc12345", "resume": "allow"}
+    # starting afresh in the same directory is a new W&B run
+    assert wandb_resume_kwargs(tmp_path, resuming=False, new_id=lambda: "new00000")["id"] == "new00000"
+    assert wandb_resume_kwargs(tmp_path / "old_run", resuming=True)["id"]  # no stored id: a new one
+
+
+def test_add_wandb_resume_sets_the_id_on_wandb_loggers_only(tmp_path):
+    from omegaconf import OmegaConf
+
+    group = OmegaConf.create(
+        {
+            "wandb": {"_target_": "pytorch_lightning.loggers.wandb.WandbLogger", "project": "p"},
+            "csv": {"_target_": "pytorch_lightning.loggers.csv_logs.CSVLogger", "save_dir": "."},
+        }
+    )
+    add_wandb_resume(group, tmp_path, resuming=False)
+    stored = (tmp_path / "wandb_run_id").read_text().strip()
+    assert group.wandb.id == stored and group.wandb.resume == "allow" and "id" not in group.csv
+    group.wandb.id = "mine"
+    add_wandb_resume(group, tmp_path, resuming=True)
+    assert group.wandb.id == "mine"  # an id the user set wins
