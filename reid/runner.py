@@ -305,6 +305,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         features = extract_features(
             module, datamodule.val_dataloader(), paths=[r.image_path for r in eval_set.records],
             boxes=eval_set.boxes, protocol=datamodule.dataset.protocol, flip=bool(e.flip), device=_eval_device(cfg),
+            rows=None if e.branches else ["all"],
         )
         features.meta.update({"ckpt_path": str(cfg.ckpt_path), "data": str(cfg.data.name)})
         if e.save_features:

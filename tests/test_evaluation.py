@@ -155,3 +155,11 @@ def test_evaluate_writes_branches_rerank_report_and_rescoring_features(make_cfg,
     again = evaluate(rescore_cfg)
     assert again["branches"] == written["branches"]
     assert again["rerank"] == written["rerank"]
+
+
+def test_extraction_keeps_only_the_requested_rows(make_cfg):
+    _, module, datamodule = _module_and_data(make_cfg, "model=baseline")
+    paths = [r.image_path for r in datamodule.eval_set.records]
+    only_all = extract_features(module, datamodule.val_dataloader(), paths=paths, rows=["all"])
+    assert list(only_all.features) == ["all"]
+    assert list(score_features(only_all)) == ["all"]
