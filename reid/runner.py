@@ -198,6 +198,9 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     with open_dict(cfg):
         add_wandb_resume(cfg.get("logger"), output_dir, resuming=ckpt_path is not None)
+    if ckpt_path is not None:
+        # a resumed run writes into its own checkpoint folder on purpose
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
     datamodule = build_datamodule(cfg)
     if ckpt_path and cfg.model.get("pretrained"):
