@@ -484,7 +484,10 @@ def render_report(runs: Sequence[RunResult], plots: dict[str, str] | None = None
     """The report's Markdown; ``plots`` maps a sweep's plot name to the file to link (none: no images)."""
     parts = ["# Ablation report", "", f"{len(runs)} runs. Metrics in percent; a cell with n > 1 runs gives "
              "mean ± sample standard deviation.", "", "## Table 6: R1 / mAP per model and data set", "",
-             ablation_table(runs), "", "## Sweeps of λ and β (Tables 10 and 11)", ""]
+             ablation_table(runs), "",
+             "λ (Eq. 11) weighs the five branch losses against the fused one, so it changes only models "
+             "with a trained fusion (inter, intra_inter, fc); baseline, aligned and intra ignore it.", "",
+             "## Sweeps of λ and β (Tables 10 and 11)", ""]
     sweeps = _sweeps(runs)
     if not sweeps:
         parts += ["No sweep: no (model, data set) has two or more values of λ (or β) with the other fixed.", ""]
