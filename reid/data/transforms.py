@@ -150,8 +150,9 @@ class SampleTransform:
         self._sample_seeded = True
         seed = int(seed) % 2**32
         self._rng = np.random.default_rng(seed)
-        self._stacked_jitter.set_random_seed(seed)
-        self._separate_jitter.set_random_seed((seed + 1) % 2**32)
+        if self.color_jitter > 0:  # re-seeding albumentations costs ~60 us a sample: only when it draws
+            self._stacked_jitter.set_random_seed(seed)
+            self._separate_jitter.set_random_seed((seed + 1) % 2**32)
 
     def _reseed_in_worker(self) -> None:
         info = torch.utils.data.get_worker_info()
