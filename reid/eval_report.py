@@ -55,8 +55,14 @@ def ranked_list_image(features: FeatureSet, query_rows: Sequence[int], topk: int
     )
 
 
-def attention_image(module: Any, eval_set: Any, sample_rows: Sequence[int]) -> Image.Image | None:
-    """Fig. 7 for the given samples of the evaluation set; None when the network has no intra-attention."""
+def attention_image(
+    module: Any, eval_set: Any, sample_rows: Sequence[int], health: Mapping[str, Any] | None = None
+) -> Image.Image | None:
+    """Fig. 7 for the given samples of the evaluation set; None when the network has no intra-attention.
+
+    ``health``: the evaluation's attention health figures (:mod:`reid.metrics.attention_health`),
+    shown under each column's title.
+    """
     from reid.data.crops import crop_regions
     from reid.data.io import read_image
     from reid.viz.attention import attention_picture, parts_in_whole_crop
@@ -82,7 +88,7 @@ def attention_image(module: Any, eval_set: Any, sample_rows: Sequence[int]) -> I
         images.append(crop)
         part_boxes.append(parts_in_whole_crop(eval_set.boxes[int(i)], eval_set.whole_size))
     attention = {name: [m.detach().float().cpu() for m in masks] for name, masks in output.attention.items()}
-    return attention_picture(images, attention, np.stack(part_boxes))
+    return attention_picture(images, attention, np.stack(part_boxes), health=health)
 
 
 def cmc_image(results: Mapping[str, Mapping[str, Any]], max_rank: int = 50) -> Image.Image | None:
@@ -126,6 +132,7 @@ def evaluation_pictures(
     eval_set: Any = None,
     distance: str = "euclidean",
     max_rank: int = 50,
+    attention_health: Mapping[str, Any] | None = None,
 ) -> dict[str, Image.Image | None]:
     """Every picture of an evaluation (``options``: the ``eval.pictures`` config)."""
     num_queries = len(features.query)
@@ -138,7 +145,9 @@ def evaluation_pictures(
     }
     if module is not None and eval_set is not None:
         # attention rows are query numbers, and queries come first in the evaluation set
-        pictures["attention"] = attention_image(module, eval_set, shown[: int(options.get("num_attention", 4))])
+        pictures["attention"] = attention_image(
+            module, eval_set, shown[: int(options.get("num_attention", 4))], health=attention_health
+        )
     return pictures
 
 
@@ -151,6 +160,7 @@ def write_evaluation_outputs(
     *,
     module: Any = None,
     eval_set: Any = None,
+    attention_health: Mapping[str, Any] | None = None,
 ) -> Path:
     """Writes the pictures (when ``eval.pictures.enabled``) and ``report.md`` into ``output_dir``."""
     output_dir = Path(output_dir)
@@ -159,14 +169,14 @@ def write_evaluation_outputs(
     if options.get("enabled", True):
         pictures = evaluation_pictures(
             features, results, options, module=module, eval_set=eval_set,
-            distance=str(cfg.eval.distance), max_rank=int(cfg.eval.max_rank),
+            distance=str(cfg.eval.distance), max_rank=int(cfg.eval.max_rank), attention_health=attention_health,
         )
         written = save_pictures(pictures, output_dir / "pictures")
-    return write_report_md(cfg, features, table, written, output_dir)
+    return write_report_md(cfg, features, table, written, output_dir, attention_health)
 
 
 def write_report_md(cfg: DictConfig, features: FeatureSet, table: str, pictures: Mapping[str, Path],
-                    output_dir: Path) -> Path:
+                    output_dir: Path, attention_health: Mapping[str, Any] | None = None) -> Path:
     """report.md: what was scored, how, the table, and the pictures."""
     e = cfg.eval
     source = cfg.get("features_path") or cfg.get("ckpt_path")
@@ -186,6 +196,10 @@ def write_report_md(cfg: DictConfig, features: FeatureSet, table: str, pictures:
             f"width {model.get('width')}"
         )
     lines += ["", "## Results (%, Table 7 rows)", "", table, ""]
+    if attention_health:
+        from reid.metrics.attention_health import health_table
+
+        lines += ["## Attention health (query images)", "", health_table(attention_health), ""]
     titles = {
         "ranked_list": "Ranked lists (Fig. 6): green = same identity, red = different",
         "attention": "Attention maps (Fig. 7): blocks 2, 3, 4 of the whole body and of the parts",

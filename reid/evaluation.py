@@ -153,6 +153,7 @@ def extract_features(
     flip: bool = False,
     device: torch.device | str = "cpu",
     rows: Iterable[str] | None = None,
+    attention_health: Any = None,
 ) -> FeatureSet:
     """Runs ``module`` (a :class:`reid.lit.module.ReIDModule`) over an evaluation loader.
 
@@ -168,6 +169,8 @@ def extract_features(
         rows: the Table 7 rows to keep (default: all seven). Features are kept in host memory as
             float32: the seven rows take about 2.8k floats per image with the paper's sizes
             (5.6 GB for 500,000 images), ``["all"]`` alone 768 (1.5 GB).
+        attention_health: a :class:`reid.metrics.attention_health.AttentionHealth` to update with
+            the masks and mu of the query images (unflipped), or None.
     """
     module.eval()
     module.to(device)
@@ -178,7 +181,10 @@ def extract_features(
     for batch in loader:
         whole = batch["whole"].to(device, non_blocking=True)
         parts = batch["parts"].to(device, non_blocking=True)
-        output = module(whole, parts)
+        output = module(whole, parts, return_attention=attention_health is not None)
+        if attention_health is not None:
+            select = torch.as_tensor(batch["is_query"]).bool().to(whole.device)
+            attention_health.update(output.attention, output.part_weights, select=select)
         features = branch_features(net, output)
         mu = output.part_weights
         if flip:

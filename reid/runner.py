@@ -229,6 +229,9 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("final_validation", True):
         results = trainer.validate(model=model, datamodule=datamodule, verbose=False)
         metrics = metrics_from(results[0] if results else {})
+        health = getattr(model, "last_attention_health", None)
+        if health:
+            metrics["attention"] = health
         if trainer.is_global_zero:
             write_metrics(metrics, output_dir)
             log.info("final validation on %s:\n%s", cfg.data.name, format_table(metrics))
@@ -287,10 +290,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """
     from reid.eval_report import write_evaluation_outputs
     from reid.evaluation import FeatureSet, extract_features, plain_metrics, rerank_scores, results_table, score_features
+    from reid.metrics.attention_health import AttentionHealth, health_summary
     from reid.schema import validate_config
 
     validate_config(cfg)
     e = cfg.eval
+    attention: dict[str, Any] = {}
     output_dir = Path(cfg.paths.output_dir)
     module = datamodule = None
     if cfg.get("features_path"):
@@ -305,11 +310,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         datamodule = build_datamodule(cfg)
         module = _model_from_checkpoint(cfg, checkpoint, datamodule.dataset.protocol)
         eval_set = datamodule.eval_set
+        health = AttentionHealth(keep_mu_values=False)
         features = extract_features(
             module, datamodule.val_dataloader(), paths=[r.image_path for r in eval_set.records],
             boxes=eval_set.boxes, protocol=datamodule.dataset.protocol, flip=bool(e.flip), device=_eval_device(cfg),
-            rows=None if e.branches else ["all"],
+            rows=None if e.branches else ["all"], attention_health=health,
         )
+        attention = health.compute()
         features.meta.update({"ckpt_path": str(cfg.ckpt_path), "data": str(cfg.data.name)})
         if e.save_features:
             features.save(output_dir / "features.pt")
@@ -328,10 +335,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics["branches"] = {row: plain_metrics(r) for row, r in results.items() if row != "all_rerank"}
     if "all_rerank" in results:
         metrics["rerank"] = plain_metrics(results["all_rerank"])
+    if attention:
+        metrics["attention"] = attention
+        log.info("attention health on the query images: %s", health_summary(attention))
     table = results_table({("Global + part, re-ranked" if k == "all_rerank" else k): v for k, v in results.items()})
     write_metrics(metrics, output_dir)
     write_evaluation_outputs(
-        cfg, features, results, table, output_dir, module=module,
+        cfg, features, results, table, output_dir, module=module, attention_health=attention,
         eval_set=datamodule.eval_set if datamodule is not None else None,
     )
     print(table)

@@ -173,6 +173,8 @@ class NetConfig:
     attention_spatial_kernel: int = 3
     attention_channel_reduction: int = 16
     attention_upsample: Literal["bilinear", "nearest"] = "bilinear"
+    attention_norm: Literal["standardize", "batch", "none"] = "standardize"
+    inter_part_norm: Literal["none", "l2"] = "none"
     reduce_bn: bool = True
     reduce_relu: bool = True
     zero_init_residual: bool = False
@@ -200,6 +202,7 @@ class ReIDModuleConfig:
     regions: Literal["pose", "strips"] = "pose"
     lambda_intra: float = 0.5
     label_smoothing: float = 0.0
+    fused_label_smoothing: Optional[float] = None
     channels_last: bool = True
     pretrained: Optional[str] = None
     compile: bool = False

@@ -11,7 +11,7 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 
 from reid.eval_report import evaluation_pictures, save_pictures
-from reid.evaluation import ROW_LABELS, FeatureSet, plain_metrics, score_features
+from reid.evaluation import PART_NAMES, ROW_LABELS, FeatureSet, plain_metrics, score_features
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +75,14 @@ class ValidationDashboard(pl.Callback):
         results["all"] = {**getattr(pl_module, "last_val_results", {}), "cmc": gathered["cmc"].numpy()}
         self.last_results = {row: plain_metrics(r) for row, r in results.items()}
         self._log_scalars(trainer)
+        self._log_mu_histograms(trainer, gathered.get("part_weights"))
 
         if self.pictures and (self.validations - 1) % self.every_n_validations == 0:
             root = Path(self.output_dir or trainer.default_root_dir)
             pictures = evaluation_pictures(
                 features, results, self.picture_options, module=pl_module, eval_set=eval_set,
                 distance=metric.distance, max_rank=metric.max_rank,
+                attention_health=getattr(pl_module, "last_attention_health", None),
             )
             self.last_pictures = save_pictures(pictures, root / "pictures" / f"epoch{trainer.current_epoch:03d}")
             self._log_images(trainer)
@@ -113,6 +115,21 @@ class ValidationDashboard(pl.Callback):
                     for row, metrics in self.last_results.items()
                 ]
                 logger.log_table(key="val/branches", columns=columns, data=data, step=trainer.global_step)
+
+    @staticmethod
+    def _log_mu_histograms(trainer: pl.Trainer, mu: torch.Tensor | None) -> None:
+        """Inter-attention's mu per part as W&B histograms (``val/attention/mu_hist/<part>``)."""
+        if mu is None or len(mu) == 0:
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                import wandb
+
+                histograms = {
+                    f"val/attention/mu_hist/{part}": wandb.Histogram(mu[:, index].numpy(), num_bins=32)
+                    for index, part in enumerate(PART_NAMES)
+                }
+                logger.log_metrics(histograms, step=trainer.global_step)
 
     def _log_images(self, trainer: pl.Trainer) -> None:
         for logger in trainer.loggers:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reid.metrics import ReIDMetric
+from reid.metrics.attention_health import AttentionHealth, flatten_health, health_summary
 from reid.models.pretrained import load_pretrained
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class ReIDModule(pl.LightningModule):
         regions: the crops the model is fed (``pose`` or ``strips``); stored with the weights.
         lambda_intra: the weight of the five branch losses in Eq. 11.
         label_smoothing: cross-entropy label smoothing (0 = the paper's plain softmax loss).
+        fused_label_smoothing: label smoothing of the fused (inter / fc) loss; None = ``label_smoothing``.
         channels_last: run the network in channels_last memory format (about 10x faster on CPU).
         eval_options: keyword options of :class:`reid.metrics.ReIDMetric` (distance, protocol...).
         compile: run the network through ``torch.compile`` (``compile_options`` go to it, e.g.
@@ -50,6 +52,7 @@ class ReIDModule(pl.LightningModule):
         regions: str = "pose",
         lambda_intra: float = 0.5,
         label_smoothing: float = 0.0,
+        fused_label_smoothing: float | None = None,
         channels_last: bool = True,
         eval_options: dict | None = None,
         pretrained: str | None = None,
@@ -67,8 +70,12 @@ class ReIDModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.lambda_intra = float(lambda_intra)
         self.label_smoothing = float(label_smoothing)
+        self.fused_label_smoothing = self.label_smoothing if fused_label_smoothing is None else float(fused_label_smoothing)
         self.channels_last = bool(channels_last)
         self.val_metric = ReIDMetric(**(eval_options or {}))
+        # mask saturation, working range, spatial spread and mu on the query images (reid.metrics.attention_health)
+        self.attention_health = AttentionHealth()
+        self.last_attention_health: dict[str, Any] = {}
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         if compile:
@@ -94,7 +101,7 @@ class ReIDModule(pl.LightningModule):
         intra = torch.stack([losses[f"loss_{n}"] for n in BRANCH_NAMES]).sum()
         if output.fused_logits is not None:
             losses["loss_fused"] = F.cross_entropy(
-                output.fused_logits, pids, label_smoothing=self.label_smoothing
+                output.fused_logits, pids, label_smoothing=self.fused_label_smoothing
             )
             losses["loss"] = self.lambda_intra * intra + losses["loss_fused"]
         else:
@@ -117,14 +124,13 @@ class ReIDModule(pl.LightningModule):
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
         self.val_metric.reset()
-        self._val_part_weights: list[Tensor] = []
+        self.attention_health.reset()
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         with torch.no_grad():
-            output = self(batch["whole"], batch["parts"])
+            output = self(batch["whole"], batch["parts"], return_attention=True)
         self.val_metric.update(output.feature, batch["pid"], batch["camid"], batch["is_query"], batch["index"])
-        if output.part_weights is not None:
-            self._val_part_weights.append(output.part_weights.detach().float().cpu())
+        self.attention_health.update(output.attention, output.part_weights, select=batch["is_query"].bool())
 
     def on_validation_epoch_end(self) -> None:
         results = self.val_metric.compute()
@@ -132,15 +138,20 @@ class ReIDModule(pl.LightningModule):
         # for callbacks that draw pictures or per-branch tables after validation (reid.lit.dashboard)
         self.last_val_gathered = {k: v.detach().cpu() for k, v in self.val_metric.gathered.items()}
         self.last_val_gathered["cmc"] = results["cmc"].detach().cpu()
-        weights = getattr(self, "_val_part_weights", [])
-        if weights:  # this process's share only: enough for a histogram of mu
-            self.last_val_gathered["part_weights"] = torch.cat(weights)
-        self._val_part_weights = []
+        self.last_attention_health = self.attention_health.compute() if self.attention_health.update_count else {}
+        mu = self.attention_health.mu() if self.attention_health.update_count else None
+        if mu is not None:  # every process's query images: for the mu histogram
+            self.last_val_gathered["part_weights"] = mu.detach().float().cpu()
         for key in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP"):
             if key in results:
                 value = torch.as_tensor(results[key], dtype=torch.float32)
                 self.log(f"val/{key}", value, prog_bar=key in ("rank1", "mAP"), sync_dist=False)
+        for key, value in flatten_health(self.last_attention_health, prefix="val/attention").items():
+            self.log(key, torch.tensor(value, dtype=torch.float32), sync_dist=False)
+        if self.last_attention_health:
+            log.info("attention health (epoch %d): %s", self.current_epoch, health_summary(self.last_attention_health))
         self.val_metric.reset()
+        self.attention_health.reset()
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self.validation_step(batch, batch_idx)

@@ -31,6 +31,7 @@ Choices where the paper is silent (all keyword options of :class:`AttentionPath`
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -53,6 +54,28 @@ def match_memory_format(tensor: Tensor, reference: Tensor) -> Tensor:
     return tensor.contiguous()
 
 
+#: How an attention head keeps its logits in the sigmoid's working range (see the heads).
+ATTENTION_NORMS = ("standardize", "batch", "none")
+#: Initial logit scale of the literal (``norm="none"``) heads, whose product S * C has no fixed
+#: scale: chosen so that their masks start unsaturated at every width (tests/test_attention_health.py).
+LITERAL_LOGIT_GAIN = 0.1
+
+
+def standardize(tensor: Tensor, dims: tuple[int, ...], eps: float = 1e-5) -> Tensor:
+    """``(x - mean) / std`` over ``dims``, separately for every other index (per image, no running statistics)."""
+    mean = tensor.mean(dim=dims, keepdim=True)
+    var = tensor.var(dim=dims, keepdim=True, unbiased=False)
+    return (tensor - mean) * torch.rsqrt(var + eps)
+
+
+def _fan_in_normal_(conv: nn.Conv2d, gain: float = 1.0) -> None:
+    """Normal init with std ``gain / sqrt(fan_in)`` (fan-in per group) and zero bias: unit-scale outputs."""
+    fan_in = conv.weight.shape[1] * conv.weight.shape[2] * conv.weight.shape[3]
+    nn.init.normal_(conv.weight, std=gain / math.sqrt(fan_in))
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+
+
 class AttentionMaps(NamedTuple):
     """What an attention head produces: the mask ``m`` in [0, 1] and the raw spatial map ``S`` (decomposed only)."""
 
@@ -69,17 +92,32 @@ class DecomposedAttentionHead(nn.Module):
         spatial_kernel: kernel size of the spatial convolution.
         channel_reduction: r of the channel squeeze-excitation ``c -> max(4, c // r) -> c``;
             1 = a single c x c convolution.
+        norm: how the logit is kept in the sigmoid's working range (:data:`ATTENTION_NORMS`):
+            ``standardize`` standardises S over h x w and C over the c channels, per image,
+            before their product; ``batch`` puts a BatchNorm (no affine) on the product;
+            ``none`` is the paper's literal head. The depthwise 1x1 convolution after it is a
+            learnable per-channel temperature and bias in every case.
     """
 
+    owns_init = True  # init_weights leaves this init alone
+
     def __init__(
-        self, channels: int, groups: int = 1, spatial_kernel: int = 3, channel_reduction: int = 16
+        self,
+        channels: int,
+        groups: int = 1,
+        spatial_kernel: int = 3,
+        channel_reduction: int = 16,
+        norm: str = "standardize",
     ) -> None:
         super().__init__()
         if spatial_kernel < 1 or spatial_kernel % 2 == 0:
             raise ValueError(f"attention spatial_kernel must be a positive odd number, got {spatial_kernel}")
+        if norm not in ATTENTION_NORMS:
+            raise ValueError(f"attention norm must be one of {ATTENTION_NORMS}, got {norm!r}")
         g, c = groups, channels
         self.channels = c
         self.groups = g
+        self.norm = norm
         self.spatial = nn.Conv2d(g * c, g, spatial_kernel, padding=spatial_kernel // 2, groups=g)
         if channel_reduction <= 1:
             self.channel: nn.Module = nn.Conv2d(g * c, g * c, 1, groups=g)
@@ -90,30 +128,79 @@ class DecomposedAttentionHead(nn.Module):
                 nn.ReLU(inplace=True),
                 nn.Conv2d(g * hidden, g * c, 1, groups=g),
             )
+        self.product_norm: nn.Module = nn.BatchNorm2d(g * c, affine=False) if norm == "batch" else nn.Identity()
         self.logit_conv = nn.Conv2d(g * c, g * c, 1, groups=g * c)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Starts every mask entry near 0.5 with a modest spread (the paper is silent on this).
+
+        S and C get a fan-in normal init (unit-scale outputs; ReLU gain inside the
+        squeeze-excitation), so with ``standardize`` or ``batch`` the product S * C has unit
+        scale and the per-channel temperature starts at 1: logits ~ N(0, 1), i.e. mask entries
+        spread around 0.5 with std ~0.2 and none saturated. The literal head has no such scale,
+        so its temperature starts at :data:`LITERAL_LOGIT_GAIN`. The network's Kaiming fan-out
+        init would give the depthwise and spatial convolutions (fan-out 1 and k^2) a std of
+        sqrt(2) and more: a saturated sigmoid from the first step.
+        """
+        _fan_in_normal_(self.spatial)
+        convs = [sub for sub in self.channel.modules() if isinstance(sub, nn.Conv2d)]
+        for index, conv in enumerate(convs):
+            _fan_in_normal_(conv, gain=math.sqrt(2.0) if index < len(convs) - 1 else 1.0)
+        nn.init.constant_(self.logit_conv.weight, 1.0 if self.norm != "none" else LITERAL_LOGIT_GAIN)
+        nn.init.zeros_(self.logit_conv.bias)
 
     def forward(self, initial: Tensor) -> AttentionMaps:
         """Attention mask (B, g*c, h, w) and spatial map S (B, g, h, w) from the initial confidence A."""
         batch, _, height, width = initial.shape
         spatial = self.spatial(initial)
-        channel = self.channel(F.adaptive_avg_pool2d(initial, 1))
-        product = spatial.reshape(batch, self.groups, 1, height, width) * channel.reshape(
-            batch, self.groups, self.channels, 1, 1
-        )
+        channel = self.channel(F.adaptive_avg_pool2d(initial, 1)).reshape(batch, self.groups, self.channels, 1, 1)
+        factor = spatial
+        if self.norm == "standardize":
+            factor = standardize(spatial, (2, 3))
+            channel = standardize(channel, (2,))
+        product = factor.reshape(batch, self.groups, 1, height, width) * channel
         product = match_memory_format(product.reshape(batch, self.groups * self.channels, height, width), initial)
-        return AttentionMaps(torch.sigmoid(self.logit_conv(product)), spatial)
+        return AttentionMaps(torch.sigmoid(self.logit_conv(self.product_norm(product))), spatial)
 
 
 class FullAttentionHead(nn.Module):
-    """Undecomposed attention (Table 8): ``m = sigmoid(conv1x1(A))``, a full h x w x c mask."""
+    """Undecomposed attention (Table 8): ``m = sigmoid(conv1x1(A))``, a full h x w x c mask.
 
-    def __init__(self, channels: int, groups: int = 1) -> None:
+    Args:
+        channels: c, channels of A (and of m) per group.
+        groups: independent heads side by side.
+        norm: ``standardize`` = a GroupNorm over each head's c x h x w logits per image (one
+            group per head) with a per-channel affine; ``batch`` = a BatchNorm2d on the logits;
+            ``none`` = the literal head. The affine starts at scale 1, bias 0.
+    """
+
+    owns_init = True  # init_weights leaves this init alone
+
+    def __init__(self, channels: int, groups: int = 1, norm: str = "standardize") -> None:
         super().__init__()
+        if norm not in ATTENTION_NORMS:
+            raise ValueError(f"attention norm must be one of {ATTENTION_NORMS}, got {norm!r}")
+        self.norm = norm
         self.logit_conv = nn.Conv2d(groups * channels, groups * channels, 1, groups=groups)
+        self.logit_norm: nn.Module = nn.Identity()
+        if norm == "standardize":
+            self.logit_norm = nn.GroupNorm(groups, groups * channels)
+        elif norm == "batch":
+            self.logit_norm = nn.BatchNorm2d(groups * channels)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Fan-in init (the literal head scaled by :data:`LITERAL_LOGIT_GAIN`); the norm's affine at 1 and 0."""
+        _fan_in_normal_(self.logit_conv, gain=1.0 if self.norm != "none" else LITERAL_LOGIT_GAIN)
+        for sub in self.logit_norm.modules():
+            if isinstance(sub, (nn.GroupNorm, nn.BatchNorm2d)) and sub.affine:
+                nn.init.ones_(sub.weight)
+                nn.init.zeros_(sub.bias)
 
     def forward(self, initial: Tensor) -> AttentionMaps:
         """Attention mask (B, g*c, h, w); no spatial map."""
-        return AttentionMaps(torch.sigmoid(self.logit_conv(initial)), None)
+        return AttentionMaps(torch.sigmoid(self.logit_norm(self.logit_conv(initial))), None)
 
 
 class AttentionPath(nn.Module):
@@ -130,6 +217,7 @@ class AttentionPath(nn.Module):
         spatial_kernel: kernel of the spatial convolution S.
         channel_reduction: squeeze ratio of the channel convolution C (1 = one c x c conv).
         upsample_mode: ``bilinear`` or ``nearest``.
+        norm: how the head bounds its logits (:data:`ATTENTION_NORMS`).
     """
 
     def __init__(
@@ -145,6 +233,7 @@ class AttentionPath(nn.Module):
         spatial_kernel: int = 3,
         channel_reduction: int = 16,
         upsample_mode: str = "bilinear",
+        norm: str = "standardize",
     ) -> None:
         super().__init__()
         if upsample_mode not in UPSAMPLE_MODES:
@@ -162,9 +251,9 @@ class AttentionPath(nn.Module):
             Bottleneck(out_channels, mid, out_channels, 1, groups) for _ in range(num_pools)
         )
         self.head: nn.Module = (
-            DecomposedAttentionHead(out_channels, groups, spatial_kernel, channel_reduction)
+            DecomposedAttentionHead(out_channels, groups, spatial_kernel, channel_reduction, norm)
             if decompose
-            else FullAttentionHead(out_channels, groups)
+            else FullAttentionHead(out_channels, groups, norm)
         )
 
     def initial_confidence(self, x: Tensor) -> Tensor:

@@ -152,7 +152,8 @@ def init_weights(module: nn.Module, classifier_std: float = 0.001, zero_init_res
     weight 1, bias 0. Layers named in :data:`SMALL_INIT_NAMES` (identity classifiers, and the
     inter-attention FCs so that every mu starts near 0.5): normal with ``classifier_std``,
     bias 0. With ``zero_init_residual`` the last BN of every bottleneck starts at 0, so each
-    unit starts as its shortcut (Goyal et al. 2017).
+    unit starts as its shortcut (Goyal et al. 2017). Modules with ``owns_init = True`` (the
+    attention heads) get their own ``reset_parameters()`` last.
     """
     for name, sub in module.named_modules():
         is_classifier = name.split(".")[-1] in SMALL_INIT_NAMES
@@ -165,10 +166,14 @@ def init_weights(module: nn.Module, classifier_std: float = 0.001, zero_init_res
                 nn.init.normal_(sub.weight, std=math.sqrt(2.0 / fan_out))
             if sub.bias is not None:
                 nn.init.zeros_(sub.bias)
-        elif isinstance(sub, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        elif isinstance(sub, (nn.BatchNorm1d, nn.BatchNorm2d)) and sub.affine:
             nn.init.ones_(sub.weight)
             nn.init.zeros_(sub.bias)
     if zero_init_residual:
         for sub in module.modules():
             if isinstance(sub, Bottleneck):
                 nn.init.zeros_(sub.bn3.weight)
+    for sub in module.modules():
+        # modules whose init is part of their design (the attention heads) re-apply their own
+        if getattr(sub, "owns_init", False):
+            sub.reset_parameters()

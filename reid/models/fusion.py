@@ -16,14 +16,17 @@ Choices where the paper is silent:
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reid.models.blocks import GroupedLinear
 
 FUSIONS = ("concat", "fc", "inter")
+INTER_PART_NORMS = ("none", "l2")
 NUM_PARTS = 4
 
 
@@ -84,11 +87,21 @@ class InterAttentionFusion(nn.Module):
         part_dim: size of each E_i.
         num_classes: identities of the fused classifier.
         dropout: dropout before the fused classifier.
+        part_norm: ``none`` (the paper) or ``l2``: each E_i is L2-normalised per image (and
+            rescaled to the norm ``sqrt(part_dim / 2)`` that a BN-ReLU feature has on average)
+            before the ``(1 + mu_i)`` weighting, so that a part's weight in the fused feature
+            is mu_i alone rather than mu_i times a magnitude the branch can change freely.
+            mu itself is computed from the unnormalised E_i either way (Eq. 8).
     """
 
-    def __init__(self, global_dim: int, part_dim: int, num_classes: int, dropout: float = 0.5) -> None:
+    def __init__(
+        self, global_dim: int, part_dim: int, num_classes: int, dropout: float = 0.5, part_norm: str = "none"
+    ) -> None:
         super().__init__()
+        if part_norm not in INTER_PART_NORMS:
+            raise ValueError(f"inter part_norm must be one of {INTER_PART_NORMS}, got {part_norm!r}")
         self.part_dim = part_dim
+        self.part_norm = part_norm
         self.out_dim = global_dim + NUM_PARTS * part_dim
         self.part_weight = GroupedLinear(part_dim, 1, groups=NUM_PARTS)
         self.dropout = nn.Dropout(dropout)
@@ -97,13 +110,22 @@ class InterAttentionFusion(nn.Module):
     def forward(self, global_feature: Tensor, part_features: Tensor) -> FusionOutput:
         """The adaptively weighted feature, its identity logits and mu."""
         mu = torch.sigmoid(self.part_weight(part_features))
-        weighted = part_features.view(-1, NUM_PARTS, self.part_dim) * (1.0 + mu).unsqueeze(-1)
+        parts = part_features.view(-1, NUM_PARTS, self.part_dim)
+        if self.part_norm == "l2":
+            parts = F.normalize(parts, dim=-1) * math.sqrt(self.part_dim / 2)
+        weighted = parts * (1.0 + mu).unsqueeze(-1)
         fused = torch.cat([global_feature, weighted.flatten(1)], dim=1)
         return FusionOutput(fused, self.classifier(self.dropout(fused)), mu)
 
 
 def make_fusion(
-    fusion: str, global_dim: int, part_dim: int, num_classes: int, fusion_dim: int | None, dropout: float
+    fusion: str,
+    global_dim: int,
+    part_dim: int,
+    num_classes: int,
+    fusion_dim: int | None,
+    dropout: float,
+    inter_part_norm: str = "none",
 ) -> nn.Module:
     """The fusion module named ``fusion`` (one of :data:`FUSIONS`)."""
     if fusion == "concat":
@@ -111,5 +133,5 @@ def make_fusion(
     if fusion == "fc":
         return FCFusion(global_dim, part_dim, num_classes, fusion_dim, dropout)
     if fusion == "inter":
-        return InterAttentionFusion(global_dim, part_dim, num_classes, dropout)
+        return InterAttentionFusion(global_dim, part_dim, num_classes, dropout, inter_part_norm)
     raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")

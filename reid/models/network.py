@@ -119,6 +119,11 @@ class AttentionReIDNet(nn.Module):
         attention_spatial_kernel: kernel size of the spatial convolution S.
         attention_channel_reduction: squeeze ratio of the channel convolution C (1 = one c x c conv).
         attention_upsample: ``bilinear`` or ``nearest`` up-sampling in the attention decoder.
+        attention_norm: how the attention heads keep their logits in the sigmoid's working range:
+            ``standardize`` (default), ``batch`` or ``none`` (the paper's literal head); see
+            :mod:`reid.models.attention`.
+        inter_part_norm: ``none`` (Eq. 9 as written) or ``l2`` (part features L2-normalised
+            before the ``(1 + mu_i)`` weighting); see :class:`reid.models.fusion.InterAttentionFusion`.
         reduce_bn: BatchNorm1d after the FC_reduce linear layer.
         reduce_relu: ReLU after FC_reduce (the feature E is taken after it).
         zero_init_residual: start the last BN of every bottleneck at zero.
@@ -147,6 +152,8 @@ class AttentionReIDNet(nn.Module):
         attention_spatial_kernel: int = 3,
         attention_channel_reduction: int = 16,
         attention_upsample: str = "bilinear",
+        attention_norm: str = "standardize",
+        inter_part_norm: str = "none",
         reduce_bn: bool = True,
         reduce_relu: bool = True,
         zero_init_residual: bool = False,
@@ -175,6 +182,7 @@ class AttentionReIDNet(nn.Module):
             "spatial_kernel": attention_spatial_kernel,
             "channel_reduction": attention_channel_reduction,
             "upsample_mode": attention_upsample,
+            "norm": attention_norm,
         }
         common = {
             "stem_channels": stem_channels,
@@ -206,7 +214,7 @@ class AttentionReIDNet(nn.Module):
             self.part_branch = Branch(**part_options, groups=NUM_PARTS)
         else:
             self.part_branches = nn.ModuleList(Branch(**part_options) for _ in range(NUM_PARTS))
-        self.fusion = make_fusion(fusion, global_dim, part_dim, num_classes, fusion_dim, dropout)
+        self.fusion = make_fusion(fusion, global_dim, part_dim, num_classes, fusion_dim, dropout, inter_part_norm)
         self.feature_dim: int = self.fusion.out_dim
         init_weights(self, classifier_std=classifier_std, zero_init_residual=zero_init_residual)
 

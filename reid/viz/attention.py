@@ -199,6 +199,7 @@ def attention_picture(
     alpha: float = 0.5,
     cmap: str = "jet",
     normalise_parts: bool = False,
+    health: Mapping[str, object] | None = None,
 ) -> Image.Image:
     """Fig. 7: one row per image: the image | global B2 | B3 | B4 | parts B2 | B3 | B4.
 
@@ -216,6 +217,9 @@ def attention_picture(
         alpha: heat-map opacity.
         cmap: matplotlib colormap name.
         normalise_parts: rescale each part's map before fusing (see ``fuse_part_maps``).
+        health: attention health figures (:class:`reid.metrics.attention_health.AttentionHealth`'s
+            ``compute()``) to print under each block's title: saturation, mean m(1-m) and spatial
+            std of that block over the evaluation's query images (parts: the mean of the four).
 
     Returns:
         An RGB image with a title line over the columns.
@@ -239,13 +243,22 @@ def attention_picture(
         part_maps = {name: _batch_maps(attention, name, count) for name in PART_NAMES}
 
     titles = ["image"] + [f"global {b}" for b in BLOCK_NAMES] + ([f"parts {b}" for b in BLOCK_NAMES] if with_parts else [])
+    if health:
+        from reid.metrics.attention_health import block_caption
+
+        captions = [block_caption(health, [GLOBAL_BRANCH], b.lower()) for b in BLOCK_NAMES]
+        if with_parts:
+            captions += [block_caption(health, PART_NAMES, b.lower()) for b in BLOCK_NAMES]
+        titles = [titles[0]] + [t if c is None else f"{t}\n{c}" for t, c in zip(titles[1:], captions)]
+    title_height = TITLE_HEIGHT * max(title.count("\n") + 1 for title in titles)
     tile_w = max(1, int(round(crop_w * tile_height / crop_h)))
     gap = TILE_GAP
-    canvas = Image.new("RGB", (len(titles) * (tile_w + gap) - gap, TITLE_HEIGHT + count * (tile_height + gap)), BACKGROUND)
+    canvas = Image.new("RGB", (len(titles) * (tile_w + gap) - gap, title_height + count * (tile_height + gap)), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
     for column, title in enumerate(titles):
-        draw.text((column * (tile_w + gap) + 2, 2), title, fill=(230, 230, 230), font=font)
+        for line_number, line in enumerate(title.split("\n")):
+            draw.text((column * (tile_w + gap) + 2, 2 + line_number * TITLE_HEIGHT), line, fill=(230, 230, 230), font=font)
 
     for row, picture in enumerate(pictures):
         tiles = [picture]
@@ -255,7 +268,7 @@ def attention_picture(
                 fused = fuse_part_maps([part_maps[name][block][row] for name in PART_NAMES], part_boxes[row], (crop_h, crop_w),
                                        normalise_parts=normalise_parts)
                 tiles.append(overlay_heatmap(picture, fused, alpha=alpha, cmap=cmap))
-        y = TITLE_HEIGHT + row * (tile_height + gap)
+        y = title_height + row * (tile_height + gap)
         for column, tile in enumerate(tiles):
             canvas.paste(Image.fromarray(tile).resize((tile_w, tile_height), Image.BILINEAR), (column * (tile_w + gap), y))
     return canvas
