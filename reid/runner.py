@@ -166,6 +166,18 @@ def format_table(metrics: dict[str, float]) -> str:
     return "\n".join([header, sep, row])
 
 
+def warn_if_pretraining_missing(cfg: DictConfig) -> bool:
+    """One warning line when the recipe expects pre-trained weights (``expect_pretrained``) and none are given."""
+    if not cfg.get("expect_pretrained") or cfg.model.get("pretrained") or cfg.get("ckpt_path"):
+        return False
+    log.warning(
+        "warning: this recipe fine-tunes from ImageNet pre-training (paper §4.1.3) but model.pretrained is not set, "
+        "so it trains from scratch; pre-train with `train.py experiment=imagenet_pretrain` and pass "
+        "model.pretrained=<that run>/checkpoints/last.ckpt (or expect_pretrained=false to silence this)"
+    )
+    return True
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fits the model of ``cfg`` on its data, validates the final weights, writes metrics.json.
 
@@ -202,6 +214,7 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
         # a resumed run writes into its own checkpoint folder on purpose
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
+    warn_if_pretraining_missing(cfg)
     datamodule = build_datamodule(cfg)
     if ckpt_path and cfg.model.get("pretrained"):
         with open_dict(cfg):

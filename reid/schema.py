@@ -302,6 +302,7 @@ class RunConfig:
     seed: Optional[int] = 42
     ckpt_path: Optional[str] = None
     final_validation: bool = True
+    expect_pretrained: bool = False
     optimized_metric: Optional[str] = "val/mAP"
     features_path: Optional[str] = None
     paths: PathsConfig = field(default_factory=PathsConfig)

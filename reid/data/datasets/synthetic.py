@@ -11,11 +11,13 @@ from reid.data.records import ReIDDataset
 
 
 @register("synthetic")
-def load_synthetic(root: Path, **generator_options: Any) -> ReIDDataset:
+def load_synthetic(root: Path, preset: str | None = "default", **generator_options: Any) -> ReIDDataset:
     """Generates (or reuses) the synthetic pedestrians under ``root`` and parses them.
 
     Args:
         root: the data folder handed to the generator.
+        preset: a named difficulty (:data:`reid.data.synthetic.generator.PRESETS`: ``default``,
+            ``hard``); explicit (non-None) options win over it.
         **generator_options: passed to :func:`reid.data.synthetic.generate` (ids, cameras,
             image size, seed...).
 
@@ -25,8 +27,9 @@ def load_synthetic(root: Path, **generator_options: Any) -> ReIDDataset:
     """
     # Imported here so that loading a real data set never needs the generator's dependencies.
     from reid.data.synthetic import generate
+    from reid.data.synthetic.generator import resolve_preset
 
-    folder = Path(generate(root, **generator_options))
+    folder = Path(generate(root, **resolve_preset(preset, generator_options)))
     return parse_market_style(
         folder,
         name="synthetic",

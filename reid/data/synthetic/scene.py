@@ -166,6 +166,27 @@ def compose_background(wall: np.ndarray, floor: np.ndarray, height: int, width: 
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def draw_clutter(canvas: np.ndarray, count: int, rng: np.random.Generator) -> None:
+    """Paint ``count`` background objects in clothing colours (posters, bags, signs, coats on a rack), in place.
+
+    Drawn before the person, so they are behind them. Their colours come from the clothes'
+    palette, which is what tells identities apart: a model that looks at the whole box and
+    not at the person picks up the same cues from the background.
+    """
+    from reid.data.synthetic.identities import CLOTHES
+
+    h, w = canvas.shape[:2]
+    names = sorted(CLOTHES)
+    for _ in range(count):
+        colour = tuple(int(c) for c in CLOTHES[names[int(rng.integers(len(names)))]])
+        bw, bh = int(w * rng.uniform(0.12, 0.35)), int(h * rng.uniform(0.06, 0.25))
+        x, y = int(rng.uniform(-0.1, 1.0) * w), int(rng.uniform(0.0, 1.0) * h)
+        if rng.random() < 0.5:
+            cv2.rectangle(canvas, (x, y), (x + bw, y + bh), colour, -1)
+        else:
+            cv2.ellipse(canvas, (x, y), (max(bw // 2, 1), max(bh // 2, 1)), 0.0, 0.0, 360.0, colour, -1)
+
+
 OCCLUDER_KINDS = ("pole", "box", "passer_by")
 
 
