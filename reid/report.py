@@ -71,6 +71,7 @@ class RunResult:
     metrics: dict[str, float]
     overrides: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    attention: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,6 +152,9 @@ def _describe_run(run_dir: Path) -> tuple[str, str, float | None, float | None, 
         notes.append(f"{run_dir}: no readable .hydra/hydra.yaml, model variant and data set guessed from config.yaml")
     model = str(model_choice) if model_choice else _model_variant(config)
     data = str(data_choice) if data_choice else _data_group(config)
+    preset = _select(config, "data.options.preset")
+    if preset and preset != "default":
+        data = f"{data}[{preset}]"  # a synthetic difficulty preset is a data set of its own
     lambda_intra = _as_float(_select(config, LAMBDA_KEY))
     beta = _as_float(_select(config, BETA_KEY))
     model_overrides = _model_overrides(overrides)
@@ -201,6 +205,16 @@ def _read_metrics(path: Path) -> dict[str, float]:
     return metrics
 
 
+def _read_attention(path: Path) -> dict[str, Any]:
+    """The ``attention`` health figures of a metrics.json (reid.metrics.attention_health), or {}."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    attention = raw.get("attention") if isinstance(raw, dict) else None
+    return attention if isinstance(attention, dict) else {}
+
+
 def _natural_key(path: Path) -> list[tuple[int, int | str]]:
     """Sorts multirun job folders 0, 1, 2, ..., 10 rather than 0, 1, 10, 2."""
     return [(0, int(part)) if part.isdigit() else (1, part) for part in path.parts]
@@ -242,7 +256,8 @@ def collect_runs(paths: Iterable[str | Path]) -> list[RunResult]:
             seen.add(metrics_path.resolve())
             run_dir = metrics_path.parent
             model, data, lambda_intra, beta, overrides, notes = _describe_run(run_dir)
-            runs.append(RunResult(run_dir, model, data, lambda_intra, beta, _read_metrics(metrics_path), overrides, notes))
+            runs.append(RunResult(run_dir, model, data, lambda_intra, beta, _read_metrics(metrics_path), overrides, notes,
+                                  _read_attention(metrics_path)))
     if not runs:
         names = ", ".join(str(r) for r in roots)
         raise ReportError(f"no metrics.json below {names}: train first, e.g. `{SWEEP_COMMAND}` "
@@ -354,6 +369,58 @@ def ablation_table(runs: Sequence[RunResult]) -> str:
             for model, lam, beta in keys]
     return _markdown_table(["model", "λ", "β"] + [data_label(d) for d in columns], rows,
                            [":---", "---:", "---:"] + ["---:"] * len(columns))
+
+
+def _health_values(runs: Sequence[RunResult]) -> dict[str, list[float]]:
+    """Per run: mask saturation, mean m(1-m), spatial std (all branches and blocks), and mu's mean and
+    std over images (averaged over the four parts)."""
+    values: dict[str, list[float]] = defaultdict(list)
+    for run in runs:
+        mean = run.attention.get("intra_mean")
+        if mean:
+            for key in ("saturated", "working", "spatial_std"):
+                values[key].append(float(mean[key]))
+        inter = run.attention.get("inter")
+        if inter:
+            values["mu"].append(float(np.mean([f["mean"] for f in inter.values()])))
+            values["mu_std"].append(float(np.mean([f["std"] for f in inter.values()])))
+    return values
+
+
+def attention_health_table(runs: Sequence[RunResult]) -> str:
+    """Attention health of the final models (mean ± std over runs), one row per model, setting and data set.
+
+    Columns: % of mask entries outside [0.01, 0.99], mean m(1 - m) (0.25 = sigmoid at 0.5),
+    spatial std of the masks, mu averaged over parts and over images, and mu's std over images;
+    "–" where the model has no such attention. Empty when no run recorded attention figures.
+    """
+    cells: dict[tuple[str, float | None, float | None, str], list[RunResult]] = defaultdict(list)
+    for run in runs:
+        if run.attention:
+            cells[(run.model, _setting(run.lambda_intra), _setting(run.beta), run.data)].append(run)
+    if not cells:
+        return ""
+
+    def show(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
+        if not values:
+            return "–"
+        scaled = [scale * v for v in values]
+        mean = float(np.mean(scaled))
+        if len(scaled) == 1:
+            return f"{mean:.{digits}f}"
+        return f"{mean:.{digits}f} ± {float(np.std(scaled, ddof=1)):.{digits}f}"
+
+    rows = []
+    for key in sorted(cells, key=lambda k: (_model_rank(k[0]), _sort_setting(k[1]), _sort_setting(k[2]), _data_rank(k[3]))):
+        model, lam, beta, data = key
+        values = _health_values(cells[key])
+        rows.append([model, format_lambda(lam), format_beta(beta), data_label(data), str(len(cells[key])),
+                     show(values["saturated"], 100.0, 1), show(values["working"]), show(values["spatial_std"]),
+                     show(values["mu"]), show(values["mu_std"])])
+    return _markdown_table(
+        ["model", "λ", "β", "data", "n", "saturated %", "mean m(1-m)", "spatial std", "μ", "μ std over images"],
+        rows, [":---", "---:", "---:", ":---", "---:", "---:", "---:", "---:", "---:", "---:"],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,8 +553,14 @@ def render_report(runs: Sequence[RunResult], plots: dict[str, str] | None = None
              "mean ± sample standard deviation.", "", "## Table 6: R1 / mAP per model and data set", "",
              ablation_table(runs), "",
              "λ (Eq. 11) weighs the five branch losses against the fused one, so it changes only models "
-             "with a trained fusion (inter, intra_inter, fc); baseline, aligned and intra ignore it.", "",
-             "## Sweeps of λ and β (Tables 10 and 11)", ""]
+             "with a trained fusion (inter, intra_inter, fc); baseline, aligned and intra ignore it.", ""]
+    health = attention_health_table(runs)
+    if health:
+        parts += ["## Attention health of the final models", "",
+                  "On the query images: intra-attention masks outside [0.01, 0.99] (saturated), mean m(1-m) "
+                  "(0.25 for a sigmoid at 0.5, 0 when saturated), the masks' std over positions (0 = a "
+                  "per-channel constant), and inter-attention's μ (mean, and std over images).", "", health, ""]
+    parts += ["## Sweeps of λ and β (Tables 10 and 11)", ""]
     sweeps = _sweeps(runs)
     if not sweeps:
         parts += ["No sweep: no (model, data set) has two or more values of λ (or β) with the other fixed.", ""]

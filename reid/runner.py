@@ -294,6 +294,29 @@ def _model_from_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any], protocol
     return model
 
 
+def knockout_scores(module: Any, datamodule: Any, cfg: DictConfig) -> dict[str, dict[str, float]]:
+    """The global + part feature's metrics with the attention masks flattened (``reid.models.attention.attention_knockout``)."""
+    from reid.evaluation import extract_features, plain_metrics, score_features
+    from reid.models.attention import KNOCKOUTS, attention_knockout
+
+    e = cfg.eval
+    eval_set = datamodule.eval_set
+    scores = {}
+    for mode in KNOCKOUTS:
+        with attention_knockout(module.net, mode):
+            features = extract_features(
+                module, datamodule.val_dataloader(), paths=[r.image_path for r in eval_set.records],
+                protocol=datamodule.dataset.protocol, flip=bool(e.flip), device=_eval_device(cfg), rows=["all"],
+            )
+        result = score_features(
+            features, rows=["all"], distance=str(e.distance), max_rank=int(e.max_rank), chunk_size=int(e.chunk_size),
+            num_repeats=int(e.cuhk03_repeats), seed=int(e.cuhk03_seed), exact=bool(e.cuhk03_exact),
+        )
+        scores[mode] = plain_metrics(result["all"])
+        log.info("attention knocked out (%s): rank-1 %.4f, mAP %.4f", mode, scores[mode]["rank1"], scores[mode]["mAP"])
+    return scores
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Scores a checkpoint (or saved features) on the query/gallery of ``cfg.data``.
 
@@ -309,6 +332,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     validate_config(cfg)
     e = cfg.eval
     attention: dict[str, Any] = {}
+    knockout: dict[str, dict[str, float]] = {}
     output_dir = Path(cfg.paths.output_dir)
     module = datamodule = None
     if cfg.get("features_path"):
@@ -330,6 +354,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             rows=None if e.branches else ["all"], attention_health=health,
         )
         attention = health.compute()
+        if e.attention_knockout and getattr(module.net, "intra_attention", False):
+            knockout = knockout_scores(module, datamodule, cfg)
         features.meta.update({"ckpt_path": str(cfg.ckpt_path), "data": str(cfg.data.name)})
         if e.save_features:
             features.save(output_dir / "features.pt")
@@ -348,6 +374,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics["branches"] = {row: plain_metrics(r) for row, r in results.items() if row != "all_rerank"}
     if "all_rerank" in results:
         metrics["rerank"] = plain_metrics(results["all_rerank"])
+    if knockout:
+        attention["knockout"] = knockout
     if attention:
         metrics["attention"] = attention
         log.info("attention health on the query images: %s", health_summary(attention))

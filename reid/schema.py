@@ -174,7 +174,7 @@ class NetConfig:
     attention_channel_reduction: int = 16
     attention_upsample: Literal["bilinear", "nearest"] = "bilinear"
     attention_norm: Literal["standardize", "batch", "none"] = "standardize"
-    inter_part_norm: Literal["none", "l2"] = "none"
+    inter_norm: Literal["none", "l2"] = "none"
     reduce_bn: bool = True
     reduce_relu: bool = True
     zero_init_residual: bool = False
@@ -252,6 +252,7 @@ class EvalConfig:
     rerank_lambda: float = 0.3
     rerank_max_images: int = 40000
     save_features: bool = False
+    attention_knockout: bool = False
     pictures: PicturesConfig = field(default_factory=PicturesConfig)
 
 

@@ -194,6 +194,13 @@ def health_table(health: Mapping[str, Any]) -> str:
             lines.append("")
         lines += ["| part | mu mean | mu std over images |", "|---|---:|---:|"]
         lines += [f"| {part} | {f['mean']:.3f} | {f['std']:.3f} |" for part, f in health["inter"].items()]
+    if health.get("knockout"):
+        if lines:
+            lines.append("")
+        lines += ["| masks flattened over | R1 % | mAP % |", "|---|---:|---:|"]
+        lines += [
+            f"| {mode} | {100 * f['rank1']:.1f} | {100 * f['mAP']:.1f} |" for mode, f in health["knockout"].items()
+        ]
     return "\n".join(lines)
 
 

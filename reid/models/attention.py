@@ -27,12 +27,25 @@ Choices where the paper is silent (all keyword options of :class:`AttentionPath`
   convolution is depthwise (a per-channel scale and bias): a full 1x1 convolution applied to
   the rank-one tensor ``S * C`` equals ``S * (W C)``, i.e. it would only re-parametrise C.
 - **Undecomposed head** (Table 8): ``m = sigmoid(conv1x1(A))`` with c output channels.
+- **Keeping the sigmoid alive** (``norm``, ``model.net.attention_norm``). The logit of the
+  literal head, ``w * S * C``, is a product of three unbounded terms; with the network's
+  Kaiming fan-out init (std sqrt(2) on the fan-out-1 depthwise convolution) 81 % of the mask
+  entries start outside [0.01, 0.99], and even from a healthy init training drives the literal
+  head into saturation (measured: 64 % after the synthetic recipe, README). ``standardize``
+  (the default) standardises S over the positions of each image, as the Residual Attention
+  Network's spatial attention does, and gates C with a sigmoid, as SE-Net does, so the
+  product is bounded and the depthwise convolution is a per-channel temperature; the
+  undecomposed head gets a GroupNorm on its logits. ``batch`` puts a BatchNorm on the logits
+  instead; ``none`` is the literal head. Every head initialises itself
+  (:meth:`DecomposedAttentionHead.reset_parameters`): mask entries start near 0.5 with a
+  spread of about 0.2 at every width (tests/test_attention_health.py).
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from contextlib import contextmanager
+from typing import Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -61,8 +74,12 @@ ATTENTION_NORMS = ("standardize", "batch", "none")
 LITERAL_LOGIT_GAIN = 0.1
 
 
-def standardize(tensor: Tensor, dims: tuple[int, ...], eps: float = 1e-5) -> Tensor:
-    """``(x - mean) / std`` over ``dims``, separately for every other index (per image, no running statistics)."""
+def standardize(tensor: Tensor, dims: tuple[int, ...], eps: float = 1e-3) -> Tensor:
+    """``(x - mean) / std`` over ``dims``, separately for every other index (per image, no running statistics).
+
+    ``eps`` is relative to the unit scale the inputs start at: a map that is (nearly) constant
+    comes out (nearly) zero without a large gradient.
+    """
     mean = tensor.mean(dim=dims, keepdim=True)
     var = tensor.var(dim=dims, keepdim=True, unbiased=False)
     return (tensor - mean) * torch.rsqrt(var + eps)
@@ -93,10 +110,12 @@ class DecomposedAttentionHead(nn.Module):
         channel_reduction: r of the channel squeeze-excitation ``c -> max(4, c // r) -> c``;
             1 = a single c x c convolution.
         norm: how the logit is kept in the sigmoid's working range (:data:`ATTENTION_NORMS`):
-            ``standardize`` standardises S over h x w and C over the c channels, per image,
-            before their product; ``batch`` puts a BatchNorm (no affine) on the product;
-            ``none`` is the paper's literal head. The depthwise 1x1 convolution after it is a
-            learnable per-channel temperature and bias in every case.
+            ``standardize`` standardises S over the h x w positions of each image (as the
+            Residual Attention Network's spatial attention does) and gates C with a sigmoid
+            (as SE-Net does), so ``|S * C|`` has unit scale at most and C decides, per image,
+            how much of the spatial pattern each channel takes; ``batch`` puts a BatchNorm (no
+            affine) on the product; ``none`` is the paper's literal head. The depthwise 1x1
+            convolution after it is a learnable per-channel temperature and bias in every case.
     """
 
     owns_init = True  # init_weights leaves this init alone
@@ -136,10 +155,12 @@ class DecomposedAttentionHead(nn.Module):
         """Starts every mask entry near 0.5 with a modest spread (the paper is silent on this).
 
         S and C get a fan-in normal init (unit-scale outputs; ReLU gain inside the
-        squeeze-excitation), so with ``standardize`` or ``batch`` the product S * C has unit
-        scale and the per-channel temperature starts at 1: logits ~ N(0, 1), i.e. mask entries
-        spread around 0.5 with std ~0.2 and none saturated. The literal head has no such scale,
-        so its temperature starts at :data:`LITERAL_LOGIT_GAIN`. The network's Kaiming fan-out
+        squeeze-excitation). With ``standardize`` the product is a unit-variance spatial map
+        times a gate near 0.5, so the per-channel temperature starts at 2; with ``batch`` the
+        product is normalised to unit variance and the temperature starts at 1: either way the
+        logits start ~ N(0, 1), i.e. mask entries spread around 0.5 with std ~0.2 and none
+        saturated. The literal head has no such scale, so its temperature starts at
+        :data:`LITERAL_LOGIT_GAIN`. The network's Kaiming fan-out
         init would give the depthwise and spatial convolutions (fan-out 1 and k^2) a std of
         sqrt(2) and more: a saturated sigmoid from the first step.
         """
@@ -147,7 +168,8 @@ class DecomposedAttentionHead(nn.Module):
         convs = [sub for sub in self.channel.modules() if isinstance(sub, nn.Conv2d)]
         for index, conv in enumerate(convs):
             _fan_in_normal_(conv, gain=math.sqrt(2.0) if index < len(convs) - 1 else 1.0)
-        nn.init.constant_(self.logit_conv.weight, 1.0 if self.norm != "none" else LITERAL_LOGIT_GAIN)
+        gain = {"standardize": 2.0, "batch": 1.0}.get(self.norm, LITERAL_LOGIT_GAIN)
+        nn.init.constant_(self.logit_conv.weight, gain)
         nn.init.zeros_(self.logit_conv.bias)
 
     def forward(self, initial: Tensor) -> AttentionMaps:
@@ -158,7 +180,7 @@ class DecomposedAttentionHead(nn.Module):
         factor = spatial
         if self.norm == "standardize":
             factor = standardize(spatial, (2, 3))
-            channel = standardize(channel, (2,))
+            channel = torch.sigmoid(channel)
         product = factor.reshape(batch, self.groups, 1, height, width) * channel
         product = match_memory_format(product.reshape(batch, self.groups * self.channels, height, width), initial)
         return AttentionMaps(torch.sigmoid(self.logit_conv(self.product_norm(product))), spatial)
@@ -274,6 +296,30 @@ class AttentionPath(nn.Module):
         return self.head(self.initial_confidence(x))
 
 
+KNOCKOUTS = ("spatial", "channel")
+
+
+@contextmanager
+def attention_knockout(net: nn.Module, mode: str) -> Iterator[nn.Module]:
+    """Within the block, every intra-attention mask loses its variation over positions or channels.
+
+    ``spatial`` replaces m by its mean over h x w (per image and channel), ``channel`` by its
+    mean over the channels (per image and position). The mean of m is kept, so the change in
+    retrieval accuracy measures how much the network relies on *where* (or *which channels*)
+    it attends, not on the average gain. Measurement only (evaluate.py ``eval.attention_knockout``).
+    """
+    if mode not in KNOCKOUTS:
+        raise ValueError(f"attention knockout must be one of {KNOCKOUTS}, got {mode!r}")
+    blocks = [block for block in net.modules() if isinstance(block, AttentionBlock) and block.attention is not None]
+    for block in blocks:
+        block.knockout = mode
+    try:
+        yield net
+    finally:
+        for block in blocks:
+            block.knockout = None
+
+
 class BlockOutput(NamedTuple):
     """A block's output v_{i+1}, its attention mask m_i and spatial map S_i (None where absent)."""
 
@@ -298,6 +344,8 @@ class AttentionBlock(nn.Module):
         self.units = units
         self.attention = attention
         self.residual = residual
+        # a measurement switch (attention_knockout), never set during training
+        self.knockout: str | None = None
 
     def forward(self, x: Tensor) -> BlockOutput:
         """Applies the feature path and, when present, re-weights it with the attention mask."""
@@ -305,6 +353,10 @@ class AttentionBlock(nn.Module):
         if self.attention is None:
             return BlockOutput(features, None, None)
         mask, spatial = self.attention(x)
+        if self.knockout == "spatial":
+            mask = mask.mean(dim=(2, 3), keepdim=True).expand_as(mask)
+        elif self.knockout == "channel":
+            mask = mask.mean(dim=1, keepdim=True).expand_as(mask)
         weights = 1.0 + mask if self.residual else mask
         # features first, so the product keeps the feature path's memory format
         return BlockOutput(features * weights, mask, spatial)

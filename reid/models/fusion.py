@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from reid.models.blocks import GroupedLinear
 
 FUSIONS = ("concat", "fc", "inter")
-INTER_PART_NORMS = ("none", "l2")
+INTER_NORMS = ("none", "l2")
 NUM_PARTS = 4
 
 
@@ -87,21 +87,26 @@ class InterAttentionFusion(nn.Module):
         part_dim: size of each E_i.
         num_classes: identities of the fused classifier.
         dropout: dropout before the fused classifier.
-        part_norm: ``none`` (the paper) or ``l2``: each E_i is L2-normalised per image (and
-            rescaled to the norm ``sqrt(part_dim / 2)`` that a BN-ReLU feature has on average)
-            before the ``(1 + mu_i)`` weighting, so that a part's weight in the fused feature
-            is mu_i alone rather than mu_i times a magnitude the branch can change freely.
-            mu itself is computed from the unnormalised E_i either way (Eq. 8).
+        norm: ``none`` (Eq. 8-9 as written) or ``l2``: E_i enters both equations L2-normalised,
+            ``mu_i = sigmoid(w_i . E_i / |E_i| + b_i)`` and ``(1 + mu_i) sqrt(d / 2) E_i / |E_i|``
+            (``sqrt(d / 2)`` is the norm a BN-ReLU feature of size d has on average, so the
+            fused feature keeps its scale). Why: E_i is a non-negative BN-ReLU output of norm
+            ~sqrt(d / 2), so one SGD step on w_i moves every image's logit of mu_i together by
+            about lr * d / 2 times the gradient (x3 at lr 0.05, d = 128): mu saturates at 0 or
+            1 within a few dozen steps and stays there (tests/test_attention_health.py). With
+            a unit-norm input the step is about lr times the gradient; and with the part's
+            magnitude fixed, its weight in the fused feature is (1 + mu_i) alone, which the
+            branch cannot take over by scaling E_i.
     """
 
     def __init__(
-        self, global_dim: int, part_dim: int, num_classes: int, dropout: float = 0.5, part_norm: str = "none"
+        self, global_dim: int, part_dim: int, num_classes: int, dropout: float = 0.5, norm: str = "none"
     ) -> None:
         super().__init__()
-        if part_norm not in INTER_PART_NORMS:
-            raise ValueError(f"inter part_norm must be one of {INTER_PART_NORMS}, got {part_norm!r}")
+        if norm not in INTER_NORMS:
+            raise ValueError(f"inter-attention norm must be one of {INTER_NORMS}, got {norm!r}")
         self.part_dim = part_dim
-        self.part_norm = part_norm
+        self.norm = norm
         self.out_dim = global_dim + NUM_PARTS * part_dim
         self.part_weight = GroupedLinear(part_dim, 1, groups=NUM_PARTS)
         self.dropout = nn.Dropout(dropout)
@@ -109,10 +114,13 @@ class InterAttentionFusion(nn.Module):
 
     def forward(self, global_feature: Tensor, part_features: Tensor) -> FusionOutput:
         """The adaptively weighted feature, its identity logits and mu."""
-        mu = torch.sigmoid(self.part_weight(part_features))
         parts = part_features.view(-1, NUM_PARTS, self.part_dim)
-        if self.part_norm == "l2":
-            parts = F.normalize(parts, dim=-1) * math.sqrt(self.part_dim / 2)
+        if self.norm == "l2":
+            unit = F.normalize(parts, dim=-1)
+            mu = torch.sigmoid(self.part_weight(unit.flatten(1)))
+            parts = unit * math.sqrt(self.part_dim / 2)
+        else:
+            mu = torch.sigmoid(self.part_weight(part_features))
         weighted = parts * (1.0 + mu).unsqueeze(-1)
         fused = torch.cat([global_feature, weighted.flatten(1)], dim=1)
         return FusionOutput(fused, self.classifier(self.dropout(fused)), mu)
@@ -125,7 +133,7 @@ def make_fusion(
     num_classes: int,
     fusion_dim: int | None,
     dropout: float,
-    inter_part_norm: str = "none",
+    inter_norm: str = "none",
 ) -> nn.Module:
     """The fusion module named ``fusion`` (one of :data:`FUSIONS`)."""
     if fusion == "concat":
@@ -133,5 +141,5 @@ def make_fusion(
     if fusion == "fc":
         return FCFusion(global_dim, part_dim, num_classes, fusion_dim, dropout)
     if fusion == "inter":
-        return InterAttentionFusion(global_dim, part_dim, num_classes, dropout, inter_part_norm)
+        return InterAttentionFusion(global_dim, part_dim, num_classes, dropout, inter_norm)
     raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")

@@ -122,8 +122,8 @@ class AttentionReIDNet(nn.Module):
         attention_norm: how the attention heads keep their logits in the sigmoid's working range:
             ``standardize`` (default), ``batch`` or ``none`` (the paper's literal head); see
             :mod:`reid.models.attention`.
-        inter_part_norm: ``none`` (Eq. 9 as written) or ``l2`` (part features L2-normalised
-            before the ``(1 + mu_i)`` weighting); see :class:`reid.models.fusion.InterAttentionFusion`.
+        inter_norm: ``none`` (Eq. 8-9 as written) or ``l2`` (the part features enter Eq. 8-9
+            L2-normalised); see :class:`reid.models.fusion.InterAttentionFusion`.
         reduce_bn: BatchNorm1d after the FC_reduce linear layer.
         reduce_relu: ReLU after FC_reduce (the feature E is taken after it).
         zero_init_residual: start the last BN of every bottleneck at zero.
@@ -153,7 +153,7 @@ class AttentionReIDNet(nn.Module):
         attention_channel_reduction: int = 16,
         attention_upsample: str = "bilinear",
         attention_norm: str = "standardize",
-        inter_part_norm: str = "none",
+        inter_norm: str = "none",
         reduce_bn: bool = True,
         reduce_relu: bool = True,
         zero_init_residual: bool = False,
@@ -214,7 +214,7 @@ class AttentionReIDNet(nn.Module):
             self.part_branch = Branch(**part_options, groups=NUM_PARTS)
         else:
             self.part_branches = nn.ModuleList(Branch(**part_options) for _ in range(NUM_PARTS))
-        self.fusion = make_fusion(fusion, global_dim, part_dim, num_classes, fusion_dim, dropout, inter_part_norm)
+        self.fusion = make_fusion(fusion, global_dim, part_dim, num_classes, fusion_dim, dropout, inter_norm)
         self.feature_dim: int = self.fusion.out_dim
         init_weights(self, classifier_std=classifier_std, zero_init_residual=zero_init_residual)
 
