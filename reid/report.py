@@ -384,6 +384,10 @@ def _health_values(runs: Sequence[RunResult]) -> dict[str, list[float]]:
         if inter:
             values["mu"].append(float(np.mean([f["mean"] for f in inter.values()])))
             values["mu_std"].append(float(np.mean([f["std"] for f in inter.values()])))
+        for mode, figures in (run.attention.get("knockout") or {}).items():
+            # the drop in mAP when the masks lose their variation over positions / channels
+            if "mAP" in figures and "mAP" in run.metrics:
+                values[f"knockout_{mode}"].append(float(run.metrics["mAP"]) - float(figures["mAP"]))
     return values
 
 
@@ -392,7 +396,9 @@ def attention_health_table(runs: Sequence[RunResult]) -> str:
 
     Columns: % of mask entries outside [0.01, 0.99], mean m(1 - m) (0.25 = sigmoid at 0.5),
     spatial std of the masks, mu averaged over parts and over images, and mu's std over images;
-    "–" where the model has no such attention. Empty when no run recorded attention figures.
+    "–" where the model has no such attention. Evaluation runs with ``eval.attention_knockout``
+    add the mAP lost (points) when the masks are flattened over positions and over channels.
+    Empty when no run recorded attention figures.
     """
     cells: dict[tuple[str, float | None, float | None, str], list[RunResult]] = defaultdict(list)
     for run in runs:
@@ -410,17 +416,19 @@ def attention_health_table(runs: Sequence[RunResult]) -> str:
             return f"{mean:.{digits}f}"
         return f"{mean:.{digits}f} ± {float(np.std(scaled, ddof=1)):.{digits}f}"
 
+    knockouts = sorted({mode for group in cells.values() for run in group for mode in run.attention.get("knockout") or {}},
+                       key=lambda mode: (mode != "spatial", mode))
     rows = []
     for key in sorted(cells, key=lambda k: (_model_rank(k[0]), _sort_setting(k[1]), _sort_setting(k[2]), _data_rank(k[3]))):
         model, lam, beta, data = key
         values = _health_values(cells[key])
         rows.append([model, format_lambda(lam), format_beta(beta), data_label(data), str(len(cells[key])),
                      show(values["saturated"], 100.0, 1), show(values["working"]), show(values["spatial_std"]),
-                     show(values["mu"]), show(values["mu_std"])])
-    return _markdown_table(
-        ["model", "λ", "β", "data", "n", "saturated %", "mean m(1-m)", "spatial std", "μ", "μ std over images"],
-        rows, [":---", "---:", "---:", ":---", "---:", "---:", "---:", "---:", "---:", "---:"],
-    )
+                     show(values["mu"]), show(values["mu_std"])]
+                    + [show(values[f"knockout_{mode}"], 100.0, 1) for mode in knockouts])
+    header = ["model", "λ", "β", "data", "n", "saturated %", "mean m(1-m)", "spatial std", "μ", "μ std over images"]
+    header += [f"mAP lost, masks flat over {'positions' if mode == 'spatial' else 'channels'}" for mode in knockouts]
+    return _markdown_table(header, rows, [":---", "---:", "---:", ":---"] + ["---:"] * (len(header) - 4))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -577,6 +585,39 @@ def render_report(runs: Sequence[RunResult], plots: dict[str, str] | None = None
     return "\n".join(parts)
 
 
+def summary_markdown(runs: Sequence[RunResult], command: str | None = None) -> str:
+    """Table 6 and the attention health table, for pasting into another document (``--into``)."""
+    parts = []
+    if command:
+        parts += [f"Produced by `{command}` from {len(runs)} runs (mean ± sample std over n runs).", ""]
+    parts += [ablation_table(runs), ""]
+    health = attention_health_table(runs)
+    if health:
+        parts += ["Attention health of the final models (query images):", "", health, ""]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def replace_marked_block(document: str | Path, name: str, text: str) -> Path:
+    """Replaces what lies between ``<!-- reid.report:NAME -->`` and ``<!-- /reid.report:NAME -->`` in ``document``.
+
+    The file is rewritten through a temporary file and a rename, so a failure leaves it as it was.
+    """
+    path = Path(document)
+    begin, end = f"<!-- reid.report:{name} -->", f"<!-- /reid.report:{name} -->"
+    try:
+        content = path.read_text()
+    except OSError as err:
+        raise ReportError(f"cannot read {path} ({err.strerror}): pass an existing Markdown file to --into") from None
+    if content.count(begin) != 1 or content.count(end) != 1 or content.index(begin) > content.index(end):
+        raise ReportError(f"{path} must hold exactly one '{begin}' ... '{end}' block for --name {name}")
+    head, rest = content.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    temporary = path.with_name(f".{path.name}.partial")
+    temporary.write_text(f"{head}{begin}\n{text}{end}{tail}")
+    temporary.replace(path)
+    return path
+
+
 def write_report(runs: Sequence[RunResult], out_dir: str | Path) -> Path:
     """Writes ``report.md`` and the sweep plots (``sweep_<lambda|beta>_<model>_<data>.png``) into ``out_dir``.
 
@@ -599,10 +640,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reid.report", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path, help="multirun folders, run folders, or folders above them")
     parser.add_argument("--out", type=Path, default=None, help="where report.md and the plots go (default: the first folder)")
+    parser.add_argument("--into", type=Path, default=None,
+                        help="also write Table 6 and the attention health table into this Markdown file (e.g. README.md), "
+                             "between <!-- reid.report:NAME --> and <!-- /reid.report:NAME -->")
+    parser.add_argument("--name", default="ablation", help="the marked block of --into to replace")
+    parser.add_argument("--command", default=None, help="the command that produced the runs, quoted in the --into block")
     args = parser.parse_args(argv)
     try:
         runs = collect_runs(args.paths)
         report = write_report(runs, args.out or args.paths[0])
+        if args.into:
+            replace_marked_block(args.into, args.name, summary_markdown(runs, args.command))
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

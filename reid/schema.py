@@ -174,7 +174,7 @@ class NetConfig:
     attention_channel_reduction: int = 16
     attention_upsample: Literal["bilinear", "nearest"] = "bilinear"
     attention_norm: Literal["standardize", "batch", "none"] = "standardize"
-    inter_norm: Literal["none", "l2"] = "none"
+    inter_norm: Literal["none", "l2"] = "l2"
     reduce_bn: bool = True
     reduce_relu: bool = True
     zero_init_residual: bool = False

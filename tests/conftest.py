@@ -36,6 +36,17 @@ TINY_OVERRIDES = [
 ]
 
 
+def flat_metrics(metrics: dict, prefix: str = "") -> dict:
+    """A metrics.json as one flat dict (``attention/intra/global/b2/saturated``...), for pytest.approx."""
+    flat = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(flat_metrics(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 # Tiny models on 2 cores: OpenMP threads waiting on each other cost far more than they bring.
 torch.set_num_threads(1)
 

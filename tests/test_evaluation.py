@@ -51,9 +51,11 @@ def test_branch_features_have_table7_rows_and_agree_with_the_test_feature(make_c
     plain_parts = torch.cat([rows[n] for n in ("head", "upper_body", "upper_leg", "lower_leg")], dim=1)
     if model == "baseline":  # concatenation: the part block is E_1..E_4 as they are
         assert torch.allclose(rows["parts"], plain_parts)
-    else:  # inter-attention: each part is weighted by (mu_i + 1) (Eq. 9)
-        weights = (output.part_weights + 1).repeat_interleave(net.part_dim, dim=1)
-        assert torch.allclose(rows["parts"], plain_parts * weights, atol=1e-6)
+    else:  # inter-attention: each part (L2-normalised, inter_norm=l2) is weighted by (mu_i + 1) (Eq. 9)
+        assert net.fusion.norm == "l2"
+        unit = torch.nn.functional.normalize(plain_parts.view(6, 4, net.part_dim), dim=-1) * (net.part_dim / 2) ** 0.5
+        weights = (output.part_weights + 1).unsqueeze(-1)
+        assert torch.allclose(rows["parts"], (unit * weights).flatten(1), atol=1e-5)
         assert not torch.allclose(rows["parts"], plain_parts)
 
 

@@ -96,14 +96,20 @@ def test_concat_feature_slices_pick_each_branch() -> None:
     assert tiny("fc").feature_slices == {"all": slice(0, 48)}
 
 
-def test_inter_attention_follows_eq_8_and_9() -> None:
-    net = tiny("inter").eval()
+@pytest.mark.parametrize("inter_norm", ["none", "l2"])
+def test_inter_attention_follows_eq_8_and_9(inter_norm: str) -> None:
+    net = tiny("inter", inter_norm=inter_norm).eval()
     out = net(*inputs())
     fc = net.fusion.part_weight
     weight = fc.weight.view(4, PART_DIM)
     for index, name in enumerate(PART_NAMES):
         e_i = out.part_features[:, index]
-        mu = torch.sigmoid(e_i @ weight[index] + fc.bias[index])  # Eq. 8, by hand
+        if inter_norm == "l2":  # E_i enters both equations with unit norm, then the mean BN-ReLU norm sqrt(d/2)
+            e_i = e_i / e_i.norm(dim=1, keepdim=True)
+            mu = torch.sigmoid(e_i @ weight[index] + fc.bias[index])
+            e_i = e_i * (PART_DIM / 2) ** 0.5
+        else:
+            mu = torch.sigmoid(e_i @ weight[index] + fc.bias[index])  # Eq. 8, by hand
         torch.testing.assert_close(out.part_weights[:, index], mu)
         torch.testing.assert_close(out.feature[:, net.feature_slices[name]], (mu + 1).unsqueeze(1) * e_i)  # Eq. 9
     torch.testing.assert_close(out.feature[:, :GLOBAL_DIM], out.global_feature)  # E_g keeps weight 1
@@ -183,7 +189,8 @@ def test_decomposed_head_has_fewer_parameters_than_full_head() -> None:
     decomposed = (9 * c + 1) + (c * 8 + 8 + 8 * c + c) + 2 * c
     full = c * c + c
     assert count_parameters(DecomposedAttentionHead(c)) == decomposed == 3593
-    assert count_parameters(FullAttentionHead(c)) == full == 16512
+    assert count_parameters(FullAttentionHead(c, norm="none")) == full == 16512
+    assert count_parameters(FullAttentionHead(c)) == full + 2 * c  # + the GroupNorm's affine
     assert count_parameters(build_variant("intra", 751, decompose=True)) < count_parameters(
         build_variant("intra", 751, decompose=False)
     )

@@ -11,6 +11,7 @@ from PIL import Image
 from reid.report import (
     ReportError,
     ablation_table,
+    attention_health_table,
     collect_runs,
     format_beta,
     main,
@@ -269,3 +270,49 @@ def test_multirun_jobs_are_listed_in_job_number_order(tmp_path):
     for num in (10, 2, 1):
         write_run(tmp_path / str(num), "intra", "market")
     assert [r.path.name for r in collect_runs([tmp_path])] == ["1", "2", "10"]
+
+
+def _add_attention(run_dir: Path, saturated: float, mu: float | None = None) -> None:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    attention = {"intra_mean": {"saturated": saturated, "working": 0.2, "spatial_std": 0.15}}
+    if mu is not None:
+        attention["inter"] = {part: {"mean": mu, "std": 0.01} for part in ("head", "upper_body", "upper_leg", "lower_leg")}
+    metrics["attention"] = attention
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_attention_health_of_several_seeds_is_averaged_per_model(tmp_path):
+    root = tmp_path / "multiruns" / "x"
+    _add_attention(write_run(root / "0", "intra_inter", "market", overrides=["seed=1"]), 0.10, mu=0.4)
+    _add_attention(write_run(root / "1", "intra_inter", "market", overrides=["seed=2"]), 0.30, mu=0.6)
+    write_run(root / "2", "aligned", "market")
+    runs = collect_runs([root])
+    assert [run.attention != {} for run in runs] == [True, True, False]
+    rows = table_rows(attention_health_table(runs))
+    assert rows[0][:6] == ["model", "λ", "β", "data", "n", "saturated %"]
+    assert len(rows) == 2  # the model without attention figures has no row
+    row = dict(zip(rows[0], rows[1]))
+    assert row["model"] == "intra_inter" and row["n"] == "2"
+    assert row["saturated %"] == "20.0 ± 14.1"
+    assert row["μ"] == "0.500 ± 0.141"
+
+
+def test_a_synthetic_preset_is_a_data_set_of_its_own(tmp_path):
+    root = tmp_path / "multiruns" / "y"
+    write_run(root / "0", "aligned", "market")
+    hard = write_run(root / "1", "aligned", "market", overrides=["data.options.preset=hard"])
+    config = hard / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("  options: {}", "  options: {preset: hard}"))
+    assert sorted(run.data for run in collect_runs([root])) == ["market", "market[hard]"]
+
+
+def test_into_replaces_only_the_marked_block_of_a_document(ablation_multirun, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- reid.report:t6 -->\nold table\n<!-- /reid.report:t6 -->\nafter\n")
+    assert main([str(ablation_multirun), "--into", str(readme), "--name", "t6", "--command", "train.py -m x"]) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- reid.report:t6 -->\nProduced by `train.py -m x` from 9 runs")
+    assert "old table" not in text and text.endswith("<!-- /reid.report:t6 -->\nafter\n")
+    assert "| intra_inter |" in text
+    assert main([str(ablation_multirun), "--into", str(readme), "--name", "other"]) == 2  # no such block
+    assert "| intra_inter |" in readme.read_text()

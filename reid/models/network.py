@@ -153,7 +153,7 @@ class AttentionReIDNet(nn.Module):
         attention_channel_reduction: int = 16,
         attention_upsample: str = "bilinear",
         attention_norm: str = "standardize",
-        inter_norm: str = "none",
+        inter_norm: str = "l2",
         reduce_bn: bool = True,
         reduce_relu: bool = True,
         zero_init_residual: bool = False,
