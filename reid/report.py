@@ -541,6 +541,52 @@ def _sweep_plot(sweep: Sweep) -> Image.Image:
                              xticklabels=ticks, pair_colours=True)
 
 
+def _curve_points(run: RunResult) -> dict[str, dict[int, float]]:
+    """``val/mAP`` and ``train/acc`` per epoch (1-based) from a run's CSV log, {} without one."""
+    import csv
+
+    points: dict[str, dict[int, float]] = defaultdict(dict)
+    for path in sorted(run.path.glob("csv/**/metrics.csv")):
+        try:
+            rows = list(csv.DictReader(path.open()))
+        except (OSError, csv.Error):
+            continue
+        for row in rows:
+            epoch = _as_float(row.get("epoch"))
+            for key in ("val/mAP", "train/acc"):
+                value = _as_float(row.get(key))
+                if epoch is not None and value is not None and math.isfinite(value):
+                    points[key][int(epoch) + 1] = value
+    return points
+
+
+def training_curves(runs: Sequence[RunResult]) -> dict[str, Image.Image]:
+    """Per data set, validation mAP and training accuracy against the epoch, one line per model
+    (mean over its runs), from the runs' CSV logs (``logger=csv``); {} when no run has one."""
+    by_data: dict[str, dict[str, list[dict[str, dict[int, float]]]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        points = _curve_points(run)
+        if points:
+            by_data[run.data][run.model].append(points)
+    pictures = {}
+    for data, models in by_data.items():
+        series: dict[str, tuple[list[float], list[float]]] = {}
+        for model in sorted(models, key=_model_rank):
+            for key, label in (("val/mAP", "val mAP"), ("train/acc", "train acc")):
+                epochs = sorted({e for points in models[model] for e in points.get(key, {})})
+                if not epochs:
+                    continue
+                means = [100 * float(np.mean([p[key][e] for p in models[model] if e in p.get(key, {})])) for e in epochs]
+                series[f"{model} {label}"] = (epochs, means)
+        if series:
+            safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", data).strip("_")
+            pictures[f"curves_{safe}.png"] = line_plot_picture(
+                series, xlabel="epoch", ylabel="%", title=f"training curves on {data_label(data)} (mean over runs)",
+                pair_colours=True, size=(7.0, 4.5),
+            )
+    return pictures
+
+
 # ---------------------------------------------------------------------------------------------
 # the report
 
@@ -578,6 +624,9 @@ def render_report(runs: Sequence[RunResult], plots: dict[str, str] | None = None
         if plots and sweep.plot_name in plots:
             kind = "λ" if sweep.parameter == "lambda_intra" else "β"
             parts += [f"![{sweep.model} on {data_label(sweep.data)} against {kind}]({plots[sweep.plot_name]})", ""]
+    curves = sorted(name for name in (plots or {}) if name.startswith("curves_"))
+    if curves:
+        parts += ["## Training curves", ""] + [f"![{name}]({plots[name]})" for name in curves] + [""]
     notes = [note for run in runs for note in run.notes]
     if notes:
         parts += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
@@ -630,6 +679,9 @@ def write_report(runs: Sequence[RunResult], out_dir: str | Path) -> Path:
     for sweep in _sweeps(runs):
         _sweep_plot(sweep).save(out_dir / sweep.plot_name)
         plots[sweep.plot_name] = sweep.plot_name
+    for name, picture in training_curves(runs).items():
+        picture.save(out_dir / name)
+        plots[name] = name
     report = out_dir / "report.md"
     report.write_text(render_report(runs, plots))
     return report

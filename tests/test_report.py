@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import reid.report as reid_report
 from reid.report import (
     ReportError,
     ablation_table,
@@ -16,6 +17,7 @@ from reid.report import (
     format_beta,
     main,
     sweep_tables,
+    training_curves,
     write_report,
 )
 
@@ -316,3 +318,23 @@ def test_into_replaces_only_the_marked_block_of_a_document(ablation_multirun, tm
     assert "| intra_inter |" in text
     assert main([str(ablation_multirun), "--into", str(readme), "--name", "other"]) == 2  # no such block
     assert "| intra_inter |" in readme.read_text()
+
+
+def test_training_curves_come_from_the_runs_csv_logs(tmp_path):
+    root = tmp_path / "multiruns" / "z"
+    for num, seed in enumerate((1, 2)):
+        run = write_run(root / str(num), "intra", "market", overrides=[f"seed={seed}"])
+        (run / "csv").mkdir()
+        (run / "csv" / "metrics.csv").write_text(
+            "epoch,train/acc,val/mAP\n0,0.5,\n1,0.9,\n1,,0.6\n".replace("0.9", "0.9" if seed == 1 else "0.7")
+        )
+    write_run(root / "2", "aligned", "market")  # no CSV log: no curve
+    runs = collect_runs([root])
+    pictures = training_curves(runs)
+    assert list(pictures) == ["curves_market.png"]
+    points = [reid_report._curve_points(run) for run in runs]
+    assert points[0]["train/acc"] == {1: 0.5, 2: 0.9} and points[0]["val/mAP"] == {2: 0.6}
+    assert points[2] == {}
+    out = write_report(runs, tmp_path / "out")
+    assert (tmp_path / "out" / "curves_market.png").is_file()
+    assert "![curves_market.png](curves_market.png)" in out.read_text()
