@@ -278,3 +278,31 @@ def test_preview_grid_shape_and_skipped_joints(small_set):
     assert np.array_equal(draw_keypoints(image, [0] * 54), np.full((256, 128, 3), 100, np.uint8))
     drawn = draw_keypoints(image, [10.0, 20.0, 0.9] + [0] * 51)
     assert not np.array_equal(drawn[38:45, 18:25], np.full((7, 7, 3), 100, np.uint8))
+
+
+def test_presets_resolve_under_explicit_options_and_keep_the_default_folder():
+    from reid.data.synthetic.generator import PRESETS, resolve_preset
+    from reid.schema import ConfigError
+
+    hard = resolve_preset("hard", {"occlusion_prob": None, "num_train_ids": 10})
+    assert hard["clutter"] == PRESETS["hard"]["clutter"] > 0 and hard["occlusion_prob"] == 0.4
+    assert hard["num_train_ids"] == 10
+    assert resolve_preset("hard", {"occlusion_prob": 0.2})["occlusion_prob"] == 0.2  # explicit wins
+    assert resolve_preset(None, {"sibling_fraction": None}) == {}
+    # clutter = 0 leaves the cache key (and so the default data set's folder) as it was
+    assert SyntheticParams(**resolve_preset("default", {})).folder_name() == SyntheticParams().folder_name()
+    assert SyntheticParams(**resolve_preset("hard", {})).folder_name() != SyntheticParams().folder_name()
+    with pytest.raises(ConfigError, match="data.options.preset='harder'"):
+        resolve_preset("harder", {})
+
+
+def test_clutter_paints_the_background_in_clothing_colours():
+    from reid.data.synthetic.identities import CLOTHES
+    from reid.data.synthetic.scene import draw_clutter
+
+    canvas = np.full((128, 64, 3), 77, np.uint8)
+    draw_clutter(canvas, 6, np.random.default_rng(0))
+    changed = (canvas != 77).any(axis=2)
+    assert 0.02 < changed.mean() < 0.9
+    colours = {tuple(int(c) for c in canvas[y, x]) for y, x in zip(*np.nonzero(changed))}
+    assert colours <= {tuple(c) for c in CLOTHES.values()}

@@ -157,3 +157,16 @@ def test_a_loader_workers_error_is_reported_as_its_own_last_line():
     )
     assert _last_line(worker_message) == "image /d/a.jpg cannot be decoded: delete it"
     assert _last_line("data set not found:\n  /d/market") == "data set not found: /d/market"
+
+
+def test_paper_recipes_warn_in_one_line_when_pretraining_is_missing(make_cfg, caplog):
+    from reid.runner import warn_if_pretraining_missing
+
+    with caplog.at_level("WARNING", logger="reid.runner"):
+        assert warn_if_pretraining_missing(make_cfg("experiment=paper_market", tiny=False))
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(lines) == 1 and lines[0].startswith("warning: this recipe fine-tunes from ImageNet pre-training")
+    assert "model.pretrained" in lines[0] and "\n" not in lines[0]
+    assert not warn_if_pretraining_missing(make_cfg("experiment=paper_market", "model.pretrained=w.ckpt", tiny=False))
+    assert not warn_if_pretraining_missing(make_cfg("experiment=paper_market", "expect_pretrained=false", tiny=False))
+    assert not warn_if_pretraining_missing(make_cfg(tiny=False))  # the demo trains from scratch on purpose

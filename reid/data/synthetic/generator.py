@@ -162,7 +162,7 @@ def resolve_preset(preset: str | None, options: dict) -> dict:
     if name not in PRESETS:
         from reid.schema import ConfigError
 
-        raise ConfigError(f"data.options.preset={name!r} is not a synthetic preset; choose one of {sorted(PRESETS)}")
+        raise ConfigError([f"data.options.preset={name!r} is not a synthetic preset; choose one of {sorted(PRESETS)}"])
     given = {key: value for key, value in options.items() if value is not None}
     return {**PRESETS[name], **given}
 
