@@ -102,6 +102,7 @@ def test_lambda_beta_sweep_in_parallel_builds_the_table(tmp_path, data_dir):
     sweep_dir = tmp_path / "sweep"
     result = _run(
         "train.py", "-m", *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+        "data.num_workers=1",  # loader workers inside loky's workers (they spawn by default)
         "model.lambda_intra=0.2,0.8", "data.beta=0.05,0.15", f"paths.data_dir={data_dir}",
         f"hydra.sweep.dir={sweep_dir}", timeout=600,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,6 +36,19 @@ SETUP_THREAD_MIN_IMAGES = 64
 POSE_KEYS = ("source", "path", "min_conf", "min_joints", "max_outside")
 KEYPOINT_FIX = "or set data.on_bad_sample=skip to drop such images at set-up"
 
+
+
+def worker_start_method(num_workers: int) -> str | None:
+    """``fork`` where the platform has it but the process defaults to another start method, else None.
+
+    A job of Hydra's joblib launcher runs in a loky worker, whose processes start by spawning:
+    loader workers started that way must pickle the data set and the resumable loader's state,
+    and fail ("Got pickle error when attempting to start a worker Process"). Forking, as a plain
+    Linux process does by default, needs no pickling.
+    """
+    if num_workers == 0 or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    return "fork" if multiprocessing.get_start_method(allow_none=True) not in (None, "fork") else None
 
 class CropDataset(Dataset):
     """Images with precomputed boxes; returns the whole-body crop and four part crops as tensors."""
@@ -104,6 +118,7 @@ class CropLoadersMixin:
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            multiprocessing_context=worker_start_method(self.num_workers),
         )
 
     # training sampler options (data.sampler, data.num_instances, data.sampler_seed); see _set_sampler_options
@@ -159,6 +174,7 @@ class CropLoadersMixin:
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            multiprocessing_context=worker_start_method(self.num_workers),
             # the workers' base seed comes from this generator, not the global torch RNG: creating
             # the loader again on a resume must not shift the random stream of dropout
             generator=torch.Generator().manual_seed(sampler.seed),
