@@ -18,8 +18,23 @@ def _tiny_run(make_cfg, logger: str):
     return Path(cfg.paths.output_dir)
 
 
-def test_pictures_and_branch_table_reach_an_offline_wandb_run(make_cfg):
+def test_pictures_and_branch_table_reach_an_offline_wandb_run(make_cfg, monkeypatch):
+    import wandb
+    from pytorch_lightning.loggers import WandbLogger
+
+    logged: dict = {}
+    original = WandbLogger.log_metrics
+
+    def recording(self, metrics, step=None):
+        logged.update(metrics)
+        return original(self, metrics, step)
+
+    monkeypatch.setattr(WandbLogger, "log_metrics", recording)
     out = _tiny_run(make_cfg, "wandb")
+    # attention health: scalars per branch and block, mu per part, and mu histograms
+    assert 0.0 <= logged["val/attention/global/b2/saturated"] <= 1.0
+    assert 0.0 < logged["val/attention/mu/head/mean"] < 1.0
+    assert isinstance(logged["val/attention/mu_hist/lower_leg"], wandb.Histogram)
     epoch_dir = out / "pictures" / "epoch000"
     for name in ("ranked_list", "attention", "cmc", "part_weights"):
         assert (epoch_dir / f"{name}.png").stat().st_size > 1000, name
