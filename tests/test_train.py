@@ -170,3 +170,27 @@ def test_paper_recipes_warn_in_one_line_when_pretraining_is_missing(make_cfg, ca
     assert not warn_if_pretraining_missing(make_cfg("experiment=paper_market", "model.pretrained=w.ckpt", tiny=False))
     assert not warn_if_pretraining_missing(make_cfg("experiment=paper_market", "expect_pretrained=false", tiny=False))
     assert not warn_if_pretraining_missing(make_cfg(tiny=False))  # the demo trains from scratch on purpose
+
+
+def test_load_from_checkpoint_rebuilds_the_module_from_the_checkpoint_alone(make_cfg):
+    import torch
+
+    from reid.lit.module import ReIDModule
+    from reid.runner import CheckpointLoadError
+
+    cfg = make_cfg("model=intra_inter", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                   "callbacks=model_checkpoint", "final_validation=false")
+    train(cfg)
+    path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    module = ReIDModule.load_from_checkpoint(path)
+    assert isinstance(module, ReIDModule) and module.net.intra_attention and module.net.fusion_name == "inter"
+    stored = torch.load(path, weights_only=True)["state_dict"]
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, stored[key]), key
+    module.eval()
+    whole, parts = torch.zeros(2, 3, 64, 32), torch.zeros(2, 4, 3, 16, 32)
+    assert module.extract_features(whole, parts).shape == (2, module.net.feature_dim)
+    stripped = Path(cfg.paths.output_dir) / "plain.ckpt"
+    torch.save({"state_dict": stored}, stripped)
+    with pytest.raises(CheckpointLoadError, match="holds no stored model config"):
+        ReIDModule.load_from_checkpoint(stripped)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Callable
 
 import pytorch_lightning as pl
@@ -81,6 +82,48 @@ class ReIDModule(pl.LightningModule):
         if compile:
             # in place: parameter names (and so checkpoints) stay those of the plain network
             self.net.compile(**(compile_options or {}))
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> "ReIDModule":
+        """Rebuilds the module from a checkpoint of ``train.py`` alone, as Lightning users expect.
+
+        Lightning's own version calls ``cls(**hyper_parameters)``, but the network and the
+        optimiser are Hydra partials that are kept out of the hyper-parameters (so that
+        checkpoints load with ``torch.load(weights_only=True)``). The model config ``train.py``
+        stores in every checkpoint says how to build them; the checkpoint is read with
+        ``weights_only=True``. ``kwargs`` override constructor arguments (``eval_options``,
+        ``compile``...); ``hparams_file`` is not supported (the stored config is the source).
+        """
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+        from reid.runner import CONFIG_KEY, CheckpointLoadError, load_checkpoint
+
+        if hparams_file is not None:
+            raise ValueError("hparams_file is not supported: the model config stored in the checkpoint builds the module")
+        checkpoint = load_checkpoint(checkpoint_path)
+        stored = checkpoint.get(CONFIG_KEY) or {}
+        if "model" not in stored or "num_classes" not in checkpoint.get("hyper_parameters", {}):
+            raise CheckpointLoadError(
+                f"{checkpoint_path} holds no stored model config ('{CONFIG_KEY}'): it was not written by train.py; "
+                "build the module yourself and load its state_dict"
+            )
+        model_cfg = OmegaConf.create(stored["model"])
+        model_cfg.pretrained = None  # the checkpoint's weights replace the pre-trained ones
+        hparams = checkpoint["hyper_parameters"]
+        options = {"num_classes": int(hparams["num_classes"]), "eval_options": hparams.get("eval_options"), **kwargs}
+        module = instantiate(model_cfg, **options, _convert_="all")
+        module.load_state_dict(checkpoint["state_dict"], strict=True if strict is None else strict)
+        if map_location is not None:
+            module = module.to(map_location)
+        return module
 
     # ------------------------------------------------------------------ forward
     def forward(self, whole: Tensor, parts: Tensor, return_attention: bool = False) -> Any:
