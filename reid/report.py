@@ -190,7 +190,8 @@ def _training_run_of(config: DictConfig, hydra: DictConfig | None) -> Path | Non
     return run_dir if (run_dir / ".hydra" / "config.yaml").is_file() else None
 
 
-def _read_metrics(path: Path) -> dict[str, float]:
+def _read_metrics(path: Path) -> tuple[dict[str, float], dict[str, Any]]:
+    """The numeric metrics of a metrics.json, and its ``attention`` health figures ({} without)."""
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -202,17 +203,8 @@ def _read_metrics(path: Path) -> dict[str, float]:
         number = _as_float(value)
         if number is not None:
             metrics[str(key)] = number
-    return metrics
-
-
-def _read_attention(path: Path) -> dict[str, Any]:
-    """The ``attention`` health figures of a metrics.json (reid.metrics.attention_health), or {}."""
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    attention = raw.get("attention") if isinstance(raw, dict) else None
-    return attention if isinstance(attention, dict) else {}
+    attention = raw.get("attention")
+    return metrics, attention if isinstance(attention, dict) else {}
 
 
 def _natural_key(path: Path) -> list[tuple[int, int | str]]:
@@ -256,8 +248,8 @@ def collect_runs(paths: Iterable[str | Path]) -> list[RunResult]:
             seen.add(metrics_path.resolve())
             run_dir = metrics_path.parent
             model, data, lambda_intra, beta, overrides, notes = _describe_run(run_dir)
-            runs.append(RunResult(run_dir, model, data, lambda_intra, beta, _read_metrics(metrics_path), overrides, notes,
-                                  _read_attention(metrics_path)))
+            metrics, attention = _read_metrics(metrics_path)
+            runs.append(RunResult(run_dir, model, data, lambda_intra, beta, metrics, overrides, notes, attention))
     if not runs:
         names = ", ".join(str(r) for r in roots)
         raise ReportError(f"no metrics.json below {names}: train first, e.g. `{SWEEP_COMMAND}` "
