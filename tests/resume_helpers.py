@@ -1,8 +1,10 @@
-"""Test-only callbacks for the resume tests: record the samples of every training step, slow steps down, crash."""
+"""Test-only callbacks for the resume tests: record the samples of every training step, slow steps down, crash, SIGKILL."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -62,3 +64,34 @@ class CrashAt(pl.Callback):
     ) -> None:
         if trainer.global_step == self.step:
             raise Crash(f"simulated crash before step {self.step}")
+
+
+class KillAt(pl.Callback):
+    """SIGKILLs its own process at a chosen point: a crash that nothing can clean up after.
+
+    Args:
+        point: ``train`` (before the batch of global step ``step`` is trained) or ``validation``
+            (at the first validation batch of epoch ``epoch``).
+        step, epoch: where, for the point chosen.
+    """
+
+    def __init__(self, point: str, step: int = -1, epoch: int = -1) -> None:
+        if point not in ("train", "validation"):
+            raise ValueError(f"point must be train or validation, got {point!r}")
+        self.point, self.step, self.epoch = point, int(step), int(epoch)
+
+    @staticmethod
+    def _kill() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.point == "train" and trainer.global_step == self.step:
+            self._kill()
+
+    def on_validation_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if self.point == "validation" and trainer.current_epoch == self.epoch and not trainer.sanity_checking:
+            self._kill()

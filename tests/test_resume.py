@@ -100,8 +100,10 @@ def test_resume_replays_the_uninterrupted_run(make_cfg, tmp_path, num_workers, e
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["global_step"] == resume_step
     loader_state = saved["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
-    # the batches training had processed in the checkpoint's epoch, not what the loader prefetched
-    assert loader_state["batches_done"] == resume_step - STEPS_PER_EPOCH * saved["epoch"]
+    # where training goes on: the batches processed (not what the loader prefetched); after an
+    # epoch's last batch, the start of the next epoch
+    assert (loader_state["epoch"], loader_state["batches_done"]) == divmod(resume_step, STEPS_PER_EPOCH)
+    assert saved["ReIDDataModule"]["train_loader"] == loader_state
 
     resumed = StepRecorder()
     model = _fit(cfg, [resumed, _last_checkpoint(tmp_path, every)], ckpt_path=str(checkpoint))
@@ -113,17 +115,23 @@ def test_resume_replays_the_uninterrupted_run(make_cfg, tmp_path, num_workers, e
 # ---------------------------------------------------------------------------- SIGKILL, train.py
 
 
+# the shipped callbacks (epoch-end last.ckpt, step last.ckpt, best by mAP, dashboard, guard) and
+# loader workers, validation every epoch, step checkpoints every 4 of the 6 steps of an epoch
+SHIPPED_EPOCHS = 3
+SHIPPED_OVERRIDES = [
+    *RESUME_OVERRIDES, f"trainer.max_epochs={SHIPPED_EPOCHS}", "data.num_workers=2", "logger=csv",
+    "trainer.check_val_every_n_epoch=1", "callbacks.step_checkpoint.every_n_train_steps=4",
+]
+
+
 def _train_command(run_dir: Path, data_dir: Path, record: Path, *extra: str) -> list[str]:
-    common = [o for o in TINY_OVERRIDES if not o.startswith(("callbacks=", "data.batch_size="))]
+    common = [o for o in TINY_OVERRIDES if not o.startswith(("callbacks=", "logger=", "data.num_workers="))]
     return [
         sys.executable,
         str(ROOT / "train.py"),
         *common,
-        *RESUME_OVERRIDES,
+        *SHIPPED_OVERRIDES,
         "seed=7",
-        "trainer.check_val_every_n_epoch=1",
-        "callbacks=[model_checkpoint]",
-        "callbacks.step_checkpoint.every_n_train_steps=2",
         "+callbacks.recorder._target_=resume_helpers.StepRecorder",
         f"+callbacks.recorder.path={record}",
         f"paths.data_dir={data_dir}",
@@ -142,44 +150,57 @@ def _run(command: list[str]) -> subprocess.CompletedProcess:
     return result
 
 
-def test_sigkilled_run_resumed_with_ckpt_path_last_ends_like_an_uninterrupted_run(tmp_path, data_dir):
-    # the uninterrupted reference runs while the other one is started, killed and resumed
-    straight_dir, killed_dir = tmp_path / "straight", tmp_path / "killed"
-    reference_err = tmp_path / "straight.stderr"
-    reference = subprocess.Popen(
-        _train_command(straight_dir, data_dir, tmp_path / "straight.jsonl"),
-        cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=reference_err.open("w"),
+@pytest.fixture(scope="module")
+def uninterrupted_run(tmp_path_factory, data_dir) -> Path:
+    """The reference: the same command, never interrupted (its folder holds steps.jsonl)."""
+    run_dir = tmp_path_factory.mktemp("straight")
+    _run(_train_command(run_dir / "run", data_dir, run_dir / "steps.jsonl"))
+    return run_dir
+
+
+# (kill point, where last.ckpt then stands: global step, the epoch it belongs to, batches done in it)
+KILL_POINTS = {
+    # just after the epoch-end checkpoint of epoch 0 (step 4's checkpoint came before it)
+    "after_epoch_end_checkpoint": (["+callbacks.kill.point=train", "+callbacks.kill.step=6"], 6, 0, 6),
+    # in epoch 1, between the step checkpoints of steps 8 and 12
+    "between_step_checkpoints": (["+callbacks.kill.point=train", "+callbacks.kill.step=10"], 8, 1, 2),
+    # in epoch 1's validation: after the step checkpoint of the epoch's last batch, before the epoch-end one
+    "during_validation": (["+callbacks.kill.point=validation", "+callbacks.kill.epoch=1"], 12, 1, 6),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_sigkilled_run_resumed_with_ckpt_path_last_ends_like_an_uninterrupted_run(
+    tmp_path, data_dir, uninterrupted_run, point
+):
+    kill, step, epoch, batches_done = KILL_POINTS[point]
+    killed_dir = tmp_path / "killed"
+    victim = subprocess.run(
+        _train_command(killed_dir, data_dir, tmp_path / "killed.jsonl", "+callbacks.kill._target_=resume_helpers.KillAt",
+                       *kill),
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300,
     )
-    victim = subprocess.Popen(
-        _train_command(killed_dir, data_dir, tmp_path / "killed.jsonl", "+callbacks.recorder.delay=0.3"),
-        cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    checkpoint = killed_dir / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
-    try:
-        while not checkpoint.exists() and victim.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-    finally:
-        victim.send_signal(signal.SIGKILL)
-        victim.wait()
-    assert checkpoint.exists(), "the killed run wrote no step checkpoint"
-    assert victim.returncode == -signal.SIGKILL
-    saved = torch.load(checkpoint, weights_only=True)
-    done = saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["processed"]
-    assert saved["epoch"] == 0 and 0 < done < STEPS_PER_EPOCH, "the kill did not land in the middle of epoch 0"
+    assert victim.returncode == -signal.SIGKILL, victim.stderr[-3000:]
+    saved = torch.load(killed_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == step, "the kill did not land where the test means it to"
+    position = saved["ReIDDataModule"]["train_loader"]
+    if batches_done == STEPS_PER_EPOCH:  # the epoch is over: training goes on with the next one, from its start
+        assert (position["epoch"], position["batches_done"]) == (epoch + 1, 0)
+    else:
+        assert (position["epoch"], position["batches_done"]) == (epoch, batches_done)
     assert not (killed_dir / "metrics.json").exists()
 
     _run(_train_command(killed_dir, data_dir, tmp_path / "resumed.jsonl", "ckpt_path=last"))
-    assert "resuming epoch 0 of the training data after" in (killed_dir / "train.log").read_text()
-    assert reference.wait(timeout=300) == 0, reference_err.read_text()[-3000:]
 
     # steps trained up to the checkpoint, then the resumed run's: the uninterrupted run's steps
-    straight_steps = read_steps(tmp_path / "straight.jsonl")
-    replay = [s for s in read_steps(tmp_path / "killed.jsonl") if s[0] <= saved["global_step"]]
+    straight_steps = read_steps(uninterrupted_run / "steps.jsonl")
+    replay = [s for s in read_steps(tmp_path / "killed.jsonl") if s[0] <= step]
     replay += read_steps(tmp_path / "resumed.jsonl")
-    assert len(straight_steps) == 2 * STEPS_PER_EPOCH
+    assert len(straight_steps) == SHIPPED_EPOCHS * STEPS_PER_EPOCH
     assert replay == straight_steps
 
+    straight_dir = uninterrupted_run / "run"
     expected = json.loads((straight_dir / "metrics.json").read_text())
     assert flat_metrics(json.loads((killed_dir / "metrics.json").read_text())) == pytest.approx(
         flat_metrics(expected), abs=1e-6
@@ -187,7 +208,7 @@ def test_sigkilled_run_resumed_with_ckpt_path_last_ends_like_an_uninterrupted_ru
     final = runner.load_checkpoint(killed_dir / "checkpoints" / "last.ckpt")
     reference_weights = runner.load_checkpoint(straight_dir / "checkpoints" / "last.ckpt")["state_dict"]
     _assert_same_weights(final["state_dict"], reference_weights)
-    assert final["global_step"] == 2 * STEPS_PER_EPOCH
+    assert final["global_step"] == SHIPPED_EPOCHS * STEPS_PER_EPOCH
 
 
 # ---------------------------------------------------------------------------- determinism

@@ -205,7 +205,7 @@ def test_loader_state_resumes_after_the_batches_the_consumer_processed(num_worke
     def loader() -> ResumableDataLoader:
         sampler = ShuffleSampler(40, seed=1)
         return ResumableDataLoader(
-            _Indices(40), batch_size=4, sampler=sampler, drop_last=True, progress=lambda: done["batches"],
+            _Indices(40), batch_size=4, sampler=sampler, drop_last=True, position=lambda: (1, done["batches"]),
             num_workers=num_workers,
         )
 
@@ -217,7 +217,7 @@ def test_loader_state_resumes_after_the_batches_the_consumer_processed(num_worke
         next(iterator)  # the workers have prefetched further than this
     done["batches"] = 3
     state = first.state_dict()
-    assert state["batches_done"] == 3 and state["batch_size"] == 4
+    assert state["epoch"] == 1 and state["batches_done"] == 3 and state["batch_size"] == 4
     assert state["sampler"] == {"kind": "random", "seed": 1, "epoch": 1, "num_replicas": 1}
     del iterator
     second = loader()

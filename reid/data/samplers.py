@@ -333,34 +333,46 @@ def _max_batches(groups_per_identity: np.ndarray, identities_per_batch: int) -> 
 class ResumableDataLoader(DataLoader):
     """A training ``DataLoader`` Lightning can checkpoint in the middle of an epoch.
 
-    Lightning saves ``state_dict()`` of every train loader that has one into the checkpoint and
-    hands it back to ``load_state_dict()`` of the new loader on resume, before iterating it.
-    The state is the sampler's (seed, epoch) and the number of batches consumed in that epoch,
-    read from ``progress``: a callable returning the batches the fit loop has *processed* (not
-    what the loader or its workers prefetched). On load, the sampler skips that many batches of
-    the saved epoch, so the resumed run continues with the very next batch.
+    The state is the sampler's seed, the epoch training resumes in and the batches of that
+    epoch already trained on, read from ``position``: a callable returning ``(epoch, batches
+    done)`` from the fit loop's progress (not what the loader or its workers prefetched). On
+    load, the sampler selects that epoch and skips those batches, so the resumed run continues
+    with the very next batch.
+
+    Lightning hands the state back to ``load_state_dict()`` only when it considers the fit loop
+    interrupted mid-epoch; the data modules also keep it in their own checkpoint state and apply
+    it to the loader they build on resume (``CropLoadersMixin``), because Lightning creates the
+    loader's iterator (and workers prefetch its first batches) *before* it sets the new epoch on
+    the sampler: without the state, a run resumed from an epoch-end checkpoint would replay the
+    previous epoch's order.
 
     Args:
         *args, **kwargs: ``DataLoader``'s (give ``sampler`` a :class:`ResumableSampler`, and
             ``drop_last=True``: resuming counts in whole batches). The signature is otherwise
             ``DataLoader``'s, so that Lightning can re-create the loader when it swaps the
             sampler (``trainer.overfit_batches``; nothing is resumable then).
-        progress: batches of the current epoch already trained on; None: 0 (not under a trainer).
+        position: ``(epoch, batches done)`` where training goes on; None: the sampler's epoch, 0
+            batches (not under a trainer).
     """
 
-    def __init__(self, *args: Any, progress: Callable[[], int] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, position: Callable[[], tuple[int, int]] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.progress = progress
+        self.position = position
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain-container state: the sampler's, the batches done in its epoch and the batch size."""
+        """Plain-container state: the sampler's, the epoch to resume, the batches done in it, the batch size."""
         if not isinstance(self.sampler, ResumableSampler):
             return {}  # Lightning swapped the sampler (trainer.overfit_batches): nothing to resume
-        done = int(self.progress()) if self.progress is not None else 0
-        return {"sampler": self.sampler.state_dict(), "batches_done": done, "batch_size": self.batch_size}
+        epoch, done = self.position() if self.position is not None else (self.sampler.epoch, 0)
+        return {
+            "sampler": self.sampler.state_dict(),
+            "epoch": int(epoch),
+            "batches_done": int(done),
+            "batch_size": self.batch_size,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Makes the next iteration continue the saved epoch after its consumed batches."""
+        """Makes the next iteration continue the saved epoch after its consumed batches (idempotent)."""
         sampler = self.sampler
         if not state or not isinstance(sampler, ResumableSampler):
             return
@@ -371,6 +383,8 @@ class ResumableDataLoader(DataLoader):
                 state.get("batch_size"),
                 self.batch_size,
             )
+        # checkpoints from before "epoch" was stored: the sampler's epoch
+        epoch = int(state.get("epoch", sampler.epoch))
         done = int(state.get("batches_done", 0))
-        sampler.resume(sampler.epoch, done * int(self.batch_size))
-        log.info("resuming epoch %d of the training data after %d batches", sampler.epoch, done)
+        sampler.resume(epoch, done * int(self.batch_size))
+        log.info("resuming epoch %d of the training data after %d batches", epoch, done)

@@ -119,6 +119,10 @@ class CropLoadersMixin:
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             multiprocessing_context=worker_start_method(self.num_workers),
+            # workers' base seed from a generator of their own (evaluation draws nothing at random):
+            # the first validation of a resumed run must not advance the global RNG that dropout
+            # draws from, as the uninterrupted run's persistent workers did not
+            generator=torch.Generator().manual_seed(0),
         )
 
     # training sampler options (data.sampler, data.num_instances, data.sampler_seed); see _set_sampler_options
@@ -139,16 +143,41 @@ class CropLoadersMixin:
         self.num_instances = int(num_instances)
         self.sampler_seed = None if sampler_seed is None else int(sampler_seed)
 
-    def _train_batches_done(self) -> int:
-        """Batches of the current epoch the fit loop has trained on: what a resumed run skips.
+    def _train_position(self) -> tuple[int, int]:
+        """``(epoch, batches done in it)`` where the fit loop goes on training: what a checkpoint saves.
 
-        Read from the trainer's progress, restored from the checkpoint, not counted by the
-        loader: Lightning's fetcher and the loader workers fetch batches ahead of training.
+        Read from the trainer's progress, not counted by the loader (Lightning's fetcher and the
+        loader workers fetch batches ahead of training). Checkpoints are written mid-epoch (step
+        checkpoints, after the batch is processed), after the epoch's last batch (step or
+        validation checkpoints: the next epoch starts afresh) and at the epoch's end (the epoch
+        counted as processed).
         """
         trainer = getattr(self, "trainer", None)
         if trainer is None:
-            return 0
-        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+            return 0, 0
+        epochs = trainer.fit_loop.epoch_progress.current
+        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        if epochs.started > epochs.processed:  # inside an epoch
+            if done >= trainer.num_training_batches:
+                return int(epochs.processed) + 1, 0
+            return int(epochs.processed), done
+        return int(epochs.processed), 0
+
+    # the training loader's position from a checkpoint (load_state_dict), applied when the loader is built
+    _pending_train_state: dict[str, Any] | None = None
+    _train_loader: ResumableDataLoader | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training loader's position (Lightning stores it in every checkpoint)."""
+        if self._train_loader is None:
+            return {}
+        return {"train_loader": self._train_loader.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keeps the saved position for the training loader built next (Lightning restores before building it)."""
+        self._pending_train_state = state_dict.get("train_loader") or None
+        if self._train_loader is not None and self._pending_train_state:
+            self._train_loader.load_state_dict(self._pending_train_state)
 
     def train_dataloader(self) -> DataLoader:
         """Complete batches in a seeded order per epoch, resumable in the middle of an epoch.
@@ -165,12 +194,12 @@ class CropLoadersMixin:
             sampler = ShuffleSampler(len(self.train_set), seed=self.sampler_seed)
         if getattr(self.train_set, "accepts_sample_seeds", False):
             sampler.with_sample_seeds()  # augmentation seeded per sample: reproducible, resumable exactly
-        return ResumableDataLoader(
+        loader = ResumableDataLoader(
             self.train_set,
             batch_size=self.batch_size,
             sampler=sampler,
             drop_last=True,
-            progress=self._train_batches_done,
+            position=self._train_position,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
@@ -179,6 +208,11 @@ class CropLoadersMixin:
             # the loader again on a resume must not shift the random stream of dropout
             generator=torch.Generator().manual_seed(sampler.seed),
         )
+        if self._pending_train_state:
+            loader.load_state_dict(self._pending_train_state)
+            self._pending_train_state = None
+        self._train_loader = loader
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         assert self.eval_set is not None, "call setup() first"
