@@ -34,8 +34,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from reid.schema import ConfigError
     from reid.models.pretrained import PretrainedWeightsError
     from reid.pose.readers import KeypointFormatError
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
 
     return (
+        MisconfigurationException,  # Lightning's word on a trainer setting that cannot work
         DatasetNotFoundError,
         CorruptImageError,
         KeypointFormatError,
@@ -178,6 +180,41 @@ def warn_if_pretraining_missing(cfg: DictConfig) -> bool:
     return True
 
 
+def _limit_validation(cfg: DictConfig, datamodule: Any) -> dict[str, Any] | None:
+    """Applies the trainer's validation limit as a consistent query/gallery subset (see ``limit_eval``).
+
+    ``trainer.limit_val_batches`` (an int: batches, a float: a fraction), ``fast_dev_run``
+    (its batches; at least one whole identity) and ``overfit_batches`` (its batches; a
+    fraction is refused) all cut the validation loader, which serves every query before the
+    gallery. The data module serves a subset of whole identities instead; with
+    ``limit_val_batches`` the trainer must then be built with ``limit_val_batches=1.0`` (the
+    run's stored config keeps the user's value). 0 (no validation) stays Lightning's.
+    """
+    from reid.schema import ConfigError
+
+    if not hasattr(datamodule, "limit_eval"):
+        return None
+    trainer_cfg = cfg.trainer
+    fast_dev_run = trainer_cfg.get("fast_dev_run", False)
+    overfit = trainer_cfg.get("overfit_batches", 0) or 0
+    if fast_dev_run:
+        batches = 1 if fast_dev_run is True else int(fast_dev_run)
+        subset = datamodule.limit_eval(batches, at_least_one=True, setting="trainer.fast_dev_run")
+    elif overfit:
+        if isinstance(overfit, float) and not overfit.is_integer():
+            raise ConfigError([
+                f"trainer.overfit_batches={overfit}: give a number of batches (e.g. 3); a fraction would cut "
+                "validation between the queries and their gallery"
+            ])
+        subset = datamodule.limit_eval(int(overfit), at_least_one=True, setting="trainer.overfit_batches")
+    else:
+        limit = trainer_cfg.get("limit_val_batches", 1.0)
+        if limit is None or limit == 0 or (isinstance(limit, float) and limit >= 1.0):
+            return None
+        subset = datamodule.limit_eval(limit)
+    return subset
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fits the model of ``cfg`` on its data, validates the final weights, writes metrics.json.
 
@@ -216,6 +253,7 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
 
     warn_if_pretraining_missing(cfg)
     datamodule = build_datamodule(cfg)
+    eval_subset = _limit_validation(cfg, datamodule)
     if ckpt_path and cfg.model.get("pretrained"):
         with open_dict(cfg):
             cfg.model.pretrained = None  # resuming: the checkpoint's weights win, the file need not exist
@@ -231,20 +269,26 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
         # Lightning refuses a LearningRateMonitor without a logger; logger=none should just work
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
+        # the data module serves the subset whole
+        **({"limit_val_batches": 1.0} if eval_subset and eval_subset["setting"] == "trainer.limit_val_batches" else {}),
     )
     for logger in loggers:
         logger.log_hyperparams(resolved)
 
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
 
-    metrics: dict[str, float] = {}
-    if cfg.get("final_validation", True):
+    metrics: dict[str, Any] = {}
+    if cfg.get("final_validation", True) and trainer.limit_val_batches == 0:
+        log.info("trainer.limit_val_batches=0: no validation, so no final metrics and no metrics.json")
+    elif cfg.get("final_validation", True):
         results = trainer.validate(model=model, datamodule=datamodule, verbose=False)
         metrics = metrics_from(results[0] if results else {})
         health = getattr(model, "last_attention_health", None)
         if health:
             metrics["attention"] = health
+        if eval_subset:
+            metrics["eval_subset"] = eval_subset
         if trainer.is_global_zero:
             write_metrics(metrics, output_dir)
             log.info("final validation on %s:\n%s", cfg.data.name, format_table(metrics))

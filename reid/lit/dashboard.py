@@ -1,4 +1,4 @@
-"""A callback that turns each validation into per-branch results and pictures, on disk and on W&B."""
+"""A callback that turns each validation into per-branch results and pictures, on disk, on W&B and TensorBoard."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
 from reid.eval_report import evaluation_pictures, save_pictures
 from reid.evaluation import PART_NAMES, ROW_LABELS, FeatureSet, plain_metrics, score_features
@@ -130,9 +131,23 @@ class ValidationDashboard(pl.Callback):
                     for index, part in enumerate(PART_NAMES)
                 }
                 logger.log_metrics(histograms, step=trainer.global_step)
+            elif isinstance(logger, TensorBoardLogger):
+                for index, part in enumerate(PART_NAMES):
+                    logger.experiment.add_histogram(
+                        f"val/attention/mu_hist/{part}", mu[:, index].numpy(), trainer.global_step, bins=32
+                    )
 
     def _log_images(self, trainer: pl.Trainer) -> None:
+        if not self.last_pictures:
+            return
         for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger) and self.last_pictures:
+            if isinstance(logger, WandbLogger):
                 for name, path in self.last_pictures.items():
                     logger.log_image(key=f"val/{name}", images=[str(path)], step=trainer.global_step)
+            elif isinstance(logger, TensorBoardLogger):
+                from PIL import Image
+
+                for name, path in self.last_pictures.items():
+                    with Image.open(path) as picture:
+                        pixels = np.asarray(picture.convert("RGB"))
+                    logger.experiment.add_image(f"val/{name}", pixels, trainer.global_step, dataformats="HWC")

@@ -459,6 +459,103 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
         }
         return kept, batch.boxes.astype(np.float32)
 
+    def limit_eval(
+        self, limit: int | float, at_least_one: bool = False, setting: str = "trainer.limit_val_batches"
+    ) -> dict[str, Any] | None:
+        """Keeps a consistent query/gallery subset for ``trainer.limit_val_batches``; None when nothing is cut.
+
+        Lightning's limit cuts the loader after some batches, and the loader serves every query
+        before the gallery: a cut would keep queries without a gallery. Here whole identities are
+        kept instead, in the order of their first query, each with all its query and gallery
+        images, and the gallery images of identities without a query (distractors) in the same
+        proportion, so that the subset is a small version of the protocol.
+
+        Args:
+            limit: Lightning's meaning: an int is a number of validation batches
+                (``eval_batch_size`` images each), a float a fraction of the images.
+            at_least_one: keep the first identity that can be scored even if it does not fit
+                the limit (``fast_dev_run``, ``overfit_batches``) instead of raising.
+            setting: the config key the limit comes from, for the log and the error.
+
+        Returns:
+            What was kept, for the log and ``metrics.json``: ``queries``, ``gallery``,
+            ``identities`` and their totals, and the limit.
+
+        Raises:
+            ConfigError: the limit keeps no identity with a query and a match in another camera.
+        """
+        from reid.schema import ConfigError
+
+        assert self.eval_set is not None, "call setup() first"
+        records, is_query = self.eval_set.records, self.eval_set.is_query
+        total = len(records)
+        budget = int(limit) * self.eval_batch_size if isinstance(limit, int) else int(float(limit) * total)
+        if budget >= total:
+            return None
+        queries_of: dict[int, list[int]] = {}
+        for i, record in enumerate(records):
+            if is_query[i]:
+                queries_of.setdefault(record.pid, []).append(i)
+        gallery_of: dict[int, list[int]] = {}
+        others: list[int] = []
+        for i, record in enumerate(records):
+            if not is_query[i]:
+                (gallery_of.setdefault(record.pid, []) if record.pid in queries_of else others).append(i)
+        identity_images = total - len(others)
+        identity_budget = budget * identity_images // max(1, total)
+        def scorable(group: list[int]) -> bool:
+            return any(
+                records[q].pid == records[g].pid and records[q].camid != records[g].camid
+                for q in group if is_query[q] for g in group if not is_query[g]
+            )
+
+        kept: list[int] = []
+        identities = 0
+        for pid, queries in queries_of.items():
+            group = queries + gallery_of.get(pid, [])
+            if len(kept) + len(group) > identity_budget:
+                break
+            kept += group
+            identities += 1
+        if not scorable(kept) and at_least_one:
+            first = next((q + gallery_of.get(p, []) for p, q in queries_of.items() if scorable(q + gallery_of.get(p, []))), [])
+            kept, identities = first, int(bool(first))
+        if not scorable(kept):
+            raise ConfigError([
+                f"{setting}={limit} keeps {budget} of the {total} query/gallery images, too few for "
+                "one identity with a query and a gallery match in another camera; raise it, or use 1.0 (all)"
+            ])
+        kept += others[: max(0, budget - len(kept))]
+        kept.sort()
+        old = self.eval_set
+        queries = [i for i in kept if old.is_query[i]]
+        gallery = [i for i in kept if not old.is_query[i]]
+        self.eval_set = CropDataset(
+            [old.records[i] for i in queries + gallery],
+            old.boxes[queries + gallery],
+            old.transform,
+            old.whole_size,
+            old.part_size,
+            is_query=[True] * len(queries) + [False] * len(gallery),
+            indices=list(range(len(queries))) + list(range(len(gallery))),
+        )
+        subset = {
+            "setting": setting,
+            "limit": limit,
+            "queries": len(queries),
+            "gallery": len(gallery),
+            "identities": identities,
+            "total_queries": sum(old.is_query),
+            "total_gallery": total - sum(old.is_query),
+            "total_identities": len(queries_of),
+        }
+        log.info(
+            "validating on a subset (%s=%s): %d of %d queries, %d of %d gallery images, "
+            "%d of %d query identities", setting, limit, subset["queries"], subset["total_queries"], subset["gallery"],
+            subset["total_gallery"], identities, subset["total_identities"],
+        )
+        return subset
+
     @property
     def num_classes(self) -> int:
         """Number of training identities (call after setup)."""
