@@ -8,7 +8,7 @@ ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test bench evaluate pose clean
+.PHONY: install train test bench evaluate pose clean gpu-check gpu-wheels
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ bench: $(STAMP)
 # needs >=5); protobuf 6.33 satisfies wandb and runs it (reid.pose.extract shims one removed call).
 pose: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps "mediapipe==0.10.14" "absl-py==2.5.1" "flatbuffers==25.12.19" "protobuf==6.33.6"
+
+# GPU machines without a package registry: `make gpu-wheels` where pip works, carry .whl/ with the
+# tree, then `make gpu-check` on the GPU machine (installs nothing from the network; figures in
+# outputs/gpu_check/gpu_check.json). Without CUDA it stops with one error line.
+gpu-wheels:
+	bash scripts/gpu_wheels.sh
+
+gpu-check:
+	bash scripts/gpu_check.sh $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -1,4 +1,4 @@
-"""Training callbacks: stop on, or skip, a batch whose loss or gradients are not finite."""
+"""Training callbacks: stop on, or skip, a batch whose loss or gradients are not finite; training throughput."""
 
 from __future__ import annotations
 
@@ -168,3 +168,56 @@ class NonFiniteLossGuard(pl.Callback):
             "(data.schedule.lr), enable gradient clipping (trainer.gradient_clip_val=5.0), "
             "or skip such batches (callbacks.nonfinite_guard.action=skip)"
         )
+
+
+class TrainThroughput(pl.Callback):
+    """Logs ``train/images_per_s``: training images per second of wall time over each epoch, all processes.
+
+    The time runs from the epoch's first batch to its end, less any validation in between (the
+    GPU synchronised at each mark), so it includes waiting for the loader: compare it with
+    ``reid.bench``'s pure compute rate to see whether the loader keeps up.
+    """
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.validating_since: float | None = None
+        self.validation_seconds = 0.0
+        self.images = 0
+        self.last: float | None = None
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.started is not None:
+            self.validating_since = self._now(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.validating_since is not None:
+            self.validation_seconds += self._now(trainer) - self.validating_since
+            self.validating_since = None
+
+    @staticmethod
+    def _now(trainer: pl.Trainer) -> float:
+        import time
+
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize(trainer.strategy.root_device)
+        return time.perf_counter()
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.started is None:
+            self.started, self.images, self.validation_seconds = self._now(trainer), 0, 0.0
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        size = batch["pid"].shape[0] if isinstance(batch, dict) and "pid" in batch else 0
+        self.images += int(size) * trainer.world_size
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.started is None or self.images == 0:
+            return
+        seconds = self._now(trainer) - self.started - self.validation_seconds
+        self.last = self.images / max(seconds, 1e-9)
+        self.started = None
+        pl_module.log("train/images_per_s", self.last, rank_zero_only=True)
+        log.info("epoch %d: %.1f training images/s (%d images in %.1f s)", trainer.current_epoch, self.last,
+                 self.images, seconds)
