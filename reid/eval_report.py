@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from reid.evaluation import ROW_LABELS, FeatureSet
+from reid.files import atomic_save_image, atomic_write_text
 from reid.metrics import pairwise_distance
 
 log = logging.getLogger(__name__)
@@ -117,9 +118,7 @@ def save_pictures(pictures: Mapping[str, Image.Image | None], out_dir: Path) -> 
     written = {}
     for name, picture in pictures.items():
         if picture is not None:
-            path = out_dir / f"{name}.png"
-            picture.save(path)
-            written[name] = path
+            written[name] = atomic_save_image(picture, out_dir / f"{name}.png")
     return written
 
 
@@ -208,9 +207,7 @@ def write_report_md(cfg: DictConfig, features: FeatureSet, table: str, pictures:
     }
     for name, path in pictures.items():
         lines += [f"## {titles.get(name, name)}", "", f"![{name}]({path.relative_to(output_dir).as_posix()})", ""]
-    report = output_dir / "report.md"
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text("\n".join(lines))
+    report = atomic_write_text(output_dir / "report.md", "\n".join(lines))
     log.info("wrote %s", report)
     return report
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from reid.files import atomic_write
 from reid.metrics import evaluate_features, evaluate_rank, pairwise_distance, re_ranking
 
 log = logging.getLogger(__name__)
@@ -108,9 +109,7 @@ class FeatureSet:
             "boxes": self.boxes,
             "meta": dict(self.meta),
         }
-        partial = path.with_name(path.name + ".partial")
-        torch.save(payload, partial)
-        partial.replace(path)
+        atomic_write(path, lambda stream: torch.save(payload, stream))
         log.info("wrote %s (%d images, rows %s)", path, len(self.paths), ", ".join(self.features))
         return path
 

@@ -60,7 +60,6 @@ features near 1000 and differences near 7e-4.  A wrong operator shows up as 1e-2
 from __future__ import annotations
 
 import copy
-import json
 import os
 import sys
 import warnings
@@ -70,6 +69,8 @@ from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from reid.files import atomic_write_json
 
 FORMATS = ("onnx",)
 EXPORTERS = ("torchscript", "dynamo")
@@ -484,7 +485,7 @@ def export(options: ExportOptions) -> ExportResult:
             "passed": result.passed(options.tolerance),
             "per_batch": [asdict(check) for check in result.checks],
         }
-    result.meta_path.write_text(json.dumps(metadata, indent=2) + "\n")
+    atomic_write_json(result.meta_path, metadata, indent=2)
     return result
 
 

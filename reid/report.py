@@ -33,6 +33,7 @@ import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image
 
+from reid.files import atomic_save_image, atomic_write_text
 from reid.viz.curves import line_plot_picture
 
 log = logging.getLogger(__name__)
@@ -653,10 +654,7 @@ def replace_marked_block(document: str | Path, name: str, text: str) -> Path:
         raise ReportError(f"{path} must hold exactly one '{begin}' ... '{end}' block for --name {name}")
     head, rest = content.split(begin, 1)
     _, tail = rest.split(end, 1)
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(f"{head}{begin}\n{text}{end}{tail}")
-    temporary.replace(path)
-    return path
+    return atomic_write_text(path, f"{head}{begin}\n{text}{end}{tail}")
 
 
 def write_report(runs: Sequence[RunResult], out_dir: str | Path) -> Path:
@@ -669,14 +667,12 @@ def write_report(runs: Sequence[RunResult], out_dir: str | Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = {}
     for sweep in _sweeps(runs):
-        _sweep_plot(sweep).save(out_dir / sweep.plot_name)
+        atomic_save_image(_sweep_plot(sweep), out_dir / sweep.plot_name)
         plots[sweep.plot_name] = sweep.plot_name
     for name, picture in training_curves(runs).items():
-        picture.save(out_dir / name)
+        atomic_save_image(picture, out_dir / name)
         plots[name] = name
-    report = out_dir / "report.md"
-    report.write_text(render_report(runs, plots))
-    return report
+    return atomic_write_text(out_dir / "report.md", render_report(runs, plots))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

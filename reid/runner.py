@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -149,10 +148,10 @@ def metrics_from(results: dict[str, Any]) -> dict[str, float]:
 
 
 def write_metrics(metrics: dict[str, Any], output_dir: str | Path) -> Path:
-    """Writes ``metrics.json`` (fractions) into ``output_dir``."""
-    path = Path(output_dir) / "metrics.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    """Writes ``metrics.json`` (fractions) into ``output_dir``, atomically: the old file survives a failed write."""
+    from reid.files import atomic_write_json
+
+    path = atomic_write_json(Path(output_dir) / "metrics.json", metrics, indent=2, sort_keys=True)
     log.info("wrote %s", path)
     return path
 

@@ -18,7 +18,6 @@ never stopped:
 from __future__ import annotations
 
 import logging
-import os
 import random
 import secrets
 import string
@@ -31,6 +30,8 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
+
+from reid.files import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes checkpoints atomically; reads them with ``weights_only=True``.
 
     Lightning's own writer streams into the target file, so a process killed while writing
-    leaves a truncated ``last.ckpt`` and the run cannot resume. Here the checkpoint goes to
-    ``.<name>.partial`` in the same folder, is flushed and fsynced, then ``os.replace``-d over
-    the target (atomic on POSIX and Windows within one file system), and the folder is fsynced.
+    leaves a truncated ``last.ckpt`` and the run cannot resume. Here the checkpoint goes to a
+    uniquely named ``.<name>.*.partial`` in the same folder, is flushed and fsynced, then
+    ``os.replace``-d over the target (atomic on POSIX and Windows within one file system), and
+    the folder is fsynced (:func:`reid.files.atomic_write`).
     Remote (``scheme://``) paths fall back to Lightning's writer.
 
     Loading always uses ``weights_only=True`` (the project stores plain containers only): a
@@ -61,18 +63,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.partial")
-        try:
-            with open(partial, "wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
-        _fsync_dir(target.parent)
+        atomic_write(path, lambda stream: torch.save(checkpoint, stream))
 
     def load_checkpoint(
         self, path: Any, map_location: Any | None = lambda storage, loc: storage, weights_only: bool | None = None
@@ -83,20 +74,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         from reid.runner import load_checkpoint  # the runner imports this module
 
         return load_checkpoint(path)  # on the CPU; Lightning moves the states where they belong
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Makes a rename in ``folder`` durable (a no-op where folders cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def is_complete_checkpoint(path: str | Path) -> bool:
@@ -237,9 +214,7 @@ def wandb_resume_kwargs(
     run_id = new_id()
     if rank_zero_only.rank == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_text(run_id + "\n")
-        os.replace(partial, path)
+        atomic_write_text(path, run_id + "\n")
     return {"id": run_id, "resume": "allow"}
 
 
