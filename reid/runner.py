@@ -298,10 +298,28 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Loads a checkpoint safely (``weights_only=True``): one that needs arbitrary code is refused."""
+    """Loads a checkpoint safely (``weights_only=True``): one that needs arbitrary code is refused.
+
+    ``path`` is a checkpoint file or a run folder (its newest intact checkpoint). The archive's
+    CRCs are checked first: a truncated or corrupt file is named as such.
+    """
+    from reid.lit.resume import checkpoint_problem, find_resume_checkpoint
+
     path = Path(path)
+    if path.is_dir():
+        found = find_resume_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"no checkpoint in the run folder {path} (looked in {path / 'checkpoints'})")
+        log.info("using %s (the newest intact checkpoint of %s)", found, path)
+        path = found
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path} (pass ckpt_path=<run dir>/checkpoints/last.ckpt)")
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise CheckpointLoadError(
+            f"checkpoint {path} is {problem}: it cannot be used; take another one (its run folder's "
+            "last.prev.ckpt or best_*.ckpt) or train again"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError or RuntimeError depending on the payload

@@ -20,6 +20,8 @@ import reid.runner as runner
 from conftest import ROOT, TINY_OVERRIDES, flat_metrics
 from reid.lit.resume import (
     AtomicCheckpointIO,
+    CheckpointCorruptError,
+    checkpoint_problem,
     RandomStateCheckpoint,
     add_wandb_resume,
     find_resume_checkpoint,
@@ -276,7 +278,8 @@ def test_a_write_killed_halfway_leaves_the_previous_checkpoint_intact(tmp_path, 
         io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "global_step": 2}, target)
     monkeypatch.undo()
     assert io.load_checkpoint(target)["global_step"] == 1
-    assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]  # no partial file left behind
+    # no partial file left behind; the replaced checkpoint is kept as the fallback
+    assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt", "last.prev.ckpt"]
     assert find_resume_checkpoint(tmp_path) == target
 
 
@@ -289,8 +292,35 @@ def test_find_resume_checkpoint_skips_truncated_files(tmp_path):
     (folder / "last.ckpt").write_bytes(data[: len(data) // 2])  # newer, but cut off by a crash
     assert find_resume_checkpoint(tmp_path) == folder / "last-v1.ckpt"
     (folder / "last-v1.ckpt").unlink()
-    assert find_resume_checkpoint(tmp_path) is None
+    with pytest.raises(CheckpointCorruptError, match=r"no intact checkpoint .*last.ckpt is truncated"):
+        find_resume_checkpoint(tmp_path)
     assert find_resume_checkpoint(tmp_path / "nowhere") is None
+
+
+def _flip_bytes_mid_file(path: Path, size: int = 4096) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + size] = bytes(b ^ 0xFF for b in data[middle : middle + size])
+    path.write_bytes(bytes(data))
+
+
+def test_a_checkpoint_corrupted_inside_is_refused_and_resume_falls_back_to_the_previous_one(tmp_path, capsys):
+    io = AtomicCheckpointIO()
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.arange(20000.0)}, "global_step": 1}, target)
+    time.sleep(0.01)
+    io.save_checkpoint({"state_dict": {"w": torch.arange(20000.0) + 1}, "global_step": 2}, target)
+    _flip_bytes_mid_file(target)  # 4 KiB changed in the middle: the zip directory is still whole
+    problem = checkpoint_problem(target)
+    assert problem is not None and problem.startswith("corrupt (CRC mismatch in ")
+    with pytest.raises(runner.CheckpointLoadError, match=r"last.ckpt is corrupt \(CRC mismatch"):
+        runner.load_checkpoint(target)
+    # resume takes the checkpoint that last.ckpt replaced
+    assert find_resume_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.prev.ckpt"
+    assert runner.load_checkpoint(tmp_path)["global_step"] == 1  # a run folder works as ckpt_path too
+    _flip_bytes_mid_file(tmp_path / "checkpoints" / "last.prev.ckpt")
+    with pytest.raises(CheckpointCorruptError, match=r"last.ckpt is corrupt \(CRC .*; last.prev.ckpt is corrupt \(CRC"):
+        resolve_ckpt_path("last", tmp_path)
 
 
 # ---------------------------------------------------------------------------- ckpt_path values

@@ -18,6 +18,7 @@ never stopped:
 from __future__ import annotations
 
 import logging
+import os
 import random
 import secrets
 import string
@@ -36,8 +37,9 @@ from reid.files import atomic_write, atomic_write_text
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
-# last.ckpt (and last-v1.ckpt... should a version counter ever be switched on)
+# last.ckpt, the last.prev.ckpt it replaced (and last-v1.ckpt... should a version counter ever be switched on)
 RESUME_PATTERN = "last*.ckpt"
+PREVIOUS_SUFFIX = ".prev.ckpt"
 WANDB_ID_FILE = "wandb_run_id"
 # ckpt_path values that are not paths
 LAST, AUTO = "last", "auto"
@@ -63,7 +65,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        atomic_write(path, lambda stream: torch.save(checkpoint, stream))
+        target = Path(path)
+        if target.name.startswith("last") and not target.name.endswith(PREVIOUS_SUFFIX) and target.is_file():
+            # the checkpoint being replaced stays as last.prev.ckpt (a hard link: no copy), the
+            # fallback should the new one ever be found corrupt
+            previous = target.with_name(target.stem + PREVIOUS_SUFFIX)
+            link = target.with_name(f".{previous.name}.link")
+            link.unlink(missing_ok=True)
+            try:
+                os.link(target, link)
+                os.replace(link, previous)
+            except OSError:  # no hard links on this file system: no fallback copy
+                link.unlink(missing_ok=True)
+        atomic_write(target, lambda stream: torch.save(checkpoint, stream))
 
     def load_checkpoint(
         self, path: Any, map_location: Any | None = lambda storage, loc: storage, weights_only: bool | None = None
@@ -76,31 +90,75 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path)  # on the CPU; Lightning moves the states where they belong
 
 
-def is_complete_checkpoint(path: str | Path) -> bool:
-    """Whether ``path`` is a whole ``torch.save`` zip archive (cheap: reads the central directory only)."""
+def checkpoint_problem(path: str | Path) -> str | None:
+    """What is wrong with the checkpoint file ``path`` (None: a whole, intact archive).
+
+    A checkpoint is a zip archive (``torch.save``): a truncated file has no central directory,
+    and every member carries a CRC-32, so bytes changed anywhere inside are found (this reads
+    the whole file: about a second per 500 MB).
+    """
     try:
         with zipfile.ZipFile(path) as archive:
-            return any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
+            if not any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist()):
+                return "not a torch checkpoint (no data.pkl in the archive)"
+            damaged = archive.testzip()
+    except OSError as err:
+        return f"unreadable ({err.strerror or err})"
+    except zipfile.BadZipFile:
+        return "truncated or not a zip archive (no central directory at its end)"
+    except (zipfile.LargeZipFile, RuntimeError, ValueError, EOFError) as err:
+        return f"damaged ({err})"
+    if damaged is not None:
+        return f"corrupt (CRC mismatch in {damaged})"
+    return None
+
+
+def is_complete_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a whole, intact ``torch.save`` archive (see :func:`checkpoint_problem`)."""
+    return checkpoint_problem(path) is None
 
 
 def find_resume_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete ``checkpoints/last*.ckpt`` of a run directory, or None.
+    """The newest intact checkpoint of a run directory to resume from, or None when it has none.
 
     ``last.ckpt`` is rewritten at every epoch end and every ``every_n_train_steps`` steps
-    (``conf/callbacks/model_checkpoint.yaml``); a truncated file (from a writer that was not
-    atomic) is skipped with a warning.
+    (``conf/callbacks/model_checkpoint.yaml``), and the one it replaced stays as
+    ``last.prev.ckpt``. A truncated or corrupt file is skipped with a warning naming the damage,
+    and the next newest ``last*.ckpt``, then any other checkpoint (the best by validation mAP),
+    is taken: resuming from an older checkpoint trains the lost steps again.
+
+    Raises:
+        CheckpointCorruptError: the folder holds checkpoints, but none of them is intact.
     """
     folder = Path(run_dir) / CHECKPOINT_DIR
     if not folder.is_dir():
         return None
-    candidates = sorted(folder.glob(RESUME_PATTERN), key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
-    for candidate in candidates:
-        if is_complete_checkpoint(candidate):
+
+    def newest_first(paths: Any) -> list[Path]:
+        return sorted(paths, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+
+    lasts = newest_first(folder.glob(RESUME_PATTERN))
+    lasts = [p for p in lasts if not p.name.endswith(PREVIOUS_SUFFIX)] + [p for p in lasts if p.name.endswith(PREVIOUS_SUFFIX)]
+    others = newest_first(p for p in folder.glob("*.ckpt") if p not in lasts)
+    damaged = []
+    for candidate in lasts + others:
+        problem = checkpoint_problem(candidate)
+        if problem is None:
+            if damaged:
+                log.warning("resuming from the older %s instead", candidate.name)
             return candidate
-        log.warning("skipping incomplete checkpoint %s", candidate)
+        damaged.append(f"{candidate.name} is {problem}")
+        log.warning("skipping checkpoint %s: %s", candidate, problem)
+    if damaged:
+        raise CheckpointCorruptError(
+            f"no intact checkpoint to resume from in {folder}: {'; '.join(damaged)}; start the run afresh "
+            "in a new folder (or pass ckpt_path=<an intact .ckpt>)"
+        )
     return None
+
+
+class CheckpointCorruptError(FileNotFoundError):
+    """A run folder's checkpoints are all truncated or corrupt (a FileNotFoundError: nothing usable found)."""
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
