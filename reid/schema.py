@@ -41,6 +41,52 @@ HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_a
 MAX_LISTED_KEYS = 12
 
 
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric option (each item, for a list): ``low``/``high`` bounds, ``also`` exceptions."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    also: tuple[Any, ...] = ()
+
+    def contains(self, value: float) -> bool:
+        """Whether ``value`` is valid."""
+        if value in self.also:
+            return True
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return not (self.high is not None and (value > self.high or (self.high_open and value == self.high)))
+
+    def describe(self) -> str:
+        """``[0, 1)``, ``>= 1``, ``> 0``... as in the error messages."""
+        if self.low is not None and self.high is not None:
+            text = f"{'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}{')' if self.high_open else ']'}"
+        elif self.low is not None:
+            text = f"{'>' if self.low_open else '>='} {_number(self.low)}"
+        else:
+            text = f"{'<' if self.high_open else '<='} {_number(self.high)}"
+        return text + "".join(f" or {_format(a)}" for a in self.also)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def ranged(default: Any, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+           high_open: bool = False, also: tuple[Any, ...] = ()) -> Any:
+    """A schema field with a default and a valid range (checked by :func:`validate_config`)."""
+    metadata = {"range": Range(low, high, low_open, high_open, also)}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+PROBABILITY = {"low": 0.0, "high": 1.0}
+POSITIVE = {"low": 0.0, "low_open": True}
+
+
 class ConfigError(ValueError):
     """A composed config with an unknown key or a value of the wrong type; the message names the key and a fix.
 
@@ -63,9 +109,9 @@ class PoseConfig:
 
     source: Literal["openpose_json", "pose_transfer_csv", "strips"] = "openpose_json"
     path: Optional[Union[str, List[str]]] = None
-    min_conf: float = 0.1
-    min_joints: int = 6
-    max_outside: Optional[float] = 0.25
+    min_conf: float = ranged(0.1, **PROBABILITY)
+    min_joints: int = ranged(6, 0, 18)
+    max_outside: Optional[float] = ranged(0.25, 0.0)
 
 
 @dataclass
@@ -80,19 +126,19 @@ class AugmentConfig:
     """``data.augment``: keyword options of :class:`reid.data.transforms.SampleTransform`."""
 
     normalize: Literal["mean_subtract", "imagenet", "none"] = "mean_subtract"
-    mean: Optional[Tuple[float, float, float]] = None
-    scale: float = 1.0 / 255.0
-    hflip: float = 0.5
-    color_jitter: float = 0.0
-    brightness: float = 0.2
-    contrast: float = 0.15
-    saturation: float = 0.0
-    hue: float = 0.0
-    pad_crop: float = 0.0
-    translate: float = 0.125
-    random_erasing: float = 0.0
-    erasing_area: Tuple[float, float] = (0.02, 0.4)
-    erasing_aspect: Tuple[float, float] = (0.3, 3.3)
+    mean: Optional[Tuple[float, float, float]] = ranged(None, 0.0)
+    scale: float = ranged(1.0 / 255.0, **POSITIVE)
+    hflip: float = ranged(0.5, **PROBABILITY)
+    color_jitter: float = ranged(0.0, **PROBABILITY)
+    brightness: float = ranged(0.2, 0.0)
+    contrast: float = ranged(0.15, 0.0)
+    saturation: float = ranged(0.0, 0.0)
+    hue: float = ranged(0.0, 0.0, 0.5)
+    pad_crop: float = ranged(0.0, **PROBABILITY)
+    translate: float = ranged(0.125, 0.0, 1.0, high_open=True)
+    random_erasing: float = ranged(0.0, **PROBABILITY)
+    erasing_area: Tuple[float, float] = ranged((0.02, 0.4), 0.0, 1.0, low_open=True)
+    erasing_aspect: Tuple[float, float] = ranged((0.3, 3.3), **POSITIVE)
     seed: Optional[int] = None
 
 
@@ -100,10 +146,10 @@ class AugmentConfig:
 class ScheduleConfig:
     """``data.schedule``: the training recipe of a data set, interpolated by the trainer and optimiser."""
 
-    max_epochs: int = 100
-    lr: float = 0.01
-    lr_milestones: List[int] = field(default_factory=lambda: [40, 80])
-    val_every_n_epochs: int = 10
+    max_epochs: int = ranged(100, 1)
+    lr: float = ranged(0.01, **POSITIVE)
+    lr_milestones: List[int] = ranged([40, 80], 0)
+    val_every_n_epochs: int = ranged(10, 1)
 
 
 @dataclass
@@ -116,22 +162,23 @@ class ReIDDataConfig:
     name: str = "synthetic"
     root: str = "data"
     options: Dict[str, Any] = field(default_factory=dict)
-    whole_size: Tuple[int, int] = (384, 192)
-    part_size: Tuple[int, int] = (96, 192)
+    whole_size: Tuple[int, int] = ranged((384, 192), 16)
+    part_size: Tuple[int, int] = ranged((96, 192), 8)
     regions: Literal["pose", "strips"] = "pose"
-    beta: float = 0.1
+    # overlap of neighbouring regions as a fraction of the body height (paper: 1/10; Table 11: up to 1/6)
+    beta: float = ranged(0.1, 0.0, 0.5)
     pose: PoseConfig = field(default_factory=PoseConfig)
     strips: StripsConfig = field(default_factory=StripsConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    num_workers: int = 2
+    batch_size: int = ranged(32, 1)
+    eval_batch_size: int = ranged(128, 1)
+    num_workers: int = ranged(2, 0)
     pin_memory: bool = False
     on_bad_sample: Literal["error", "skip"] = "error"
     verify_images: Literal["decode", "header"] = "decode"
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     sampler: Literal["random", "identity"] = "random"
-    num_instances: int = 4
+    num_instances: int = ranged(4, 1)
     sampler_seed: Optional[int] = None
 
 
@@ -159,26 +206,26 @@ class NetConfig:
     decompose: bool = True
     residual: bool = True
     fusion: Literal["concat", "fc", "inter"] = "concat"
-    width: float = 1.0
-    global_dim: int = 256
-    part_dim: int = 128
-    dropout: float = 0.5
+    width: float = ranged(1.0, 0.0, 8.0, low_open=True)
+    global_dim: int = ranged(256, 1)
+    part_dim: int = ranged(128, 1)
+    dropout: float = ranged(0.5, 0.0, 1.0, high_open=True)
     group_parts: bool = True
-    fusion_dim: Optional[int] = None
-    units_per_stage: Tuple[int, int, int, int] = (3, 3, 3, 3)
-    stage_strides: Tuple[int, int, int] = (2, 2, 1)
-    part_pool_stride: Tuple[int, int] = (1, 2)
-    attention_pools: Tuple[int, int, int] = (2, 1, 1)
-    attention_bottleneck_ratio: float = 0.25
-    attention_spatial_kernel: int = 3
-    attention_channel_reduction: int = 16
+    fusion_dim: Optional[int] = ranged(None, 1)
+    units_per_stage: Tuple[int, int, int, int] = ranged((3, 3, 3, 3), 1)
+    stage_strides: Tuple[int, int, int] = ranged((2, 2, 1), 1)
+    part_pool_stride: Tuple[int, int] = ranged((1, 2), 1)
+    attention_pools: Tuple[int, int, int] = ranged((2, 1, 1), 1)
+    attention_bottleneck_ratio: float = ranged(0.25, 0.0, 1.0, low_open=True)
+    attention_spatial_kernel: int = ranged(3, 1)
+    attention_channel_reduction: int = ranged(16, 1)
     attention_upsample: Literal["bilinear", "nearest"] = "bilinear"
     attention_norm: Literal["standardize", "batch", "none"] = "standardize"
     inter_norm: Literal["none", "l2"] = "l2"
     reduce_bn: bool = True
     reduce_relu: bool = True
     zero_init_residual: bool = False
-    classifier_std: float = 0.001
+    classifier_std: float = ranged(0.001, **POSITIVE)
 
 
 @dataclass
@@ -200,9 +247,9 @@ class ReIDModuleConfig:
     _target_: str = "reid.lit.module.ReIDModule"
     net: NetConfig = field(default_factory=NetConfig)
     regions: Literal["pose", "strips"] = "pose"
-    lambda_intra: float = 0.5
-    label_smoothing: float = 0.0
-    fused_label_smoothing: Optional[float] = None
+    lambda_intra: float = ranged(0.5, 0.0)
+    label_smoothing: float = ranged(0.0, 0.0, 1.0, high_open=True)
+    fused_label_smoothing: Optional[float] = ranged(None, 0.0, 1.0, high_open=True)
     channels_last: bool = True
     pretrained: Optional[str] = None
     compile: bool = False
@@ -226,10 +273,10 @@ class PicturesConfig:
     """``eval.pictures``: the pictures written after validation."""
 
     enabled: bool = True
-    num_queries: int = 8
-    query_rows: Optional[List[int]] = None
-    topk: int = 10
-    num_attention: int = 4
+    num_queries: int = ranged(8, 0)
+    query_rows: Optional[List[int]] = ranged(None, 0)
+    topk: int = ranged(10, 1)
+    num_attention: int = ranged(4, 0)
     seed: int = 0
 
 
@@ -238,19 +285,19 @@ class EvalConfig:
     """``eval``: how query and gallery features are compared and what evaluate.py reports."""
 
     distance: Literal["euclidean", "cosine"] = "euclidean"
-    max_rank: int = 50
-    cuhk03_repeats: int = 10
+    max_rank: int = ranged(50, 1)
+    cuhk03_repeats: int = ranged(10, 1)
     cuhk03_seed: int = 0
     cuhk03_exact: bool = False
-    chunk_size: int = 1024
+    chunk_size: int = ranged(1024, 1)
     device: str = "auto"
     branches: bool = True
     flip: bool = False
     rerank: bool = False
-    rerank_k1: int = 20
-    rerank_k2: int = 6
-    rerank_lambda: float = 0.3
-    rerank_max_images: int = 40000
+    rerank_k1: int = ranged(20, 1)
+    rerank_k2: int = ranged(6, 1)
+    rerank_lambda: float = ranged(0.3, 0.0, 1.0)
+    rerank_max_images: int = ranged(40000, 1)
     save_features: bool = False
     attention_knockout: bool = False
     pictures: PicturesConfig = field(default_factory=PicturesConfig)
@@ -267,20 +314,21 @@ class TrainerConfig:
     default_root_dir: Optional[str] = None
     accelerator: str = "auto"
     devices: Any = 1
-    num_nodes: int = 1
+    num_nodes: int = ranged(1, 1)
     precision: Union[str, int] = "32-true"
-    max_epochs: Optional[int] = 100
-    check_val_every_n_epoch: Optional[int] = 10
-    log_every_n_steps: Optional[int] = 10
+    # -1: no limit (Lightning); 0 would write the metrics of untrained weights as a result
+    max_epochs: Optional[int] = ranged(100, 1, also=(-1,))
+    check_val_every_n_epoch: Optional[int] = ranged(10, 1)
+    log_every_n_steps: Optional[int] = ranged(10, 1)
     deterministic: Union[bool, str, None] = False
     benchmark: Optional[bool] = False
-    num_sanity_val_steps: Optional[int] = 0
+    num_sanity_val_steps: Optional[int] = ranged(0, -1)
     enable_model_summary: Optional[bool] = True
     enable_progress_bar: Optional[bool] = True
-    fast_dev_run: Union[bool, int] = False
-    limit_train_batches: Union[int, float, None] = 1.0
-    limit_val_batches: Union[int, float, None] = 1.0
-    gradient_clip_val: Union[int, float, None] = None
+    fast_dev_run: Union[bool, int] = ranged(False, 0)
+    limit_train_batches: Union[int, float, None] = ranged(1.0, 0.0, low_open=True)
+    limit_val_batches: Union[int, float, None] = ranged(1.0, 0.0)
+    gradient_clip_val: Union[int, float, None] = ranged(None, 0.0)
 
 
 @dataclass
@@ -370,6 +418,7 @@ def validate_config(cfg: DictConfig) -> None:
     """
     findings = _Findings()
     _check(cfg, RunConfig, "", findings, example=None)
+    _check_optimizer(cfg, findings)
     if findings.items:
         raise ConfigError(findings.messages())
 
@@ -528,12 +577,58 @@ def _check_node(value: DictConfig | dict, schema: type, path: str, findings: _Fi
     for key in value:
         key_path = _join(path, key)
         if key in fields:
-            _check(_child(value, key, key_path, findings), hints[key], key_path, findings, _default(fields[key]))
+            item = _child(value, key, key_path, findings)
+            before = len(findings.items)
+            _check(item, hints[key], key_path, findings, _default(fields[key]))
+            valid = fields[key].metadata.get("range")
+            if valid is not None and len(findings.items) == before:
+                _check_range(item, valid, key_path, findings, _default(fields[key]))
         elif key in HYDRA_KEYS:
             continue
         elif extra_keys is not None and key not in extra_keys:
             known = sorted(set(fields) | (extra_keys or set()))
             findings.add(key_path, _unknown_key_problem(key_path, str(key), path, known))
+
+
+def _check_range(value: Any, valid: Range, path: str, findings: _Findings, example: Any) -> None:
+    """Adds a finding when the number ``value`` (or a number in the list ``value``) is outside ``valid``."""
+    items = list(value) if isinstance(value, (ListConfig, list, tuple)) else [value]
+    for item in items:
+        if isinstance(item, (int, float)) and not isinstance(item, bool) and not valid.contains(item):
+            shown = _format_value(OmegaConf.to_container(value) if isinstance(value, ListConfig) else value)
+            fix = f"e.g. {path}={_format(example)}" if example is not None else f"a value {valid.describe()}"
+            bounds = ("in " if valid.low is not None and valid.high is not None else "") + valid.describe()
+            findings.add(path, f"config key '{path}': {shown} is out of range, must be {bounds} (fix: {fix})")
+            return
+
+
+# the options of every optimiser (model.optimizer), whatever its class: numbers, in range
+OPTIMIZER_RANGES = {
+    "lr": Range(0.0, low_open=True),
+    "momentum": Range(0.0, 1.0),
+    "weight_decay": Range(0.0),
+    "dampening": Range(0.0, 1.0),
+    "eps": Range(0.0, low_open=True),
+}
+
+
+def _check_optimizer(cfg: DictConfig, findings: _Findings) -> None:
+    """``model.optimizer``'s numeric options: a number (not ``'abc'``) within :data:`OPTIMIZER_RANGES`."""
+    model = cfg.get("model") if isinstance(cfg, DictConfig) else None
+    optimizer = model.get("optimizer") if isinstance(model, DictConfig) else None
+    if not isinstance(optimizer, DictConfig):
+        return
+    for key, valid in OPTIMIZER_RANGES.items():
+        if key not in optimizer:
+            continue
+        path = f"model.optimizer.{key}"
+        item = _child(optimizer, key, path, findings)
+        if item is _UNRESOLVED or item is None:
+            continue
+        if not _scalar_matches(item, float):
+            findings.add(path, _type_problem(path, item, float, 0.01 if key == "lr" else None))
+        else:
+            _check_range(item, valid, path, findings, 0.01 if key == "lr" else None)
 
 
 def _unknown_key_problem(key_path: str, key: str, parent: str, known: list[str]) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from conftest import CONF_DIR
 from reid.lit.datamodule import ReIDDataModule
 from reid.lit.imagenet import ClassificationModule, ImageNetDataModule
 from reid.lit.module import ReIDModule
+from reid import schema
 from reid.models import AttentionReIDNet
 from reid.schema import (
     ClassificationModuleConfig,
@@ -224,3 +227,85 @@ def test_each_schema_has_exactly_the_constructor_options(schema, target):
 def test_the_classification_module_schema_adds_top_k():
     options = set(inspect.signature(ClassificationModule).parameters)
     assert "top_k" in options and "top_k" in {f.name for f in dataclasses.fields(ClassificationModuleConfig)}
+
+
+# ---------------------------------------------------------------------------- ranges
+
+_RANGED_GROUPS = {
+    "data": schema.ReIDDataConfig, "data.pose": schema.PoseConfig, "data.augment": schema.AugmentConfig,
+    "data.schedule": schema.ScheduleConfig, "model": schema.ReIDModuleConfig, "model.net": schema.NetConfig,
+    "eval": schema.EvalConfig, "eval.pictures": schema.PicturesConfig, "trainer": schema.TrainerConfig,
+}
+
+
+def _out_of_range(valid: schema.Range) -> float:
+    if valid.low is not None:
+        return valid.low - 1 if not valid.low_open else valid.low
+    return valid.high + 1
+
+
+def _list_length(hint) -> int | None:
+    """How many items an option of type ``hint`` holds when it is a list (1 for a list of any length), else None."""
+    for option in typing.get_args(hint) if typing.get_origin(hint) is typing.Union else (hint,):
+        origin, args = typing.get_origin(option), typing.get_args(option)
+        if origin is tuple:
+            return len(args)
+        if origin is list:
+            return 1
+    return None
+
+
+def _ranged_options() -> list[tuple[str, schema.Range, object]]:
+    options = []
+    for group, dataclass_ in _RANGED_GROUPS.items():
+        hints = typing.get_type_hints(dataclass_)
+        for item in dataclasses.fields(dataclass_):
+            valid = item.metadata.get("range")
+            if valid is not None:
+                options.append((f"{group}.{item.name}", valid, _list_length(hints[item.name])))
+    return options
+
+
+def test_every_numeric_option_has_a_range():
+    ranged = {path for path, _, _ in _ranged_options()}
+    numeric = set()
+    for group, dataclass_ in _RANGED_GROUPS.items():
+        hints = typing.get_type_hints(dataclass_)
+        for item in dataclasses.fields(dataclass_):
+            text = str(hints[item.name])
+            if re.search(r"\b(int|float)\b", text) and "seed" not in item.name and item.name != "precision":
+                numeric.add(f"{group}.{item.name}")
+    assert numeric - ranged == set(), "numeric options without a valid range"
+
+
+@pytest.mark.parametrize(("path", "valid", "length"), _ranged_options(), ids=lambda v: v if isinstance(v, str) else "")
+def test_each_numeric_option_out_of_range_is_one_line_naming_key_value_and_range(make_cfg, path, valid, length):
+    bad = _out_of_range(valid)
+    value = f"[{','.join([str(bad)] * length)}]" if length else str(bad)
+    cfg = make_cfg(f"++{path}={value}", tiny=False)  # ++: set it, also where the YAML leaves it to the default
+    with pytest.raises(schema.ConfigError) as error:
+        schema.validate_config(cfg)
+    problems = error.value.problems
+    assert len(problems) == 1 and problems[0].startswith(f"config key '{path}': ")
+    assert "is out of range, must be" in problems[0] and valid.describe() in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.optimizer.lr=abc", "config key 'model.optimizer.lr': expected float, got 'abc'"),
+        ("model.optimizer.lr=0", "config key 'model.optimizer.lr': 0 is out of range, must be > 0"),
+        ("model.optimizer.momentum=1.5", "config key 'model.optimizer.momentum': 1.5 is out of range, must be in [0, 1]"),
+        ("model.optimizer.weight_decay=-1", "config key 'model.optimizer.weight_decay': -1 is out of range"),
+    ],
+)
+def test_optimizer_options_are_numbers_in_range(make_cfg, override, message):
+    with pytest.raises(schema.ConfigError, match=re.escape(message)):
+        schema.validate_config(make_cfg(override, tiny=False))
+
+
+def test_values_at_the_edges_of_their_ranges_are_accepted(make_cfg):
+    schema.validate_config(make_cfg(
+        "data.beta=0", "data.beta=0.5", "trainer.max_epochs=-1", "data.num_workers=0", "data.augment.hflip=1.0",
+        "model.lambda_intra=0", tiny=False,
+    ))
