@@ -351,6 +351,8 @@ class RunConfig:
     seed: Optional[int] = 42
     ckpt_path: Optional[str] = None
     final_validation: bool = True
+    overwrite: bool = False
+    resume_with_changes: bool = False
     expect_pretrained: bool = False
     optimized_metric: Optional[str] = "val/mAP"
     features_path: Optional[str] = None
