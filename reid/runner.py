@@ -7,8 +7,9 @@ import os
 import re
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytorch_lightning as pl
 import torch
@@ -53,6 +54,34 @@ class CheckpointLoadError(RuntimeError):
     """A checkpoint that cannot be loaded safely."""
 
 
+class RunInterrupted(RuntimeError):
+    """The run was terminated (SIGTERM) before it finished; the message says where and how to resume."""
+
+    #: the exit status of a process ended by SIGTERM, as a shell reports it (128 + 15)
+    exit_status = 143
+
+
+class InterruptCheckpoint(pl.Callback):
+    """Writes ``last.ckpt`` when training is terminated (SIGTERM), so that ``ckpt_path=last`` resumes there.
+
+    Lightning stops at the next safe point (after the batch in progress, or at the epoch's
+    end) by raising ``SIGTERMException``; the state there is the one a step checkpoint holds.
+    A termination during validation saves nothing (the state between a batch and the end of
+    validation is not one a run resumes from): the last step or epoch checkpoint stands.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.saved: Path | None = None
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit" and not trainer.validating:
+            trainer.save_checkpoint(self.path)
+            self.saved = self.path
+
+
 def run_cli(function: Any, cfg: DictConfig) -> Any:
     """Runs ``function(cfg)``; bad input exits with status 2 and one ``error: ...`` line on stderr.
 
@@ -60,6 +89,9 @@ def run_cli(function: Any, cfg: DictConfig) -> Any:
     """
     try:
         return function(cfg)
+    except RunInterrupted as err:
+        print(f"error: {_last_line(str(err))}", file=sys.stderr, flush=True)
+        raise SystemExit(RunInterrupted.exit_status) from None
     except user_errors() as err:
         if os.environ.get("REID_DEBUG"):
             raise
@@ -179,6 +211,30 @@ def warn_if_pretraining_missing(cfg: DictConfig) -> bool:
     return True
 
 
+@contextmanager
+def _terminated_as_error(trainer: pl.Trainer, output_dir: Path, stage: str, saver: InterruptCheckpoint) -> Iterator[None]:
+    """Turns Lightning's SIGTERM exit (a ``SystemExit`` with status 0) into :class:`RunInterrupted`, logged."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from reid.lit.resume import find_resume_checkpoint
+
+    try:
+        yield
+    except SIGTERMException:
+        try:
+            checkpoint = saver.saved or find_resume_checkpoint(output_dir)
+        except FileNotFoundError:
+            checkpoint = None
+        where = f"at epoch {trainer.current_epoch}, step {trainer.global_step}"
+        resume = (
+            f"the last checkpoint is {checkpoint}: resume with `python train.py <same overrides> "
+            f"hydra.run.dir={output_dir} ckpt_path=last`" if checkpoint else "no checkpoint was written yet"
+        )
+        message = f"terminated by SIGTERM during {stage} {where}; {resume}"
+        log.error(message)
+        raise RunInterrupted(message) from None
+
+
 def _limit_validation(cfg: DictConfig, datamodule: Any) -> dict[str, Any] | None:
     """Applies the trainer's validation limit as a consistent query/gallery subset (see ``limit_eval``).
 
@@ -228,7 +284,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
     from reid.launch import multirun_group, prepare_ddp_children, rank_summary
-    from reid.lit.resume import AtomicCheckpointIO, RandomStateCheckpoint, add_wandb_resume, resolve_ckpt_path
+    from reid.lit.resume import (
+        CHECKPOINT_DIR,
+        AtomicCheckpointIO,
+        RandomStateCheckpoint,
+        add_wandb_resume,
+        resolve_ckpt_path,
+    )
     from reid.schema import validate_config
 
     validate_config(cfg)
@@ -259,7 +321,8 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
     model = build_model(cfg, datamodule.num_classes, datamodule.dataset.protocol)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     callbacks = _instantiate_group(cfg.get("callbacks"))
-    callbacks += [StoreConfigInCheckpoint(resolved), RandomStateCheckpoint()]
+    interrupt_checkpoint = InterruptCheckpoint(output_dir / CHECKPOINT_DIR / "last.ckpt")
+    callbacks += [StoreConfigInCheckpoint(resolved), RandomStateCheckpoint(), interrupt_checkpoint]
     if not cfg.trainer.get("enable_progress_bar", True):
         # `trainer.enable_progress_bar=false` alone should be enough to silence the bar
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
@@ -275,13 +338,15 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
     for logger in loggers:
         logger.log_hyperparams(resolved)
 
-    trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+    with _terminated_as_error(trainer, output_dir, "training", interrupt_checkpoint):
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
 
     metrics: dict[str, Any] = {}
     if cfg.get("final_validation", True) and trainer.limit_val_batches == 0:
         log.info("trainer.limit_val_batches=0: no validation, so no final metrics and no metrics.json")
     elif cfg.get("final_validation", True):
-        results = trainer.validate(model=model, datamodule=datamodule, verbose=False)
+        with _terminated_as_error(trainer, output_dir, "the final validation", interrupt_checkpoint):
+            results = trainer.validate(model=model, datamodule=datamodule, verbose=False)
         metrics = metrics_from(results[0] if results else {})
         health = getattr(model, "last_attention_health", None)
         if health:

@@ -70,19 +70,24 @@ class KillAt(pl.Callback):
     """SIGKILLs its own process at a chosen point: a crash that nothing can clean up after.
 
     Args:
-        point: ``train`` (before the batch of global step ``step`` is trained) or ``validation``
-            (at the first validation batch of epoch ``epoch``).
+        point: ``train`` (before the batch of global step ``step`` is trained), ``validation``
+            (at the first validation batch of epoch ``epoch`` during training) or
+            ``final_validation`` (at the first batch of the validation after training).
         step, epoch: where, for the point chosen.
+        signal_name: ``KILL`` or ``TERM`` (what a scheduler sends first).
     """
 
-    def __init__(self, point: str, step: int = -1, epoch: int = -1) -> None:
-        if point not in ("train", "validation"):
-            raise ValueError(f"point must be train or validation, got {point!r}")
+    def __init__(self, point: str, step: int = -1, epoch: int = -1, signal_name: str = "KILL") -> None:
+        if point not in ("train", "validation", "final_validation"):
+            raise ValueError(f"point must be train, validation or final_validation, got {point!r}")
         self.point, self.step, self.epoch = point, int(step), int(epoch)
+        self.signal = getattr(signal, f"SIG{signal_name}")
+        self.sent = False
 
-    @staticmethod
-    def _kill() -> None:
-        os.kill(os.getpid(), signal.SIGKILL)
+    def _kill(self) -> None:
+        if not self.sent:  # SIGTERM lets the process go on to a safe point: send it once
+            self.sent = True
+            os.kill(os.getpid(), self.signal)
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -93,5 +98,10 @@ class KillAt(pl.Callback):
     def on_validation_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if self.point == "validation" and trainer.current_epoch == self.epoch and not trainer.sanity_checking:
+        if trainer.sanity_checking:
+            return
+        fitting = trainer.state.fn == "fit"
+        if self.point == "validation" and fitting and trainer.current_epoch == self.epoch:
+            self._kill()
+        elif self.point == "final_validation" and not fitting:
             self._kill()

@@ -161,6 +161,8 @@ def uninterrupted_run(tmp_path_factory, data_dir) -> Path:
 
 
 # (kill point, where last.ckpt then stands: global step, the epoch it belongs to, batches done in it)
+# SIGKILL ends the process at once; SIGTERM (what schedulers send first) lets it finish the batch,
+# save last.ckpt there and exit with status 143
 KILL_POINTS = {
     # just after the epoch-end checkpoint of epoch 0 (step 4's checkpoint came before it)
     "after_epoch_end_checkpoint": (["+callbacks.kill.point=train", "+callbacks.kill.step=6"], 6, 0, 6),
@@ -168,6 +170,12 @@ KILL_POINTS = {
     "between_step_checkpoints": (["+callbacks.kill.point=train", "+callbacks.kill.step=10"], 8, 1, 2),
     # in epoch 1's validation: after the step checkpoint of the epoch's last batch, before the epoch-end one
     "during_validation": (["+callbacks.kill.point=validation", "+callbacks.kill.epoch=1"], 12, 1, 6),
+    # SIGTERM before step 9's batch: that batch is trained, then last.ckpt is written and the run stops
+    "sigterm_mid_epoch": (["+callbacks.kill.point=train", "+callbacks.kill.step=8", "+callbacks.kill.signal_name=TERM"],
+                          9, 1, 3),
+    # SIGTERM during the validation after training: last.ckpt is the end of training, no metrics.json
+    "sigterm_final_validation": (["+callbacks.kill.point=final_validation", "+callbacks.kill.signal_name=TERM"],
+                                 18, 2, 6),
 }
 
 
@@ -183,7 +191,12 @@ def test_sigkilled_run_resumed_with_ckpt_path_last_ends_like_an_uninterrupted_ru
                        *kill),
         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300,
     )
-    assert victim.returncode == -signal.SIGKILL, victim.stderr[-3000:]
+    if "sigterm" in point:
+        assert victim.returncode == 143, victim.stderr[-3000:]
+        assert victim.stderr.strip().splitlines()[-1].startswith("error: terminated by SIGTERM during "), victim.stderr
+        assert "terminated by SIGTERM" in (killed_dir / "train.log").read_text()
+    else:
+        assert victim.returncode == -signal.SIGKILL, victim.stderr[-3000:]
     saved = torch.load(killed_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == step, "the kill did not land where the test means it to"
     position = saved["ReIDDataModule"]["train_loader"]
