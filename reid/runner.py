@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -413,6 +413,54 @@ def _use_stored_model_config(cfg: DictConfig, checkpoint: dict[str, Any]) -> Non
         log.info("using the model config stored in %s", cfg.ckpt_path)
 
 
+# what the network saw in training: evaluate.py takes them from the checkpoint unless given explicitly
+INPUT_KEYS = (
+    "whole_size", "part_size", "beta", "augment.normalize", "augment.mean", "augment.scale",
+    "pose.min_conf", "pose.min_joints", "pose.max_outside", "strips.layout",
+)
+
+
+def _explicit_overrides() -> set[str]:
+    """The keys set on the command line of this Hydra run (an empty set outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return set()
+    keys = set()
+    for override in HydraConfig.get().overrides.task:
+        key = override.split("=", 1)[0].lstrip("+~")
+        keys.add(key)
+    return keys
+
+
+def use_stored_input_config(cfg: DictConfig, checkpoint: dict[str, Any], explicit: set[str] | None = None) -> list[str]:
+    """Takes the ``data`` settings that define the network's input (:data:`INPUT_KEYS`) from the checkpoint.
+
+    A key given explicitly (``explicit``, default: this run's command line) wins, with a logged
+    notice that it differs from training. Returns the notices (one per differing key).
+    """
+    stored = (checkpoint.get(CONFIG_KEY) or {}).get("data")
+    if not stored:
+        return []
+    explicit = _explicit_overrides() if explicit is None else explicit
+    stored_cfg = OmegaConf.create(stored)
+    notices = []
+    for key in INPUT_KEYS:
+        trained = OmegaConf.select(stored_cfg, key, default=None)
+        current = OmegaConf.select(cfg.data, key, default=None)
+        if trained is None or trained == current:
+            continue
+        shown_trained = OmegaConf.to_container(trained) if isinstance(trained, (DictConfig, ListConfig)) else trained
+        if f"data.{key}" in explicit:
+            notices.append(f"data.{key}={current} as given, but the checkpoint was trained with {shown_trained}")
+            log.warning("evaluating with data.%s=%s as given; the checkpoint was trained with %s", key, current, shown_trained)
+            continue
+        with open_dict(cfg):
+            OmegaConf.update(cfg.data, key, trained, merge=False)
+        log.info("data.%s=%s from the checkpoint (this config had %s)", key, shown_trained, current)
+    return notices
+
+
 def _model_from_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any], protocol: str) -> Any:
     num_classes = int(checkpoint["hyper_parameters"]["num_classes"])
     model = build_model(cfg, num_classes, protocol)
@@ -459,6 +507,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     e = cfg.eval
     attention: dict[str, Any] = {}
     knockout: dict[str, dict[str, float]] = {}
+    input_notices: list[str] = []
     output_dir = Path(cfg.paths.output_dir)
     module = datamodule = None
     if cfg.get("features_path"):
@@ -470,6 +519,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                                     "or features_path=<features.pt>")
         checkpoint = load_checkpoint(cfg.ckpt_path)
         _use_stored_model_config(cfg, checkpoint)  # before the data: data.regions follows model.regions
+        input_notices = use_stored_input_config(cfg, checkpoint)
         datamodule = build_datamodule(cfg)
         module = _model_from_checkpoint(cfg, checkpoint, datamodule.dataset.protocol)
         eval_set = datamodule.eval_set
@@ -500,6 +550,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics["branches"] = {row: plain_metrics(r) for row, r in results.items() if row != "all_rerank"}
     if "all_rerank" in results:
         metrics["rerank"] = plain_metrics(results["all_rerank"])
+    if input_notices:
+        metrics["input_differs_from_training"] = input_notices
     if knockout:
         attention["knockout"] = knockout
     if attention:

@@ -61,6 +61,7 @@ def test_train_then_evaluate_reproduces_final_metrics(tmp_path, data_dir):
         "train.py",
         *common,
         "model=baseline",
+        "data.beta=0.2",
         "trainer.max_epochs=2",
         "trainer.check_val_every_n_epoch=1",
         "callbacks=default",
@@ -74,10 +75,13 @@ def test_train_then_evaluate_reproduces_final_metrics(tmp_path, data_dir):
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file()
 
+    # the input sizes and beta are not repeated: they come from the checkpoint
+    eval_common = [o for o in common if not o.startswith(("model.", "trainer.enable_model_summary", "data.whole_size",
+                                                           "data.part_size"))]
     eval_dir = tmp_path / "eval"
     eval_run = _run(
         "evaluate.py",
-        *[o for o in common if not o.startswith(("model.", "trainer.enable_model_summary"))],
+        *eval_common,
         f"ckpt_path={checkpoint}",
         f"paths.data_dir={data_dir}",
         f"hydra.run.dir={eval_dir}",
@@ -87,6 +91,16 @@ def test_train_then_evaluate_reproduces_final_metrics(tmp_path, data_dir):
     for key in ("rank1", "rank5", "rank10", "rank20", "mAP"):
         assert scored[key] == pytest.approx(trained[key], abs=1e-6), key
     assert "R1" in eval_run.stdout and "mAP" in eval_run.stdout
+    assert "data.beta=0.2 from the checkpoint" in (eval_dir / "evaluate.log").read_text()
+    assert "input_differs_from_training" not in scored
+
+    # an explicit setting wins, with a notice in the log and in metrics.json
+    other_dir = tmp_path / "eval_other_beta"
+    other = _run("evaluate.py", *eval_common, "data.beta=0.1", f"ckpt_path={checkpoint}", f"paths.data_dir={data_dir}",
+                 f"hydra.run.dir={other_dir}")
+    assert other.returncode == 0, other.stderr[-3000:]
+    notices = json.loads((other_dir / "metrics.json").read_text())["input_differs_from_training"]
+    assert notices == ["data.beta=0.1 as given, but the checkpoint was trained with 0.2"]
 
 
 def test_unknown_config_key_fails_with_hydras_error(tmp_path):
