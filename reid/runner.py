@@ -28,6 +28,8 @@ CONFIG_KEY = "reid_config"
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input (data, keypoints, checkpoint): reported in one line, no traceback."""
     from reid.data.datasets import DatasetNotFoundError
+    from reid.data.datasets.common import DatasetFormatError
+    from reid.lit.resume import CheckpointCorruptError
     from reid.data.io import CorruptImageError
     from reid.evaluation import RerankTooLargeError
     from reid.lit.callbacks import NonFiniteLossError
@@ -39,6 +41,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (
         MisconfigurationException,  # Lightning's word on a trainer setting that cannot work
         DatasetNotFoundError,
+        DatasetFormatError,
+        CheckpointCorruptError,
         CorruptImageError,
         KeypointFormatError,
         PretrainedWeightsError,
@@ -87,8 +91,15 @@ def run_cli(function: Any, cfg: DictConfig) -> Any:
 
     Set ``REID_DEBUG=1`` to get the full traceback instead.
     """
+    from hydra.errors import InstantiationException
+
     try:
-        return function(cfg)
+        try:
+            return function(cfg)
+        except InstantiationException as err:
+            # Hydra wraps what a constructor raised ("Error in call to target ..."): the cause is the message
+            cause = err.__cause__
+            raise (cause if isinstance(cause, user_errors()) else err) from None
     except RunInterrupted as err:
         print(f"error: {_last_line(str(err))}", file=sys.stderr, flush=True)
         raise SystemExit(RunInterrupted.exit_status) from None

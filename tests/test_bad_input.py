@@ -312,3 +312,47 @@ def test_a_pose_entirely_off_the_image_falls_back_to_strips(custom_set):
     dm.setup("fit")
     assert dm.region_counts["train"]["outside_joints"] == 18 and dm.region_counts["train"]["strips"] == 1
     np.testing.assert_allclose(dm.train_set.boxes[_train_index(dm)][0], [0, 0, IMAGE_W, IMAGE_H])
+
+
+# ---------------------------------------------------------------------------- one line through train.py
+
+
+def _one_error_line(cfg, capsys) -> str:
+    from reid import runner
+
+    with pytest.raises(SystemExit) as exit_info:
+        runner.run_cli(runner.train, cfg)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    return err
+
+
+def _market_cfg(make_cfg, root: Path, *extra: str):
+    return make_cfg("data=market", f"data.root={root}", "data.pose.source=strips", "data.num_workers=0",
+                    "data.whole_size=[64,32]", "data.part_size=[16,32]", "model=baseline", "model.net.width=0.25",
+                    "logger=none", "callbacks=none", "trainer.max_epochs=1", *extra, tiny=False)
+
+
+def test_a_file_off_the_naming_pattern_is_one_line_naming_it(make_cfg, tmp_path, capsys):
+    from fixtures import DEFAULT_MARKET_SPLITS, write_market_tree
+
+    splits = {**DEFAULT_MARKET_SPLITS, "train": [*DEFAULT_MARKET_SPLITS["train"], "IMG_0001.jpg"]}
+    write_market_tree(tmp_path, splits)
+    err = _one_error_line(_market_cfg(make_cfg, tmp_path), capsys)
+    assert "IMG_0001.jpg: file name does not start with '<pid>_c<camera>'" in err and "rename or remove" in err
+
+
+def test_a_gallery_that_matches_no_query_is_found_at_setup(make_cfg, tmp_path, capsys):
+    from fixtures import DEFAULT_MARKET_SPLITS, write_market_tree
+
+    # identity 2 is in both, but only ever seen by camera 2: nothing to score under the protocol
+    splits = {**DEFAULT_MARKET_SPLITS, "query": [(2, 2), (5, 1)], "gallery": [(2, 2), (7, 1), (-1, 3)]}
+    write_market_tree(tmp_path, splits)
+    err = _one_error_line(_market_cfg(make_cfg, tmp_path), capsys)
+    assert "none of the 2 query images has a match in the gallery" in err and "1 identities shared" in err
+
+
+def test_an_identity_sampler_that_cannot_fill_a_batch_is_one_line(make_cfg, capsys):
+    err = _one_error_line(make_cfg("data.sampler=identity", "data.batch_size=6", "data.num_instances=4"), capsys)
+    assert err.startswith("error: data.batch_size=6 must be a multiple of data.num_instances=4")

@@ -23,6 +23,7 @@ from reid.data.samplers import SAMPLERS, RandomIdentitySampler, ResumableDataLoa
 from reid.data.transforms import SampleTransform
 from reid.pose import KeypointFormatError, build_keypoint_source, regions_for_images, strip_regions
 from reid.pose.regions import DEFAULT_MAX_OUTSIDE
+from reid.schema import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +134,12 @@ class CropLoadersMixin:
     def _set_sampler_options(self, sampler: str, num_instances: int, sampler_seed: int | None) -> None:
         """Checks and keeps the training sampler options (call after ``batch_size`` is set)."""
         if sampler not in SAMPLERS:
-            raise ValueError(f"data.sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+            raise ConfigError([f"data.sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}"])
         if sampler == "identity" and (int(num_instances) < 1 or self.batch_size % int(num_instances)):
-            raise ValueError(
+            raise ConfigError([
                 f"data.batch_size={self.batch_size} must be a multiple of data.num_instances={num_instances} "
                 "with data.sampler=identity (a batch is P identities x K images)"
-            )
+            ])
         self.sampler_name = sampler
         self.num_instances = int(num_instances)
         self.sampler_seed = None if sampler_seed is None else int(sampler_seed)
@@ -278,14 +279,14 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if regions not in ("pose", "strips"):
-            raise ValueError(f"data.regions must be 'pose' or 'strips', got {regions!r}")
+            raise ConfigError([f"data.regions must be 'pose' or 'strips', got {regions!r}"])
         if on_bad_sample not in ("error", "skip"):
-            raise ValueError(f"data.on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
+            raise ConfigError([f"data.on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}"])
         if verify_images not in VERIFY_MODES:
-            raise ValueError(f"data.verify_images must be one of {', '.join(VERIFY_MODES)}, got {verify_images!r}")
+            raise ConfigError([f"data.verify_images must be one of {', '.join(VERIFY_MODES)}, got {verify_images!r}"])
         unknown_pose_keys = sorted(set(pose or {}) - set(POSE_KEYS))
         if unknown_pose_keys:
-            raise ValueError(f"unknown data.pose keys {unknown_pose_keys}; known: {', '.join(POSE_KEYS)}")
+            raise ConfigError([f"unknown data.pose keys {unknown_pose_keys}; known: {', '.join(POSE_KEYS)}"])
         self.name = name
         self.root = Path(root)
         self.options = dict(options or {})
@@ -354,6 +355,7 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
             is_query=[True] * len(query_recs) + [False] * len(gallery_recs),
             indices=list(range(len(query_recs))) + list(range(len(gallery_recs))),
         )
+        _check_scorable(dataset, query_recs, gallery_recs)
 
     def _keypoint_source(self, dataset: ReIDDataset) -> Any:
         if self.regions == "strips" or self.pose["source"] == "strips":
@@ -563,6 +565,27 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
             self.setup("fit")
         assert self.dataset is not None
         return self.dataset.num_train_pids
+
+def _check_scorable(dataset: ReIDDataset, query: Sequence[Record], gallery: Sequence[Record]) -> None:
+    """Stops at set-up, not after training, when no query has a true match (same identity, another camera)."""
+    if not query:
+        return  # an empty query set is reported by the evaluation itself
+    cameras_of: dict[int, set[int]] = {}
+    for record in gallery:
+        cameras_of.setdefault(record.pid, set()).add(record.camid)
+    matched = sum(1 for q in query if cameras_of.get(q.pid, set()) - {q.camid})
+    if matched == 0:
+        from reid.data.datasets.common import DatasetFormatError
+
+        shared = len({q.pid for q in query} & set(cameras_of))
+        raise DatasetFormatError(
+            f"data set '{dataset.name}' at {dataset.root}: none of the {len(query)} query images has a match in the "
+            f"gallery ({len(gallery)} images; {shared} identities shared, none seen by another camera), so nothing "
+            "can be scored; check that query and gallery come from the same test set"
+        )
+    if matched < len(query):
+        log.info("%d of %d query images have a match in the gallery (the others are not scored)", matched, len(query))
+
 
 def _relabel(records: Sequence[Record]) -> list[Record]:
     """Relabels training pids to 0..q-1 again after samples were skipped."""
