@@ -332,6 +332,10 @@ def test_a_checkpoint_corrupted_inside_is_refused_and_resume_falls_back_to_the_p
     # resume takes the checkpoint that last.ckpt replaced
     assert find_resume_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.prev.ckpt"
     assert runner.load_checkpoint(tmp_path)["global_step"] == 1  # a run folder works as ckpt_path too
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(target.read_bytes()[:5000])
+    with pytest.raises(runner.CheckpointLoadError, match=r"truncated.ckpt is truncated or not a zip archive"):
+        runner.load_checkpoint(truncated)  # named as truncated, not as untrusted
     _flip_bytes_mid_file(tmp_path / "checkpoints" / "last.prev.ckpt")
     with pytest.raises(CheckpointCorruptError, match=r"last.ckpt is corrupt \(CRC .*; last.prev.ckpt is corrupt \(CRC"):
         resolve_ckpt_path("last", tmp_path)
