@@ -1,18 +1,6 @@
-"""Score a checkpoint: `python evaluate.py ckpt_path=PATH [data=...]` prints R1/R5/R10/R20/mAP, writes metrics.json."""
+"""Score a checkpoint: `python evaluate.py ckpt_path=PATH [data=...]` (= `reid-evaluate`); writes metrics.json."""
 
-from __future__ import annotations
-
-import hydra
-from omegaconf import DictConfig
-
-from reid.runner import evaluate, run_cli
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point."""
-    run_cli(evaluate, cfg)
-
+from reid.cli import evaluate_main
 
 if __name__ == "__main__":
-    main()
+    evaluate_main()

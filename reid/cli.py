@@ -1,13 +1,16 @@
-"""Helpers for the `python -m reid.<tool>` commands: compose conf/train.yaml outside hydra.main."""
+"""Entry points: `reid-train`/`reid-evaluate` (Hydra apps over the packaged configs) and the tools' shared compose."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
+import hydra
 from omegaconf import DictConfig
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# the configs travel inside the package (package data), so an installed `reid` has them;
+# the repository's top-level `conf` is a link to this folder
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 def compose_config(overrides: Sequence[str], config_name: str = "train") -> DictConfig:
@@ -25,3 +28,32 @@ def compose_config(overrides: Sequence[str], config_name: str = "train") -> Dict
         cfg.paths.root_dir = str(Path.cwd())
         cfg.paths.output_dir = str(Path.cwd())
     return cfg
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def _train(cfg: DictConfig) -> float | None:
+    from reid.runner import run_cli, train
+
+    metrics = run_cli(train, cfg)
+    key = str(cfg.get("optimized_metric") or "val/mAP").split("/")[-1]
+    return metrics.get(key)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def _evaluate(cfg: DictConfig) -> None:
+    from reid.runner import evaluate, run_cli
+
+    run_cli(evaluate, cfg)
+
+
+def train_main() -> None:
+    """``reid-train`` / ``python train.py``: train a model; returns the optimised metric to sweepers."""
+    from reid.runner import configure_wandb_env
+
+    configure_wandb_env()
+    _train()
+
+
+def evaluate_main() -> None:
+    """``reid-evaluate`` / ``python evaluate.py``: score a checkpoint or saved features."""
+    _evaluate()

@@ -98,7 +98,7 @@ def _loader_rates(workers: Sequence[int], smoke: bool, data_dir: Path, batches: 
     for count in workers:
         overrides = [f"paths.data_dir={data_dir}", f"data.num_workers={count}", "data.whole_size=[384,192]",
                      "data.part_size=[96,192]", "logger=none", "callbacks=none"]
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(ROOT / "reid" / "conf"), version_base="1.3"):
             cfg = compose("train", overrides=overrides + (SMOKE_OVERRIDES if smoke else []))
         datamodule = build_datamodule(cfg)
         loader = datamodule.train_dataloader()
