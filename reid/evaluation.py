@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from reid.errors import ReidError
 from reid.files import atomic_write
 from reid.metrics import evaluate_features, evaluate_rank, pairwise_distance, re_ranking
 
@@ -32,7 +33,7 @@ METRIC_NAMES = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
 FEATURES_FORMAT = "reid-features-v1"
 
 
-class RerankTooLargeError(MemoryError):
+class RerankTooLargeError(ReidError, MemoryError):
     """Re-ranking a set whose (Q+G)^2 distance matrices would not fit the configured bound."""
 
 

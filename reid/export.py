@@ -70,6 +70,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from reid.errors import ReidError
 from reid.files import atomic_write_json
 
 FORMATS = ("onnx",)
@@ -87,7 +88,7 @@ REGIONS_NOTE = (
 )
 
 
-class ExportError(RuntimeError):
+class ExportError(ReidError, RuntimeError):
     """Bad export options or a checkpoint that cannot be exported (reported in one line)."""
 
 

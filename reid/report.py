@@ -33,6 +33,7 @@ import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image
 
+from reid.errors import ReidError
 from reid.files import atomic_save_image, atomic_write_text
 from reid.viz.curves import line_plot_picture
 
@@ -56,7 +57,7 @@ SWEEP_COMMAND = ("python train.py -m model=baseline,aligned,intra,inter,intra_in
                  "(or model.lambda_intra=0,0.1,0.5 / data.beta=0,0.0625,0.125)")
 
 
-class ReportError(Exception):
+class ReportError(ReidError):
     """A problem with the folders given to the report (missing, no runs, unreadable metrics)."""
 
 

@@ -37,6 +37,8 @@ except ImportError:  # pragma: no cover - Windows
 
 from hydra.experimental.callback import Callback
 
+from reid.errors import ReidError
+
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
@@ -53,7 +55,7 @@ RESUME_KEYS = ("ckpt_path", "resume_with_changes", "overwrite", "paths", "hydra"
 _held_locks: dict[str, Any] = {}
 
 
-class RunFolderError(RuntimeError):
+class RunFolderError(ReidError, RuntimeError):
     """The run folder cannot be used for this run (in use, finished, or resumed with another config)."""
 
 

@@ -16,6 +16,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from reid.errors import ReidError
+
 log = logging.getLogger(__name__)
 
 # Lightning 2.6 trips over torch 2.13's pytree deprecation on every run; it is not ours to fix.
@@ -26,35 +28,17 @@ CONFIG_KEY = "reid_config"
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input (data, keypoints, checkpoint): reported in one line, no traceback."""
-    from reid.data.datasets import DatasetNotFoundError
-    from reid.data.datasets.common import DatasetFormatError
-    from reid.lit.resume import CheckpointCorruptError
-    from reid.data.io import CorruptImageError
-    from reid.evaluation import RerankTooLargeError
-    from reid.lit.callbacks import NonFiniteLossError
-    from reid.schema import ConfigError
-    from reid.models.pretrained import PretrainedWeightsError
-    from reid.pose.readers import KeypointFormatError
+    """Exceptions that mean bad input or a setting that cannot work: reported in one line, no traceback.
+
+    The project's own derive from :class:`reid.errors.ReidError`; Lightning says
+    ``MisconfigurationException`` of a trainer setting, and a missing file is a missing file.
+    """
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
-    return (
-        MisconfigurationException,  # Lightning's word on a trainer setting that cannot work
-        DatasetNotFoundError,
-        DatasetFormatError,
-        CheckpointCorruptError,
-        CorruptImageError,
-        KeypointFormatError,
-        PretrainedWeightsError,
-        FileNotFoundError,
-        CheckpointLoadError,
-        RerankTooLargeError,
-        ConfigError,
-        NonFiniteLossError,
-    )
+    return (ReidError, MisconfigurationException, FileNotFoundError)
 
 
-class CheckpointLoadError(RuntimeError):
+class CheckpointLoadError(ReidError, RuntimeError):
     """A checkpoint that cannot be loaded safely."""
 
 
@@ -510,7 +494,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     into the run directory, and prints the table.
     """
     from reid.eval_report import write_evaluation_outputs
-    from reid.evaluation import FeatureSet, extract_features, plain_metrics, rerank_scores, results_table, score_features
+    from reid.evaluation import (
+        FeatureSet,
+        extract_features,
+        plain_metrics,
+        rerank_scores,
+        results_table,
+        score_features,
+    )
     from reid.metrics.attention_health import AttentionHealth, health_summary
     from reid.schema import validate_config
 

@@ -36,6 +36,8 @@ from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from reid.errors import ReidError
+
 # Hydra's instantiation keys, allowed in every node that has a _target_.
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
 MAX_LISTED_KEYS = 12
@@ -87,7 +89,7 @@ PROBABILITY = {"low": 0.0, "high": 1.0}
 POSITIVE = {"low": 0.0, "low_open": True}
 
 
-class ConfigError(ValueError):
+class ConfigError(ReidError, ValueError):
     """A composed config with an unknown key or a value of the wrong type; the message names the key and a fix.
 
     Attributes:

@@ -11,13 +11,15 @@ import logging
 import os
 from pathlib import Path
 
+from reid.errors import ReidError
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 SPLITS = ("train", "val")
 
 
-class ImageNetLayoutError(FileNotFoundError):
+class ImageNetLayoutError(ReidError, FileNotFoundError):
     """An ImageNet folder that does not have the ``train/<wnid>/``, ``val/<wnid>/`` layout."""
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from reid.errors import ReidError
+
 BAD_IMAGE_FIX = "re-extract or delete it, or set data.on_bad_sample=skip"
 
 #: How thoroughly a data module checks its images at set-up (``data.verify_images``): ``decode``
@@ -19,7 +21,7 @@ VERIFY_MODES = ("decode", "header")
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 
 
-class CorruptImageError(ValueError):
+class CorruptImageError(ReidError, ValueError):
     """An image file that is empty, truncated, undecodable or in an unsupported pixel format."""
 
 

@@ -9,6 +9,8 @@ from typing import Any, NamedTuple
 import pytorch_lightning as pl
 import torch
 
+from reid.errors import ReidError
+
 log = logging.getLogger(__name__)
 
 GUARD_ACTIONS = ("stop", "skip")
@@ -16,7 +18,7 @@ GUARD_ACTIONS = ("stop", "skip")
 MAX_NAMED_SAMPLES = 32
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(ReidError, RuntimeError):
     """Training produced a NaN or infinite loss or gradient; raised before the weights were updated."""
 
 

@@ -32,6 +32,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 
+from reid.errors import ReidError
 from reid.files import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ def find_resume_checkpoint(run_dir: str | Path) -> Path | None:
     return None
 
 
-class CheckpointCorruptError(FileNotFoundError):
+class CheckpointCorruptError(ReidError, FileNotFoundError):
     """A run folder's checkpoints are all truncated or corrupt (a FileNotFoundError: nothing usable found)."""
 
 

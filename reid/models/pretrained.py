@@ -9,14 +9,19 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from reid.models.network import is_classifier_parameter, part_state_dict_to_grouped, part_state_dict_to_separate
+from reid.errors import ReidError
+from reid.models.network import (
+    is_classifier_parameter,
+    part_state_dict_to_grouped,
+    part_state_dict_to_separate,
+)
 
 log = logging.getLogger(__name__)
 
 LIGHTNING_PREFIX = "net."
 
 
-class PretrainedWeightsError(ValueError):
+class PretrainedWeightsError(ReidError, ValueError):
     """A pre-trained weights file that cannot be read or does not fit the network."""
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from reid.errors import ReidError
+
 logger = logging.getLogger(__name__)
 
 NUM_JOINTS = 18
@@ -71,7 +73,7 @@ DEFAULT_MIN_CONF = 0.1
 KEYPOINT_SOURCES = ("openpose_json", "pose_transfer_csv", "strips")
 
 
-class KeypointFormatError(ValueError):
+class KeypointFormatError(ReidError, ValueError):
     """A keypoint file that cannot be read as 18 OpenPose COCO-18 joints."""
 
 

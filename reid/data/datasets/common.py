@@ -8,6 +8,7 @@ from typing import Iterable, Mapping, Sequence
 
 from reid.data.datasets.registry import not_found
 from reid.data.records import Record, ReIDDataset
+from reid.errors import ReidError
 
 log = logging.getLogger(__name__)
 
@@ -15,7 +16,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 """File suffixes (lower-cased) read as images; anything else in an image folder is ignored and counted."""
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(ReidError, ValueError):
     """A data set file or file name that does not follow the data set's format (the message names it)."""
 
 

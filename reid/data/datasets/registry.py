@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from reid.data.records import ReIDDataset
+from reid.errors import ReidError
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ _LOADERS: dict[str, Loader] = {}
 SYNTHETIC_HINT = "or run with data=synthetic, the generated zero-download data set"
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(ReidError, FileNotFoundError):
     """A data set's files are missing or incomplete; the message says where we looked and how to get them."""
 
 
