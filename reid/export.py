@@ -245,7 +245,7 @@ def load_network(ckpt_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from reid.runner import CONFIG_KEY, load_checkpoint
+    from reid.checkpoints import CONFIG_KEY, load_checkpoint
 
     checkpoint = load_checkpoint(ckpt_path)
     config = checkpoint.get(CONFIG_KEY) if isinstance(checkpoint, dict) else None

@@ -16,6 +16,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from reid.checkpoints import CONFIG_KEY, CheckpointLoadError, load_checkpoint  # noqa: F401 - part of the runner API
 from reid.errors import ReidError
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,6 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "top1", "top5")
-CONFIG_KEY = "reid_config"
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -36,10 +36,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
     return (ReidError, MisconfigurationException, FileNotFoundError)
-
-
-class CheckpointLoadError(ReidError, RuntimeError):
-    """A checkpoint that cannot be loaded safely."""
 
 
 class RunInterrupted(RuntimeError):
@@ -355,38 +351,6 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
         if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
             logger.experiment.finish()
     return metrics
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Loads a checkpoint safely (``weights_only=True``): one that needs arbitrary code is refused.
-
-    ``path`` is a checkpoint file or a run folder (its newest intact checkpoint). The archive's
-    CRCs are checked first: a truncated or corrupt file is named as such.
-    """
-    from reid.lit.resume import checkpoint_problem, find_resume_checkpoint
-
-    path = Path(path)
-    if path.is_dir():
-        found = find_resume_checkpoint(path)
-        if found is None:
-            raise FileNotFoundError(f"no checkpoint in the run folder {path} (looked in {path / 'checkpoints'})")
-        log.info("using %s (the newest intact checkpoint of %s)", found, path)
-        path = found
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path} (pass ckpt_path=<run dir>/checkpoints/last.ckpt)")
-    problem = checkpoint_problem(path)
-    if problem is not None:
-        raise CheckpointLoadError(
-            f"checkpoint {path} is {problem}: it cannot be used; take another one (its run folder's "
-            "last.prev.ckpt or best_*.ckpt) or train again"
-        )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError or RuntimeError depending on the payload
-        raise CheckpointLoadError(
-            f"refusing to load {path}: it is not a plain weights checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}); only load checkpoints you trust, re-saved as weights"
-        ) from None
 
 
 def _eval_device(cfg: DictConfig) -> torch.device:

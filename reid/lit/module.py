@@ -104,7 +104,7 @@ class ReIDModule(pl.LightningModule):
         from hydra.utils import instantiate
         from omegaconf import OmegaConf
 
-        from reid.runner import CONFIG_KEY, CheckpointLoadError, load_checkpoint
+        from reid.checkpoints import CONFIG_KEY, CheckpointLoadError, load_checkpoint
 
         if hparams_file is not None:
             raise ValueError("hparams_file is not supported: the model config stored in the checkpoint builds the module")

@@ -22,7 +22,6 @@ import os
 import random
 import secrets
 import string
-import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,15 +31,20 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 
-from reid.errors import ReidError
+from reid.checkpoints import (  # noqa: F401 - re-exported: where resume code looked for them
+    CHECKPOINT_DIR,
+    PREVIOUS_SUFFIX,
+    RESUME_PATTERN,
+    CheckpointCorruptError,
+    checkpoint_problem,
+    find_resume_checkpoint,
+    is_complete_checkpoint,
+    load_checkpoint,
+)
 from reid.files import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
-# last.ckpt, the last.prev.ckpt it replaced (and last-v1.ckpt... should a version counter ever be switched on)
-RESUME_PATTERN = "last*.ckpt"
-PREVIOUS_SUFFIX = ".prev.ckpt"
 WANDB_ID_FILE = "wandb_run_id"
 # ckpt_path values that are not paths
 LAST, AUTO = "last", "auto"
@@ -58,7 +62,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     Loading always uses ``weights_only=True`` (the project stores plain containers only): a
     checkpoint that would need code to unpickle is refused with
-    :class:`reid.runner.CheckpointLoadError` and nothing in it is executed.
+    :class:`reid.checkpoints.CheckpointLoadError` and nothing in it is executed.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
@@ -86,80 +90,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         """Loads ``path`` with ``weights_only=True`` whatever ``weights_only`` says (see the class doc)."""
         if "://" in str(path):
             return super().load_checkpoint(path, map_location=map_location, weights_only=True)
-        from reid.runner import load_checkpoint  # the runner imports this module
-
         return load_checkpoint(path)  # on the CPU; Lightning moves the states where they belong
-
-
-def checkpoint_problem(path: str | Path) -> str | None:
-    """What is wrong with the checkpoint file ``path`` (None: a whole, intact archive).
-
-    A checkpoint is a zip archive (``torch.save``): a truncated file has no central directory,
-    and every member carries a CRC-32, so bytes changed anywhere inside are found (this reads
-    the whole file: about a second per 500 MB).
-    """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            if not any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist()):
-                return "not a torch checkpoint (no data.pkl in the archive)"
-            damaged = archive.testzip()
-    except OSError as err:
-        return f"unreadable ({err.strerror or err})"
-    except zipfile.BadZipFile:
-        return "truncated or not a zip archive (no central directory at its end)"
-    except (zipfile.LargeZipFile, RuntimeError, ValueError, EOFError) as err:
-        return f"damaged ({err})"
-    if damaged is not None:
-        return f"corrupt (CRC mismatch in {damaged})"
-    return None
-
-
-def is_complete_checkpoint(path: str | Path) -> bool:
-    """Whether ``path`` is a whole, intact ``torch.save`` archive (see :func:`checkpoint_problem`)."""
-    return checkpoint_problem(path) is None
-
-
-def find_resume_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest intact checkpoint of a run directory to resume from, or None when it has none.
-
-    ``last.ckpt`` is rewritten at every epoch end and every ``every_n_train_steps`` steps
-    (``conf/callbacks/model_checkpoint.yaml``), and the one it replaced stays as
-    ``last.prev.ckpt``. A truncated or corrupt file is skipped with a warning naming the damage,
-    and the next newest ``last*.ckpt``, then any other checkpoint (the best by validation mAP),
-    is taken: resuming from an older checkpoint trains the lost steps again.
-
-    Raises:
-        CheckpointCorruptError: the folder holds checkpoints, but none of them is intact.
-    """
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    if not folder.is_dir():
-        return None
-
-    def newest_first(paths: Any) -> list[Path]:
-        return sorted(paths, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
-
-    lasts = newest_first(folder.glob(RESUME_PATTERN))
-    lasts = [p for p in lasts if not p.name.endswith(PREVIOUS_SUFFIX)] + [p for p in lasts if p.name.endswith(PREVIOUS_SUFFIX)]
-    others = newest_first(p for p in folder.glob("*.ckpt") if p not in lasts)
-    damaged = []
-    for candidate in lasts + others:
-        problem = checkpoint_problem(candidate)
-        if problem is None:
-            if damaged:
-                log.warning("resuming from the older %s instead", candidate.name)
-            return candidate
-        damaged.append(f"{candidate.name} is {problem}")
-        log.warning("skipping checkpoint %s: %s", candidate, problem)
-    if damaged:
-        raise CheckpointCorruptError(
-            f"no intact checkpoint to resume from in {folder}: {'; '.join(damaged)}; start the run afresh "
-            "in a new folder (or pass ckpt_path=<an intact .ckpt>)"
-        )
-    return None
-
-
-class CheckpointCorruptError(ReidError, FileNotFoundError):
-    """A run folder's checkpoints are all truncated or corrupt (a FileNotFoundError: nothing usable found)."""
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:

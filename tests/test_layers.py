@@ -1,0 +1,54 @@
+"""The layers show in the imports: lower layers never import higher ones (ARCHITECTURE.md's direction)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+PACKAGE = ROOT / "reid"
+# a module of the first package may import none of the second's (the lower layers come first)
+FORBIDDEN = [
+    ("reid.pose", ("reid.models", "reid.lit", "reid.runner", "reid.cli", "reid.data")),
+    ("reid.data", ("reid.models", "reid.lit", "reid.runner", "reid.cli")),
+    ("reid.models", ("reid.data", "reid.lit", "reid.runner", "reid.cli", "lightning", "pytorch_lightning", "hydra")),
+    ("reid.metrics", ("reid.models", "reid.data", "reid.lit", "reid.runner", "reid.cli")),
+    ("reid.lit", ("reid.runner", "reid.cli")),
+    ("reid.checkpoints", ("reid.runner", "reid.lit", "reid.cli")),
+    ("reid.errors", ("reid.",)),
+    ("reid.files", ("reid.",)),
+]
+# command-line tools that live beside the layer they serve
+TOOLS = {"reid.pose.extract"}  # `reid-extract-pose`: runs an estimator over a data set's images
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):  # lazy imports inside functions count too
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@pytest.mark.parametrize(("layer", "forbidden"), FORBIDDEN, ids=[layer for layer, _ in FORBIDDEN])
+def test_a_layer_imports_nothing_above_it(layer, forbidden):
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        module = _module_name(path)
+        if module != layer and not module.startswith(layer + ".") or module in TOOLS:
+            continue
+        for name in _imports(path):
+            if any(name == f or name.startswith(f if f.endswith(".") else f + ".") for f in forbidden):
+                offenders.append(f"{module} imports {name}")
+    assert offenders == []
