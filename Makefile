@@ -27,6 +27,7 @@ evaluate: $(STAMP)
 	$(BIN)/python evaluate.py $(ARGS)
 
 test: $(STAMP)
+	$(BIN)/ruff check --quiet .
 	$(BIN)/python -m pytest -q $(ARGS)
 
 bench: $(STAMP)
