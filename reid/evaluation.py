@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from reid.errors import ReidError
 from reid.files import atomic_write
 from reid.metrics import evaluate_features, evaluate_rank, pairwise_distance, re_ranking
+from reid.models.network import NetworkOutput
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class RerankTooLargeError(ReidError, MemoryError):
     """Re-ranking a set whose (Q+G)^2 distance matrices would not fit the configured bound."""
 
 
-def branch_features(net: nn.Module, output: Any) -> dict[str, Tensor]:
+def branch_features(net: nn.Module, output: NetworkOutput) -> dict[str, Tensor]:
     """The features of Table 7's rows from one forward pass.
 
     ``global`` and each part are the branch's own FC_reduce output (E_g, E_1..E_4). ``parts``

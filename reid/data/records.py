@@ -4,7 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypedDict
+
+if TYPE_CHECKING:  # annotations only: records stay importable without torch
+    from torch import Tensor
+
+
+class CropBatch(TypedDict):
+    """A batch of the crop loaders (``reid.lit.datamodule.CropDataset`` samples, collated).
+
+    ``whole`` (B, 3, H, W) and ``parts`` (B, 4, 3, h, w) are the five crops; ``pid``, ``camid``
+    the labels; ``index`` each image's position in its split; ``is_query`` (evaluation).
+    """
+
+    whole: Tensor
+    parts: Tensor
+    pid: Tensor
+    camid: Tensor
+    index: Tensor
+    is_query: Tensor
 
 
 class Record(NamedTuple):

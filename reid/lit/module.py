@@ -11,8 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reid.data.records import CropBatch
 from reid.metrics import ReIDMetric
 from reid.metrics.attention_health import AttentionHealth, flatten_health, health_summary
+from reid.models.network import NetworkOutput
 from reid.models.pretrained import load_pretrained
 
 log = logging.getLogger(__name__)
@@ -126,7 +128,7 @@ class ReIDModule(pl.LightningModule):
         return module
 
     # ------------------------------------------------------------------ forward
-    def forward(self, whole: Tensor, parts: Tensor, return_attention: bool = False) -> Any:
+    def forward(self, whole: Tensor, parts: Tensor, return_attention: bool = False) -> NetworkOutput:
         """Runs the network (which puts its inputs in its own memory format); returns its ``NetworkOutput``."""
         return self.net(whole, parts, return_attention=return_attention)
 
@@ -136,7 +138,7 @@ class ReIDModule(pl.LightningModule):
         return self(whole, parts).feature
 
     # ------------------------------------------------------------------ losses
-    def compute_losses(self, output: Any, pids: Tensor) -> dict[str, Tensor]:
+    def compute_losses(self, output: NetworkOutput, pids: Tensor) -> dict[str, Tensor]:
         """Per-branch cross-entropy losses and their Eq. 11 total (key ``loss``)."""
         losses: dict[str, Tensor] = {}
         for name, logits in zip(BRANCH_NAMES, output.branch_logits):
@@ -151,7 +153,7 @@ class ReIDModule(pl.LightningModule):
             losses["loss"] = intra
         return losses
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: CropBatch, batch_idx: int) -> Tensor:
         output = self(batch["whole"], batch["parts"])
         losses = self.compute_losses(output, batch["pid"])
         logits = output.fused_logits if output.fused_logits is not None else sum(output.branch_logits)
@@ -169,7 +171,7 @@ class ReIDModule(pl.LightningModule):
         self.val_metric.reset()
         self.attention_health.reset()
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: CropBatch, batch_idx: int) -> None:
         with torch.no_grad():
             output = self(batch["whole"], batch["parts"], return_attention=True)
         self.val_metric.update(output.feature, batch["pid"], batch["camid"], batch["is_query"], batch["index"])
@@ -196,7 +198,7 @@ class ReIDModule(pl.LightningModule):
         self.val_metric.reset()
         self.attention_health.reset()
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: CropBatch, batch_idx: int) -> None:
         self.validation_step(batch, batch_idx)
 
     def on_test_epoch_start(self) -> None:
