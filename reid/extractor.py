@@ -1,0 +1,265 @@
+"""`FeatureExtractor`: a trained checkpoint's test feature for any images (paths, arrays, PIL), with or without pose.
+
+Everything that defines what the network saw in training comes from the checkpoint's stored
+config: the input sizes, β, the normalisation, pose-aligned regions or fixed strips, the pose
+thresholds. The images go through the same code as ``evaluate.py`` (regions, crops, evaluation
+transform, the network's test feature), so the features of a data set's query and gallery
+images, given its keypoint files, score exactly as ``evaluate.py`` scores that checkpoint.
+
+Example::
+
+    from reid import FeatureExtractor
+
+    extractor = FeatureExtractor("outputs/train/runs/<run>/checkpoints/last.ckpt")
+    features = extractor(["a.jpg", "b.jpg"], keypoints=["a_keypoints.json", None])  # (2, D)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from reid.checkpoints import CONFIG_KEY, CheckpointLoadError, load_checkpoint
+from reid.errors import ReidError
+
+log = logging.getLogger(__name__)
+
+ImageInput = Any  # a path (str / os.PathLike), an (H, W, 3) uint8 RGB array, or a PIL image
+KeypointInput = Any  # an (18, 3) COCO-18 array (x, y, confidence), an OpenPose JSON path, or None
+# lists longer than this get a progress bar (progress=None)
+PROGRESS_FROM = 256
+
+
+class FeatureInputError(ReidError, ValueError):
+    """An image or keypoint input that cannot be used (the message names it)."""
+
+
+def _as_rgb_array(image: ImageInput, index: int) -> np.ndarray:
+    from reid.data.io import read_image
+
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise FeatureInputError(
+                f"image {index}: an array must be H x W x 3 uint8 RGB, got shape {image.shape} dtype {image.dtype}"
+            )
+        return image
+    try:
+        from PIL import Image
+
+        if isinstance(image, Image.Image):
+            return np.asarray(image.convert("RGB"))
+    except ImportError:  # pragma: no cover - Pillow is a dependency
+        pass
+    raise FeatureInputError(f"image {index}: expected a path, an H x W x 3 uint8 array or a PIL image, got {type(image)}")
+
+
+class FeatureExtractor:
+    """The test feature of a checkpoint of ``train.py`` for any images.
+
+    Args:
+        checkpoint: a ``.ckpt`` file or a run folder (its newest intact checkpoint).
+        device: ``auto`` (a GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``...
+        batch_size: images per forward pass (memory is bounded by it, not by the number of images).
+        normalize: L2-normalise each feature (cosine-ready).
+        flip: average each feature with that of the horizontally flipped crops (as ``eval.flip``).
+        pose_estimator: for images given without keypoints to a pose-trained model: ``auto``
+            (MediaPipe when installed), ``none`` (never), or a callable image -> (18, 3) or None.
+        progress: show a progress bar; None: for lists longer than :data:`PROGRESS_FROM`.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike,
+        device: str | torch.device = "auto",
+        batch_size: int = 64,
+        normalize: bool = False,
+        flip: bool = False,
+        pose_estimator: Any = "auto",
+        progress: bool | None = None,
+    ) -> None:
+        from omegaconf import OmegaConf
+
+        from reid.data.transforms import SampleTransform
+        from reid.lit.module import ReIDModule
+
+        if int(batch_size) < 1:
+            raise FeatureInputError(f"batch_size must be >= 1, got {batch_size}")
+        path = Path(checkpoint)
+        stored = load_checkpoint(path).get(CONFIG_KEY) or {}
+        if "model" not in stored or "data" not in stored:
+            raise CheckpointLoadError(
+                f"{path} holds no stored run config ('{CONFIG_KEY}'): it was not written by this project's train.py"
+            )
+        self.config = OmegaConf.create(stored)
+        data = self.config.data
+        if str(device) == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        # built from the stored model config: memory format and all, as evaluate.py builds it
+        self.module = ReIDModule.load_from_checkpoint(path if path.is_file() else _newest(path)).eval().to(self.device)
+        self.whole_size = tuple(int(v) for v in data.whole_size)
+        self.part_size = tuple(int(v) for v in data.part_size)
+        self.beta = float(data.beta)
+        self.regions = str(self.config.model.get("regions", data.get("regions", "pose")))
+        pose = data.get("pose") or {}
+        self.min_conf = float(pose.get("min_conf", 0.1))
+        self.min_joints = int(pose.get("min_joints", 6))
+        max_outside = pose.get("max_outside", 0.25)
+        self.max_outside = None if max_outside is None else float(max_outside)
+        self.strips = OmegaConf.to_container(data.get("strips") or {}, resolve=True)
+        augment = OmegaConf.to_container(data.get("augment") or {}, resolve=True)
+        self.transform = SampleTransform(train=False, **augment)
+        self.batch_size = int(batch_size)
+        self.normalize = bool(normalize)
+        self.flip = bool(flip)
+        self.progress = progress
+        self._estimator_choice = pose_estimator
+        self._estimator: Any = None
+        self.last_counts: dict[str, int] = {}
+
+    @property
+    def feature_dim(self) -> int:
+        """D, the length of one feature."""
+        return int(self.module.net.feature_dim)
+
+    # ------------------------------------------------------------------ pose
+    def _pose_estimator(self) -> Any:
+        if self._estimator is not None or self._estimator_choice in (None, "none"):
+            return self._estimator
+        if callable(self._estimator_choice):
+            self._estimator = self._estimator_choice
+        elif self._estimator_choice == "auto":
+            from reid.pose.extract import PoseEstimatorUnavailable, build_estimator
+
+            try:
+                self._estimator = build_estimator("mediapipe")
+            except PoseEstimatorUnavailable:
+                self._estimator_choice = "none"
+        else:
+            raise FeatureInputError(f"pose_estimator must be 'auto', 'none' or a callable, got {self._estimator_choice!r}")
+        return self._estimator
+
+    def _keypoints(self, given: KeypointInput, image: np.ndarray, index: int) -> tuple[np.ndarray | None, str]:
+        """The keypoints of one image and where they came from (given, estimated, none)."""
+        from reid.pose import read_openpose_json
+
+        height, width = image.shape[:2]
+        if given is None:
+            estimator = self._pose_estimator()
+            if estimator is None:
+                return None, "none"
+            found = estimator(image)
+            return (None, "none") if found is None else (np.asarray(found, dtype=np.float64), "estimated")
+        if isinstance(given, (str, os.PathLike)):
+            keypoints = read_openpose_json(given, image_size=(width, height), min_conf=self.min_conf)
+            return keypoints, "given" if keypoints is not None else "none"
+        keypoints = np.asarray(given, dtype=np.float64)  # as the JSON reader gives them: same boxes to the bit
+        if keypoints.shape != (18, 3):
+            raise FeatureInputError(f"keypoints {index}: expected an (18, 3) COCO-18 array, got shape {keypoints.shape}")
+        return keypoints, "given"
+
+    # ------------------------------------------------------------------ batches
+    def _crops(self, images: Sequence[np.ndarray], keypoints: Sequence[np.ndarray | None]) -> tuple[Tensor, Tensor]:
+        from reid.data.crops import crop_regions
+        from reid.pose import regions_for_images, strip_regions
+
+        sizes = [(image.shape[1], image.shape[0]) for image in images]
+        if self.regions == "strips":
+            boxes = np.stack([strip_regions(w, h, self.beta, **self.strips) for w, h in sizes])
+        else:
+            batch = regions_for_images(
+                [(f"image {i}", k, size) for i, (k, size) in enumerate(zip(keypoints, sizes))],
+                beta=self.beta, min_conf=self.min_conf, min_joints=self.min_joints, strip_options=self.strips,
+                max_outside=self.max_outside, log_name="FeatureExtractor",
+            )
+            boxes = batch.boxes
+            for status, count in batch.counts.items():
+                self.last_counts[f"regions_{status}"] = self.last_counts.get(f"regions_{status}", 0) + int(count)
+        wholes, parts = [], []
+        for image, box in zip(images, boxes.astype(np.float32)):
+            whole, part = crop_regions(image, box, whole_size=self.whole_size, part_size=self.part_size)
+            whole_t, part_t = self.transform(whole, part, box)
+            wholes.append(whole_t)
+            parts.append(part_t)
+        return torch.stack(wholes), torch.stack(parts)
+
+    @torch.inference_mode()
+    def _features(self, whole: Tensor, parts: Tensor) -> Tensor:
+        from reid.evaluation import branch_features
+
+        whole = whole.to(self.device)
+        parts = parts.to(self.device)
+        net = self.module.net
+        feature = branch_features(net, self.module(whole, parts))["all"]
+        if self.flip:
+            feature = (feature + branch_features(net, self.module(whole.flip(-1), parts.flip(-1)))["all"]) / 2
+        feature = feature.float()
+        return F.normalize(feature, dim=1) if self.normalize else feature
+
+    def _chunks(self, n: int) -> Iterator[range]:
+        for start in range(0, n, self.batch_size):
+            yield range(start, min(n, start + self.batch_size))
+
+    def __call__(self, images: Sequence[ImageInput] | ImageInput, keypoints: Sequence[KeypointInput] | None = None) -> Tensor:
+        """The ``(N, D)`` features of ``images`` (on the CPU, float32).
+
+        Args:
+            images: paths, H x W x 3 uint8 RGB arrays or PIL images (or one of them).
+            keypoints: per image an (18, 3) COCO-18 array, an OpenPose JSON path, or None; None
+                for all: estimated with MediaPipe when installed, else the canonical-pose /
+                strip fallback, counted in a warning. Ignored by strip-trained models.
+        """
+        single = isinstance(images, (str, os.PathLike, np.ndarray)) or type(images).__name__.endswith("ImageFile")
+        if single or not isinstance(images, Sequence) and hasattr(images, "convert"):
+            images = [images]
+        images = list(images)
+        if keypoints is None:
+            keypoints = [None] * len(images)
+        keypoints = list(keypoints)
+        if len(keypoints) != len(images):
+            raise FeatureInputError(f"{len(images)} images but {len(keypoints)} keypoint entries")
+        self.last_counts = {"images": len(images), "keypoints_given": 0, "keypoints_estimated": 0, "keypoints_none": 0}
+        show = self.progress if self.progress is not None else len(images) > PROGRESS_FROM
+        chunks: Iterable[range] = self._chunks(len(images))
+        if show:
+            from rich.progress import track
+
+            chunks = track(list(chunks), description="features")
+        out = []
+        for chunk in chunks:
+            arrays = [_as_rgb_array(images[i], i) for i in chunk]
+            joints = []
+            for i, image in zip(chunk, arrays):
+                found, source = (None, "unused") if self.regions == "strips" else self._keypoints(keypoints[i], image, i)
+                if source != "unused":
+                    self.last_counts[f"keypoints_{source}"] += 1
+                joints.append(found)
+            whole, parts = self._crops(arrays, joints)
+            out.append(self._features(whole, parts).cpu())
+        missing = self.last_counts["keypoints_none"]
+        if self.regions == "pose" and missing:
+            log.warning(
+                "%d of %d images had no keypoints (none given, %s): their regions come from the canonical-pose / "
+                "strip fallback, which this pose-trained model was not trained on; pass keypoints for better features",
+                missing, len(images),
+                "no pose estimator (install MediaPipe: make pose)" if self._estimator is None else "no person found",
+            )
+        return torch.cat(out) if out else torch.zeros(0, self.feature_dim)
+
+
+def _newest(run_dir: Path) -> Path:
+    from reid.checkpoints import find_resume_checkpoint
+
+    found = find_resume_checkpoint(run_dir)
+    if found is None:
+        raise FileNotFoundError(f"no checkpoint in the run folder {run_dir}")
+    return found

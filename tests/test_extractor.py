@@ -1,0 +1,130 @@
+"""`from reid import FeatureExtractor`: features of any images that score exactly as evaluate.py scores the checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import open_dict
+from PIL import Image
+
+from reid import FeatureExtractor, runner
+from reid.data.io import read_image
+from reid.extractor import FeatureInputError
+from reid.metrics import evaluate_features
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    """A tiny intra_inter checkpoint and its data module (built as evaluate.py builds it)."""
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF_DIR, TINY_OVERRIDES
+
+    out = tmp_path_factory.mktemp("extractor")
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[*TINY_OVERRIDES, "model=intra_inter", "trainer.max_epochs=1",
+                                          "callbacks=model_checkpoint", "data.beta=0.15"])
+    from conftest import ROOT
+
+    with open_dict(cfg):  # as the make_cfg fixture sets them (module scope cannot use it)
+        cfg.paths.root_dir = cfg.paths.work_dir = str(ROOT)
+        cfg.paths.output_dir = str(out / "run")
+        cfg.paths.log_dir = str(out / "logs")
+        cfg.paths.data_dir = str(data_dir)
+    runner.train(cfg)
+    checkpoint = out / "run" / "checkpoints" / "last.ckpt"
+    datamodule = runner.build_datamodule(cfg)
+    return checkpoint, datamodule, cfg
+
+
+def _keypoint_files(datamodule) -> list[str | None]:
+    source = datamodule._keypoint_source(datamodule.dataset)
+    files = []
+    for record in datamodule.eval_set.records:
+        found = [p for p in source.candidates(record.image_path) if p.is_file()]
+        files.append(str(found[0]) if found else None)
+    return files
+
+
+def test_features_of_query_and_gallery_score_as_evaluate_does(trained, make_cfg):
+    checkpoint, datamodule, _ = trained
+    from conftest import TINY_OVERRIDES
+
+    overrides = [o for o in TINY_OVERRIDES if not o.startswith(("callbacks=", "model.", "trainer.enable_model"))]
+    expected = runner.evaluate(make_cfg(f"ckpt_path={checkpoint}", "eval.pictures.enabled=false", *overrides,
+                                        config_name="evaluate", tiny=False))
+
+    eval_set = datamodule.eval_set
+    paths = [r.image_path for r in eval_set.records]
+    extractor = FeatureExtractor(checkpoint, device="cpu", batch_size=5, pose_estimator="none")
+    features = extractor(paths, keypoints=_keypoint_files(datamodule))
+    assert features.shape == (len(paths), extractor.feature_dim)
+    query = torch.tensor(eval_set.is_query)
+    pids = torch.tensor([r.pid for r in eval_set.records])
+    camids = torch.tensor([r.camid for r in eval_set.records])
+    scored = evaluate_features(features[query], features[~query], pids[query], pids[~query], camids[query],
+                               camids[~query], protocol=datamodule.dataset.protocol)
+    assert scored["rank1"] == pytest.approx(expected["rank1"], abs=1e-6)
+    assert scored["mAP"] == pytest.approx(expected["mAP"], abs=1e-6)
+
+
+def test_paths_arrays_pil_images_and_keypoint_arrays_give_the_same_features(trained):
+    checkpoint, datamodule, _ = trained
+    paths = [r.image_path for r in datamodule.eval_set.records[:6]]
+    files = _keypoint_files(datamodule)[:6]
+    extractor = FeatureExtractor(checkpoint, device="cpu", batch_size=4, pose_estimator="none")
+    reference = extractor(paths, keypoints=files)
+    arrays = [read_image(p) for p in paths]
+    assert torch.allclose(extractor(arrays, keypoints=files), reference, atol=1e-5)
+    assert torch.allclose(extractor([Image.fromarray(a) for a in arrays], keypoints=files), reference, atol=1e-5)
+    source = datamodule._keypoint_source(datamodule.dataset)
+    joints = [source.get(p, image_size=(a.shape[1], a.shape[0])) for p, a in zip(paths, arrays)]
+    assert torch.allclose(extractor(paths, keypoints=joints), reference, atol=1e-5)
+    # one image at a time: the batch does not change a feature
+    assert torch.allclose(torch.cat([extractor(p, keypoints=[f]) for p, f in zip(paths, files)]), reference, atol=1e-5)
+    normalised = FeatureExtractor(checkpoint, device="cpu", normalize=True, pose_estimator="none")(paths, keypoints=files)
+    assert torch.allclose(normalised.norm(dim=1), torch.ones(len(paths)), atol=1e-5)
+
+
+def test_images_without_keypoints_use_the_fallback_and_are_counted(trained, caplog):
+    checkpoint, datamodule, _ = trained
+    paths = [r.image_path for r in datamodule.eval_set.records[:5]]
+    extractor = FeatureExtractor(checkpoint, device="cpu", pose_estimator="none")
+    with caplog.at_level(logging.WARNING, logger="reid.extractor"):
+        features = extractor(paths)
+    assert features.shape[0] == 5 and torch.isfinite(features).all()
+    assert extractor.last_counts["keypoints_none"] == 5
+    assert any("5 of 5 images had no keypoints" in r.message for r in caplog.records)
+    # a callable estimator is used for them instead
+    canonical = _keypoint_files(datamodule)[:5]
+    from reid.pose import read_openpose_json
+
+    estimated = iter([read_openpose_json(f, image_size=(read_image(p).shape[1], read_image(p).shape[0]))
+                      for f, p in zip(canonical, paths)])
+    by_estimator = FeatureExtractor(checkpoint, device="cpu", pose_estimator=lambda image: next(estimated))
+    assert torch.allclose(by_estimator(paths), extractor(paths, keypoints=canonical), atol=1e-5)
+    assert by_estimator.last_counts["keypoints_estimated"] == 5
+
+
+def test_bad_inputs_are_named(trained, tmp_path):
+    checkpoint, _, _ = trained
+    extractor = FeatureExtractor(checkpoint, device="cpu", pose_estimator="none")
+    with pytest.raises(FeatureInputError, match=r"image 0: an array must be H x W x 3 uint8 RGB"):
+        extractor([np.zeros((10, 10), dtype=np.uint8)])
+    with pytest.raises(FeatureInputError, match=r"keypoints 0: expected an \(18, 3\) COCO-18 array"):
+        extractor([np.zeros((20, 10, 3), dtype=np.uint8)], keypoints=[np.zeros((17, 3))])
+    with pytest.raises(FeatureInputError, match="2 images but 1 keypoint entries"):
+        extractor([np.zeros((20, 10, 3), dtype=np.uint8)] * 2, keypoints=[None])
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(Exception, match="broken.jpg"):
+        extractor([str(broken)])
+    stray = tmp_path / "stray.ckpt"
+    torch.save({"state_dict": {}}, stray)
+    with pytest.raises(runner.CheckpointLoadError, match="holds no stored run config"):
+        FeatureExtractor(stray)
+    assert FeatureExtractor(Path(checkpoint).parents[1], device="cpu").feature_dim == extractor.feature_dim
