@@ -82,3 +82,23 @@ def make_cfg(tmp_path: Path, data_dir: Path) -> Callable[..., DictConfig]:
         return cfg
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[Path, object, DictConfig]:
+    """A tiny intra_inter checkpoint and its data module (built as evaluate.py builds it)."""
+    import reid.runner as runner
+
+    out = tmp_path_factory.mktemp("extractor")
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*TINY_OVERRIDES, "model=intra_inter", "trainer.max_epochs=1",
+                                          "callbacks=model_checkpoint", "data.beta=0.15"])
+    with open_dict(cfg):  # as the make_cfg fixture sets them (session scope cannot use it)
+        cfg.paths.root_dir = cfg.paths.work_dir = str(ROOT)
+        cfg.paths.output_dir = str(out / "run")
+        cfg.paths.log_dir = str(out / "logs")
+        cfg.paths.data_dir = str(data_dir)
+    runner.train(cfg)
+    checkpoint = out / "run" / "checkpoints" / "last.ckpt"
+    datamodule = runner.build_datamodule(cfg)
+    return checkpoint, datamodule, cfg

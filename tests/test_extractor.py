@@ -8,37 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import open_dict
 from PIL import Image
 
 from reid import FeatureExtractor, runner
 from reid.data.io import read_image
 from reid.extractor import FeatureInputError
 from reid.metrics import evaluate_features
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_dir):
-    """A tiny intra_inter checkpoint and its data module (built as evaluate.py builds it)."""
-    from hydra import compose, initialize_config_dir
-
-    from conftest import CONF_DIR, TINY_OVERRIDES
-
-    out = tmp_path_factory.mktemp("extractor")
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[*TINY_OVERRIDES, "model=intra_inter", "trainer.max_epochs=1",
-                                          "callbacks=model_checkpoint", "data.beta=0.15"])
-    from conftest import ROOT
-
-    with open_dict(cfg):  # as the make_cfg fixture sets them (module scope cannot use it)
-        cfg.paths.root_dir = cfg.paths.work_dir = str(ROOT)
-        cfg.paths.output_dir = str(out / "run")
-        cfg.paths.log_dir = str(out / "logs")
-        cfg.paths.data_dir = str(data_dir)
-    runner.train(cfg)
-    checkpoint = out / "run" / "checkpoints" / "last.ckpt"
-    datamodule = runner.build_datamodule(cfg)
-    return checkpoint, datamodule, cfg
 
 
 def _keypoint_files(datamodule) -> list[str | None]:

@@ -221,3 +221,39 @@ def tile_origin(row: int, column: int, tile_size: tuple[int, int] = (128, 64),
     tile_w, tile_h = tile_size[1] + 2 * frame, tile_size[0] + 2 * frame
     x = 0 if column == 0 else tile_w + gap + (column - 1) * (tile_w + TILE_SPACING)
     return x, row * (HEADER_HEIGHT + tile_h + ROW_SPACING) + HEADER_HEIGHT
+
+
+SEARCH_FRAME = (150, 150, 150)
+
+
+def search_picture(
+    queries: Sequence[ImageSource],
+    results: Sequence[Sequence[ImageSource]],
+    distances: Sequence[Sequence[float]] | None = None,
+    tile_size: tuple[int, int] = (128, 64),
+    *,
+    frame: int = 4,
+    gap: int = 12,
+) -> Image.Image:
+    """Search results without ground truth: per query its image (white frame) then its results, nearest first.
+
+    The same layout as :func:`ranked_list_picture`; the frames are neutral (nothing is known of
+    identities) and each row's header gives the distances of the first results.
+    """
+    if len(results) != len(queries):
+        raise ValueError(f"{len(queries)} queries but {len(results)} result rows")
+    topk = max((len(row) for row in results), default=0)
+    tile_w = tile_size[1] + 2 * frame
+    row_h = tile_origin(1, 0, tile_size, frame, gap)[1] - tile_origin(0, 0, tile_size, frame, gap)[1]
+    width = tile_origin(0, max(topk, 1), tile_size, frame, gap)[0] + tile_w
+    canvas = Image.new("RGB", (width, row_h * max(len(queries), 1)), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for q, (query, row) in enumerate(zip(queries, results)):
+        shown = ", ".join(f"{d:.2f}" for d in (distances[q][:5] if distances is not None else []))
+        name = os.path.basename(str(query)) if isinstance(query, (str, os.PathLike)) else f"query {q}"
+        draw.text((2, q * row_h + 2), f"{name}: nearest distances {shown}", fill=QUERY_COLOUR, font=font)
+        canvas.paste(_framed_tile(query, tile_size, frame, QUERY_COLOUR), tile_origin(q, 0, tile_size, frame, gap))
+        for rank, result in enumerate(row, start=1):
+            canvas.paste(_framed_tile(result, tile_size, frame, SEARCH_FRAME), tile_origin(q, rank, tile_size, frame, gap))
+    return canvas
