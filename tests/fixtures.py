@@ -122,6 +122,43 @@ def write_duke_tree(
     )
 
 
+# ----------------------------------------------------------------------------------------- MSMT17
+
+DEFAULT_MSMT17_SPLITS: dict[str, list[tuple[int, int]]] = {
+    "train": [(0, 1), (0, 3), (4, 2), (4, 5)],
+    "val": [(7, 1), (7, 15)],
+    "query": [(0, 2), (11, 4)],
+    "gallery": [(0, 9), (11, 4), (11, 6), (20, 1)],
+}
+
+
+def msmt17_name(pid: int, index: int, camera: int) -> str:
+    """An MSMT17 file name: ``<pid>_<index>_<camera>_<date><time>_<frame>_<n>.jpg``."""
+    return f"{pid:04d}_{index:03d}_{camera:02d}_0303morning_{15 + index:04d}_0.jpg"
+
+
+def write_msmt17_tree(
+    root: Path, splits: Mapping[str, Sequence[tuple[int, int]]] | None = None, *, version: str = "V1",
+) -> Path:
+    """Writes an MSMT17 release ``root/MSMT17_<version>`` with its images and four list files.
+
+    ``splits``: ``train``, ``val``, ``query``, ``gallery`` -> ``(pid, camera)`` entries (test pids
+    may repeat training ones: MSMT17's test ids are numbered apart, the lists say which is which).
+    """
+    folder = Path(root) / f"MSMT17_{version}"
+    train_dir, test_dir = ("mask_train_v2", "mask_test_v2") if version == "V2" else ("train", "test")
+    index = itertools.count()
+    for split, entries in (DEFAULT_MSMT17_SPLITS if splits is None else splits).items():
+        image_dir = folder / (train_dir if split in ("train", "val") else test_dir)
+        lines = []
+        for pid, camera in entries:
+            relative = f"{pid:04d}/{msmt17_name(pid, next(index), camera)}"
+            write_image(image_dir / relative, seed=zlib.crc32(relative.encode()))
+            lines.append(f"{relative} {pid}")
+        (folder / f"list_{split}.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
 # ----------------------------------------------------------------------------------------- CUHK03
 
 
