@@ -18,7 +18,6 @@ from reid.metrics import pairwise_distance
 
 log = logging.getLogger(__name__)
 
-BRANCH_NAMES = ("global", "head", "upper_body", "upper_leg", "lower_leg")
 
 
 def choose_query_rows(num_queries_available: int, count: int, seed: int, rows: Sequence[int] | None = None) -> list[int]:

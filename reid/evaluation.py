@@ -16,10 +16,10 @@ from reid.errors import ReidError
 from reid.files import atomic_write
 from reid.metrics import evaluate_features, evaluate_rank, pairwise_distance, re_ranking
 from reid.models.network import NetworkOutput
+from reid.names import PART_NAMES  # noqa: F401 - re-exported (dashboard, reports)
 
 log = logging.getLogger(__name__)
 
-PART_NAMES = ("head", "upper_body", "upper_leg", "lower_leg")
 #: Table 7's rows, in the paper's order, and how they are printed.
 ROW_LABELS: dict[str, str] = {
     "global": "Global",

@@ -72,6 +72,7 @@ from torch import Tensor, nn
 
 from reid.errors import ReidError
 from reid.files import atomic_write_json
+from reid.names import PART_NAMES
 
 FORMATS = ("onnx",)
 EXPORTERS = ("torchscript", "dynamo")
@@ -79,7 +80,7 @@ EXPORTERS = ("torchscript", "dynamo")
 DEFAULT_OPSET = {"torchscript": 17, "dynamo": 18}
 INPUT_NAMES = ("whole", "parts")
 OUTPUT_NAME = "feature"
-PART_ORDER = ("head", "upper_body", "upper_leg", "lower_leg")
+PART_ORDER = PART_NAMES
 INSTALL_HINT = 'pip install -e ".[export]"'
 REGIONS_NOTE = (
     "The five regions are computed in Python, not in the ONNX graph: keypoints -> "

@@ -20,6 +20,7 @@ FORBIDDEN = [
     ("reid.checkpoints", ("reid.runner", "reid.lit", "reid.cli")),
     ("reid.errors", ("reid.",)),
     ("reid.files", ("reid.",)),
+    ("reid.names", ("reid.",)),
 ]
 # command-line tools that live beside the layer they serve
 TOOLS = {"reid.pose.extract"}  # `reid-extract-pose`: runs an estimator over a data set's images

@@ -304,3 +304,37 @@ def test_resnet50_matches_torchvision_size_and_cost() -> None:
     assert count_parameters(net) == 25_557_032
     assert count_parameters(net, exclude_classifier=True) == 23_508_032  # Table 12: 23.5 M
     assert count_macs(net, (224, 224), None) == 4_089_184_256
+
+
+def test_a_new_fusion_is_one_registered_class_and_table7_follows_its_contract():
+    import torch
+
+    from reid.models import AttentionReIDNet
+    from reid.models.fusion import FUSION_REGISTRY, Fusion, FusionOutput, register_fusion
+
+    @register_fusion("sum_test")
+    class SumFusion(Fusion):
+        keeps_branch_columns = False
+
+        def __init__(self, global_dim: int, part_dim: int) -> None:
+            super().__init__()
+            self.proj = torch.nn.Linear(part_dim, global_dim)
+            self.out_dim = global_dim
+
+        @classmethod
+        def build(cls, *, global_dim, part_dim, **_):
+            return cls(global_dim, part_dim)
+
+        def forward(self, global_feature, part_features):
+            parts = part_features.view(part_features.shape[0], 4, -1)
+            return FusionOutput(global_feature + self.proj(parts).sum(1), None, None)
+
+    try:
+        net = AttentionReIDNet(num_classes=5, fusion="sum_test", width=0.25).eval()
+        output = net(torch.rand(2, 3, 64, 32), torch.rand(2, 4, 3, 16, 32))
+        assert output.feature.shape == (2, net.global_dim) and net.feature_dim == net.global_dim
+        assert net.feature_slices == {"all": slice(0, net.global_dim)}  # from the contract, not the name
+        inter = AttentionReIDNet(num_classes=5, fusion="inter", width=0.25)
+        assert set(inter.feature_slices) == {"all", "global", "head", "upper_body", "upper_leg", "lower_leg", "parts"}
+    finally:
+        FUSION_REGISTRY.pop("sum_test")

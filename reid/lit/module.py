@@ -16,10 +16,10 @@ from reid.metrics import ReIDMetric
 from reid.metrics.attention_health import AttentionHealth, flatten_health, health_summary
 from reid.models.network import NetworkOutput
 from reid.models.pretrained import load_pretrained
+from reid.names import BRANCH_NAMES
 
 log = logging.getLogger(__name__)
 
-BRANCH_NAMES = ("global", "head", "upper_body", "upper_leg", "lower_leg")
 
 
 class ReIDModule(pl.LightningModule):

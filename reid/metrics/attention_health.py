@@ -26,8 +26,8 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-BRANCH_NAMES = ("global", "head", "upper_body", "upper_leg", "lower_leg")
-PART_NAMES = BRANCH_NAMES[1:]
+from reid.names import BRANCH_NAMES, PART_NAMES
+
 BLOCK_NAMES = ("b2", "b3", "b4")
 MASK_FIGURES = ("saturated", "working", "spatial_std")
 SATURATION_BOUNDS = (0.01, 0.99)

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reid.models.blocks import GroupedLinear
+from reid.names import PART_NAMES
 
-FUSIONS = ("concat", "fc", "inter")
 INTER_NORMS = ("none", "l2")
 NUM_PARTS = 4
 
@@ -38,19 +38,73 @@ class FusionOutput(NamedTuple):
     part_weights: Tensor | None
 
 
-class ConcatFusion(nn.Module):
+class Fusion(nn.Module):
+    """The contract of a fusion: five branch features in, a :class:`FusionOutput` out.
+
+    A fusion says how large its feature is (``out_dim``) and which of its columns are which
+    branch's (:meth:`feature_slices`, read by Table 7's per-branch rows): nothing outside the
+    fusion depends on its name. A new fusion is a subclass registered with
+    :func:`register_fusion`, built by :meth:`build` from the network's options, plus its YAML
+    (``model.net.fusion=<name>``) and its test.
+    """
+
+    out_dim: int
+    #: the feature keeps ``[E_g, E_1..E_4]`` column blocks in place (possibly reweighted), so each
+    #: branch's row of Table 7 can be read from it; False for a fusion that mixes the branches
+    keeps_branch_columns: bool = True
+
+    @classmethod
+    def build(cls, *, global_dim: int, part_dim: int, num_classes: int, fusion_dim: int | None, dropout: float,
+              inter_norm: str) -> "Fusion":
+        """The fusion from the network's options (each fusion takes the ones it needs)."""
+        raise NotImplementedError
+
+    def feature_slices(self, global_dim: int, part_dim: int) -> dict[str, slice]:
+        """Columns of the feature per Table 7 row: ``all``, and the branches' own when they are kept."""
+        slices = {"all": slice(0, self.out_dim)}
+        if not self.keeps_branch_columns:
+            return slices
+        slices["global"] = slice(0, global_dim)
+        for index, name in enumerate(PART_NAMES):
+            start = global_dim + index * part_dim
+            slices[name] = slice(start, start + part_dim)
+        slices["parts"] = slice(global_dim, self.out_dim)
+        return slices
+
+
+FUSION_REGISTRY: dict[str, type[Fusion]] = {}
+
+
+def register_fusion(name: str):  # noqa: ANN201 - a class decorator
+    """Registers a :class:`Fusion` subclass as ``model.net.fusion=<name>``."""
+
+    def decorator(cls: type[Fusion]) -> type[Fusion]:
+        FUSION_REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+@register_fusion("concat")
+class ConcatFusion(Fusion):
     """Concatenation at test time only: ``[E_g, E_1, ..., E_4]``; no parameters, no fused loss."""
 
     def __init__(self, global_dim: int, part_dim: int) -> None:
         super().__init__()
         self.out_dim = global_dim + NUM_PARTS * part_dim
 
+    @classmethod
+    def build(cls, *, global_dim: int, part_dim: int, **_: object) -> "ConcatFusion":
+        """The concatenation of the five features."""
+        return cls(global_dim, part_dim)
+
     def forward(self, global_feature: Tensor, part_features: Tensor) -> FusionOutput:
         """Concatenates the five features."""
         return FusionOutput(torch.cat([global_feature, part_features], dim=1), None, None)
 
 
-class FCFusion(nn.Module):
+@register_fusion("fc")
+class FCFusion(Fusion):
     """A conventional FC fusion layer on the concatenation, trained end to end with its own classifier.
 
     Args:
@@ -73,13 +127,22 @@ class FCFusion(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.out_dim, num_classes)
 
+    keeps_branch_columns = False  # the fusion layer mixes the branches
+
+    @classmethod
+    def build(cls, *, global_dim: int, part_dim: int, num_classes: int, fusion_dim: int | None, dropout: float,
+              **_: object) -> "FCFusion":
+        """An FC fusion layer with its own classifier."""
+        return cls(global_dim, part_dim, num_classes, fusion_dim, dropout)
+
     def forward(self, global_feature: Tensor, part_features: Tensor) -> FusionOutput:
         """The fused feature and its identity logits."""
         fused = self.relu(self.bn(self.fc(torch.cat([global_feature, part_features], dim=1))))
         return FusionOutput(fused, self.classifier(self.dropout(fused)), None)
 
 
-class InterAttentionFusion(nn.Module):
+@register_fusion("inter")
+class InterAttentionFusion(Fusion):
     """Inter-attention (Eq. 8-9): ``mu_i = sigmoid(w_i . E_i + b_i)``, feature ``[E_g, (mu_i + 1) E_i]``.
 
     Args:
@@ -112,6 +175,12 @@ class InterAttentionFusion(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.out_dim, num_classes)
 
+    @classmethod
+    def build(cls, *, global_dim: int, part_dim: int, num_classes: int, dropout: float, inter_norm: str,
+              **_: object) -> "InterAttentionFusion":
+        """Inter-attention with its fused classifier."""
+        return cls(global_dim, part_dim, num_classes, dropout, inter_norm)
+
     def forward(self, global_feature: Tensor, part_features: Tensor) -> FusionOutput:
         """The adaptively weighted feature, its identity logits and mu."""
         parts = part_features.view(-1, NUM_PARTS, self.part_dim)
@@ -134,12 +203,15 @@ def make_fusion(
     fusion_dim: int | None,
     dropout: float,
     inter_norm: str = "none",
-) -> nn.Module:
-    """The fusion module named ``fusion`` (one of :data:`FUSIONS`)."""
-    if fusion == "concat":
-        return ConcatFusion(global_dim, part_dim)
-    if fusion == "fc":
-        return FCFusion(global_dim, part_dim, num_classes, fusion_dim, dropout)
-    if fusion == "inter":
-        return InterAttentionFusion(global_dim, part_dim, num_classes, dropout, inter_norm)
-    raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+) -> Fusion:
+    """The fusion registered as ``fusion`` (see :data:`FUSION_REGISTRY`)."""
+    if fusion not in FUSION_REGISTRY:
+        raise ValueError(f"fusion must be one of {tuple(FUSION_REGISTRY)}, got {fusion!r}")
+    return FUSION_REGISTRY[fusion].build(
+        global_dim=global_dim, part_dim=part_dim, num_classes=num_classes, fusion_dim=fusion_dim, dropout=dropout,
+        inter_norm=inter_norm,
+    )
+
+
+#: the registered fusion names (``model.net.fusion``)
+FUSIONS = tuple(FUSION_REGISTRY)

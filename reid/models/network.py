@@ -34,10 +34,8 @@ from torch import Tensor, nn
 
 from reid.models.blocks import SharedStemConv, init_weights, scaled_channels
 from reid.models.branch import Branch, BranchOutput
-from reid.models.fusion import FUSIONS, NUM_PARTS, make_fusion
-
-BRANCH_NAMES = ("global", "head", "upper_body", "upper_leg", "lower_leg")
-PART_NAMES = BRANCH_NAMES[1:]
+from reid.models.fusion import FUSION_REGISTRY, FUSIONS, NUM_PARTS, make_fusion  # noqa: F401 - FUSIONS re-exported
+from reid.names import BRANCH_NAMES, PART_NAMES  # noqa: F401 - part of reid.models
 
 # Table 1 at width 1.0: Conv1 channels and the bottleneck widths of Conv2x..Conv5x.
 STEM_CHANNELS = 32
@@ -162,8 +160,8 @@ class AttentionReIDNet(nn.Module):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        if fusion not in FUSION_REGISTRY:
+            raise ValueError(f"fusion must be one of {tuple(FUSION_REGISTRY)}, got {fusion!r}")
         if width <= 0:
             raise ValueError(f"width must be > 0, got {width}")
         self.num_classes = num_classes
@@ -223,19 +221,11 @@ class AttentionReIDNet(nn.Module):
     def feature_slices(self) -> dict[str, slice]:
         """Which columns of ``NetworkOutput.feature`` belong to which branch (Table 7's per-branch rows).
 
-        concat / inter: ``global``, the four part names, ``parts`` (the four together) and
-        ``all``. fc: only ``all`` (the fusion layer mixes the branches; per-branch features
-        are still in ``global_feature`` and ``part_features``).
+        The fusion says (:meth:`reid.models.fusion.Fusion.feature_slices`): concat / inter give
+        ``global``, the four part names, ``parts`` and ``all``; fc only ``all`` (its layer mixes
+        the branches; per-branch features are still in ``global_feature`` and ``part_features``).
         """
-        slices = {"all": slice(0, self.feature_dim)}
-        if self.fusion_name == "fc":
-            return slices
-        slices["global"] = slice(0, self.global_dim)
-        for index, name in enumerate(PART_NAMES):
-            start = self.global_dim + index * self.part_dim
-            slices[name] = slice(start, start + self.part_dim)
-        slices["parts"] = slice(self.global_dim, self.feature_dim)
-        return slices
+        return self.fusion.feature_slices(self.global_dim, self.part_dim)
 
     def classifier_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the identity classifiers (branch classifiers and the fused one)."""

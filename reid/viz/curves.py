@@ -10,7 +10,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-PART_LABELS = ("head", "upper body", "upper leg", "lower leg")
+from reid.names import PART_LABELS
 
 
 def figure_to_image(fig: Figure, dpi: int = 100) -> Image.Image:

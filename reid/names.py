@@ -1,0 +1,10 @@
+"""The names of the five branches and four parts, defined once (metrics keys, logs, files and pictures use them)."""
+
+from __future__ import annotations
+
+#: the five branches of Table 1, global first; the order of the network's outputs and of Table 7's rows
+BRANCH_NAMES = ("global", "head", "upper_body", "upper_leg", "lower_leg")
+#: the four body parts, in the order of the part crops, features and inter-attention weights mu
+PART_NAMES = BRANCH_NAMES[1:]
+#: the same parts as words, for picture titles and axes
+PART_LABELS = tuple(name.replace("_", " ") for name in PART_NAMES)
