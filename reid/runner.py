@@ -154,6 +154,48 @@ def build_datamodule(cfg: DictConfig) -> Any:
     return datamodule
 
 
+# what a test set takes from the training set's config: the network's input and the loaders
+TEST_SET_KEYS = ("whole_size", "part_size", "beta", "regions", "pose", "strips", "augment", "eval_batch_size",
+                 "num_workers", "pin_memory", "on_bad_sample", "verify_images")
+
+
+def build_test_sets(cfg: DictConfig) -> dict[str, Any]:
+    """The data modules of ``data.test_sets`` (names of ``conf/data`` options), set up for evaluation only.
+
+    Each is that option's config (its data set, options, keypoints) with the training set's input
+    settings (:data:`TEST_SET_KEYS`: sizes, β, regions, pose thresholds, normalisation...), so the
+    network sees what it was trained on.
+    """
+    from reid.cli import CONF_DIR
+    from reid.schema import ConfigError
+
+    names = list(cfg.data.get("test_sets") or [])
+    if not names:
+        return {}
+    base = OmegaConf.load(CONF_DIR / "data" / "default.yaml")
+    modules = {}
+    for name in names:
+        path = CONF_DIR / "data" / f"{name}.yaml"
+        if not path.is_file() or name in ("default", "imagenet"):
+            known = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml") if p.stem not in ("default", "imagenet"))
+            raise ConfigError([f"data.test_sets: unknown data set {name!r}; choose among {', '.join(known)}"])
+        option = OmegaConf.load(path)
+        option.pop("defaults", None)
+        data_cfg = OmegaConf.merge(base, option)
+        for key in TEST_SET_KEYS:
+            if key in cfg.data:
+                data_cfg[key] = OmegaConf.to_container(cfg.data[key], resolve=True) if isinstance(
+                    cfg.data[key], (DictConfig, ListConfig)) else cfg.data[key]
+        data_cfg.root = str(cfg.data.root)
+        data_cfg.test_sets = []
+        data_cfg.pop("schedule", None)
+        datamodule = instantiate(data_cfg, _recursive_=False)
+        datamodule.prepare_data()
+        datamodule.setup("validate")
+        modules[name] = datamodule
+    return modules
+
+
 def build_model(cfg: DictConfig, num_classes: int, protocol: str) -> Any:
     """Instantiates the LightningModule for ``num_classes`` identities."""
     # _convert_="all": plain containers in the hyper-parameters keep checkpoints weights_only-loadable
@@ -305,6 +347,7 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
 
     warn_if_pretraining_missing(cfg)
     datamodule = build_datamodule(cfg)
+    test_sets = build_test_sets(cfg)
     eval_subset = _limit_validation(cfg, datamodule)
     if ckpt_path and cfg.model.get("pretrained"):
         with open_dict(cfg):
@@ -314,6 +357,12 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
     callbacks = _instantiate_group(cfg.get("callbacks"))
     interrupt_checkpoint = InterruptCheckpoint(output_dir / CHECKPOINT_DIR / "last.ckpt")
     callbacks += [StoreConfigInCheckpoint(resolved), RandomStateCheckpoint(), interrupt_checkpoint]
+    cross_dataset = None
+    if test_sets:
+        from reid.lit.cross_dataset import CrossDatasetValidation
+
+        cross_dataset = CrossDatasetValidation(test_sets, OmegaConf.to_container(cfg.eval, resolve=True))
+        callbacks.append(cross_dataset)
     if not cfg.trainer.get("enable_progress_bar", True):
         # `trainer.enable_progress_bar=false` alone should be enough to silence the bar
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
@@ -344,6 +393,8 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
             metrics["attention"] = health
         if eval_subset:
             metrics["eval_subset"] = eval_subset
+        if cross_dataset is not None and cross_dataset.last_results:
+            metrics["test_sets"] = cross_dataset.last_results
         if trainer.is_global_zero:
             write_metrics(metrics, output_dir)
             log.info("final validation on %s:\n%s", cfg.data.name, format_table(metrics))
@@ -518,6 +569,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         metrics["rerank"] = plain_metrics(results["all_rerank"])
     if input_notices:
         metrics["input_differs_from_training"] = input_notices
+    if module is not None and cfg.data.get("test_sets"):
+        from reid.lit.cross_dataset import score_test_sets
+
+        metrics["test_sets"] = score_test_sets(module, build_test_sets(cfg), OmegaConf.to_container(e, resolve=True))
     if knockout:
         attention["knockout"] = knockout
     if attention:

@@ -182,6 +182,7 @@ class ReIDDataConfig:
     sampler: Literal["random", "identity"] = "random"
     num_instances: int = ranged(4, 1)
     sampler_seed: Optional[int] = None
+    test_sets: List[str] = field(default_factory=list)
 
 
 @dataclass

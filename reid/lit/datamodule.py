@@ -252,6 +252,9 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
             ``num_instances`` images per batch); both resume mid-epoch (:mod:`reid.data.samplers`).
         num_instances: K of the identity sampler; ``batch_size`` must be a multiple of it.
         sampler_seed: seed of the training order (per epoch); None draws one, kept in checkpoints.
+        test_sets: other ``conf/data`` options whose query/gallery are scored at every validation
+            and in ``evaluate.py`` (cross-domain evaluation); built by the runner with this set's
+            input settings (:func:`reid.runner.build_test_sets`).
     """
 
     def __init__(
@@ -276,6 +279,7 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
         sampler: str = "random",
         num_instances: int = 4,
         sampler_seed: int | None = None,
+        test_sets: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if regions not in ("pose", "strips"):
@@ -312,6 +316,8 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
         self.verify_images = verify_images
         self.schedule = dict(schedule or {})
         self._set_sampler_options(sampler, num_instances, sampler_seed)
+        # names of other conf/data options scored beside this set (the runner builds them)
+        self.test_sets = list(test_sets)
         self.dataset: ReIDDataset | None = None
         self.train_set: CropDataset | None = None
         self.eval_set: CropDataset | None = None
@@ -335,7 +341,9 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
             return
         dataset = self._load()
         source = self._keypoint_source(dataset)
-        train_recs, train_boxes = self._regions("train", dataset.train, source)
+        # a set used for evaluation only (data.test_sets): its training images are not read
+        train_records = [] if stage in ("validate", "test") else dataset.train
+        train_recs, train_boxes = self._regions("train", train_records, source)
         query_recs, query_boxes = self._regions("query", dataset.query, source)
         gallery_recs, gallery_boxes = self._regions("gallery", dataset.gallery, source)
         if self.on_bad_sample == "skip":

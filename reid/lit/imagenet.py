@@ -189,6 +189,7 @@ class ImageNetDataModule(CropLoadersMixin, pl.LightningDataModule):
             ``num_instances`` images per batch); both resume mid-epoch (:mod:`reid.data.samplers`).
         num_instances: K of the identity sampler; ``batch_size`` must be a multiple of it.
         sampler_seed: seed of the training order (per epoch); None draws one, kept in checkpoints.
+        test_sets: must be empty (the shared data keys include it; cross-domain sets are ReID sets).
     """
 
     def __init__(
@@ -214,10 +215,15 @@ class ImageNetDataModule(CropLoadersMixin, pl.LightningDataModule):
         sampler: str = "random",
         num_instances: int = 4,
         sampler_seed: int | None = None,
+        test_sets: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if regions not in ("pose", "strips"):
             raise ValueError(f"data.regions must be 'pose' or 'strips', got {regions!r}")
+        if test_sets:
+            from reid.schema import ConfigError
+
+            raise ConfigError(["data.test_sets scores ReID data sets; ImageNet pre-training has none: leave it empty"])
         if framing not in FRAMINGS:
             raise ValueError(f"data.framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
         if on_bad_sample not in ("error", "skip"):

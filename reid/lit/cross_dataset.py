@@ -1,0 +1,67 @@
+"""Cross-domain evaluation during training: other data sets' query/gallery scored at every validation (data.test_sets)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+import pytorch_lightning as pl
+
+log = logging.getLogger(__name__)
+
+# the figures logged per test set (``val/<set>/<name>``) and written to metrics.json
+LOGGED = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+
+
+class CrossDatasetValidation(pl.Callback):
+    """After each validation of the training set, scores the model on each test set's query and gallery.
+
+    The training set's own metrics (``val/mAP``...) stay the model-selection metrics; the test
+    sets are logged as ``val/<set>/rank1``, ``val/<set>/mAP``... to every logger, and the last
+    figures are kept in :attr:`last_results` (``metrics.json`` gets them under ``test_sets``).
+    The test sets are scored by the first process only (under DDP the others wait).
+
+    Args:
+        test_sets: name -> a set-up data module (``reid.lit.datamodule.ReIDDataModule``) of that set.
+        eval_options: ``distance``, ``max_rank``, ``chunk_size`` and the CUHK03 options, as ``cfg.eval``.
+    """
+
+    def __init__(self, test_sets: Mapping[str, Any], eval_options: Mapping[str, Any]) -> None:
+        self.test_sets = dict(test_sets)
+        self.eval_options = dict(eval_options)
+        self.last_results: dict[str, dict[str, float]] = {}
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not self.test_sets:
+            return
+        if trainer.is_global_zero:
+            self.last_results = score_test_sets(pl_module, self.test_sets, self.eval_options)
+            for name, metrics in self.last_results.items():
+                for key in LOGGED:
+                    if key in metrics:
+                        pl_module.log(f"val/{name}/{key}", metrics[key], rank_zero_only=True)
+        trainer.strategy.barrier("cross_dataset_validation")
+
+
+def score_test_sets(module: Any, test_sets: Mapping[str, Any], eval_options: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Rank-1, mAP... of ``module``'s test feature on each test set (the ``all`` row of Table 7)."""
+    from reid.evaluation import extract_features, plain_metrics, score_features
+
+    options = dict(eval_options)
+    device = next(module.parameters()).device
+    results = {}
+    for name, datamodule in test_sets.items():
+        eval_set = datamodule.eval_set
+        features = extract_features(
+            module, datamodule.val_dataloader(), paths=[r.image_path for r in eval_set.records],
+            protocol=datamodule.dataset.protocol, flip=bool(options.get("flip", False)), device=device, rows=["all"],
+        )
+        scored = score_features(
+            features, rows=["all"], distance=str(options.get("distance", "euclidean")),
+            max_rank=int(options.get("max_rank", 50)), chunk_size=options.get("chunk_size"),
+            num_repeats=int(options.get("cuhk03_repeats", 10)), seed=int(options.get("cuhk03_seed", 0)),
+            exact=bool(options.get("cuhk03_exact", False)),
+        )
+        results[name] = plain_metrics(scored["all"])
+        log.info("test set %s: rank-1 %.4f, mAP %.4f", name, results[name]["rank1"], results[name]["mAP"])
+    return results

@@ -1,0 +1,49 @@
+"""Cross-dataset test sets (data.test_sets): scored at every validation, logged per set, in metrics.json; evaluate.py too."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from omegaconf import open_dict
+
+from fixtures import write_market_tree
+from reid import runner
+from reid.schema import ConfigError
+
+
+def _with_market(cfg, root: Path):
+    write_market_tree(root, keypoints=True)  # no keypoint files: the regions fall back, counted
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(root)
+    return cfg
+
+
+def test_test_sets_are_scored_at_every_validation_and_written_per_set(make_cfg, tmp_path):
+    cfg = _with_market(make_cfg("data.test_sets=[market]", "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1",
+                                "logger=csv", "callbacks=model_checkpoint"), tmp_path / "data")
+    metrics = runner.train(cfg)
+    market = metrics["test_sets"]["market"]
+    assert set(market) >= {"rank1", "mAP", "mINP"} and all(0.0 <= v <= 1.0 for v in market.values())
+    assert 0.0 <= metrics["mAP"] <= 1.0  # the training set's own figures stay the top level
+    with open(next(Path(cfg.paths.output_dir).glob("csv/**/metrics.csv"))) as handle:
+        rows = list(csv.DictReader(handle))
+    logged = [r["val/market/mAP"] for r in rows if r.get("val/market/mAP")]
+    assert len(logged) == 3  # two validations while training, one final
+    assert float(logged[-1]) == pytest.approx(market["mAP"], abs=1e-6)
+
+    # evaluate.py scores the same list
+    checkpoint = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    from conftest import TINY_OVERRIDES
+
+    overrides = [o for o in TINY_OVERRIDES if not o.startswith(("callbacks=", "model.", "trainer.enable_model"))]
+    eval_cfg = _with_market(make_cfg(f"ckpt_path={checkpoint}", "data.test_sets=[market]", "eval.pictures.enabled=false",
+                                     *overrides, config_name="evaluate", tiny=False), tmp_path / "data")
+    scored = runner.evaluate(eval_cfg)
+    assert scored["test_sets"]["market"]["mAP"] == pytest.approx(market["mAP"], abs=1e-6)
+
+
+def test_an_unknown_test_set_is_one_line_naming_the_choices(make_cfg):
+    with pytest.raises(ConfigError, match=r"data.test_sets: unknown data set 'dukee'; choose among .*duke"):
+        runner.build_test_sets(make_cfg("data.test_sets=[dukee]"))
