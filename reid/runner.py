@@ -187,6 +187,7 @@ def build_test_sets(cfg: DictConfig) -> dict[str, Any]:
                 data_cfg[key] = OmegaConf.to_container(cfg.data[key], resolve=True) if isinstance(
                     cfg.data[key], (DictConfig, ListConfig)) else cfg.data[key]
         data_cfg.root = str(cfg.data.root)
+        data_cfg.sampler_seed = None  # evaluation only: no training order
         data_cfg.test_sets = []
         data_cfg.pop("schedule", None)
         datamodule = instantiate(data_cfg, _recursive_=False)
