@@ -13,6 +13,11 @@ from reid import FeatureExtractor
 from reid.search import main, search, topk_search
 
 
+def images_of(result: dict) -> list[str]:
+    with open(result["ranked"]) as handle:
+        return [row["gallery"] for row in csv.DictReader(handle)]
+
+
 def test_chunked_topk_equals_the_full_ranking():
     torch.manual_seed(0)
     query, gallery = torch.randn(5, 16), torch.randn(103, 16)
@@ -50,6 +55,12 @@ def test_search_ranks_as_the_features_do_and_reuses_the_gallery_features(trained
     assert [r["gallery"] for r in rows] == [images[i] for i in expected.tolist()]
     assert [int(r["rank"]) for r in rows] == [1, 2, 3, 4, 5] and all(r["query"] == query for r in rows)
     assert (out / "ranked_list.png").stat().st_size > 1000
+
+    # a known answer: the query itself, put in the gallery, comes first at distance ~0
+    shutil.copy(query, folder / "the_query_itself.jpg")
+    found = search(checkpoint, [query], folder, tmp_path / "known", topk=3, device="cpu")
+    assert images_of(found)[0] == str(folder / "the_query_itself.jpg") and found["distances"][0, 0] < 1e-3
+    (folder / "the_query_itself.jpg").unlink()
 
     again = search(checkpoint, [query], folder, out, topk=5, device="cpu")
     assert again["cached"] and torch.equal(again["indices"], first["indices"])
