@@ -84,10 +84,10 @@ def topk_search(query: Tensor, gallery: Tensor, k: int, chunk: int = 65536) -> t
     k = min(int(k), gallery.shape[0])
     best_d = torch.full((query.shape[0], 0), float("inf"))
     best_i = torch.zeros((query.shape[0], 0), dtype=torch.long)
-    q_sq = (query * query).sum(1, keepdim=True)
+    q_sq = torch.einsum("ij,ij->i", query, query)[:, None]
     for start in range(0, gallery.shape[0], chunk):
         block = gallery[start : start + chunk]
-        distances = q_sq + (block * block).sum(1)[None, :] - 2 * query @ block.T
+        distances = q_sq + torch.einsum("ij,ij->i", block, block)[None, :] - 2 * query @ block.T
         merged_d = torch.cat([best_d, distances], dim=1)
         merged_i = torch.cat([best_i, torch.arange(start, start + block.shape[0]).expand(query.shape[0], -1)], dim=1)
         best_d, order = merged_d.topk(min(k, merged_d.shape[1]), dim=1, largest=False)
