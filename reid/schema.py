@@ -208,7 +208,8 @@ class NetConfig:
     intra_attention: bool = False
     decompose: bool = True
     residual: bool = True
-    fusion: Literal["concat", "fc", "inter"] = "concat"
+    # any fusion registered in reid.models.fusion (checked against the registry, not a list kept here)
+    fusion: str = field(default="concat", metadata={"choices": "reid.models.fusion:FUSION_REGISTRY"})
     width: float = ranged(1.0, 0.0, 8.0, low_open=True)
     global_dim: int = ranged(256, 1)
     part_dim: int = ranged(128, 1)
@@ -588,6 +589,9 @@ def _check_node(value: DictConfig | dict, schema: type, path: str, findings: _Fi
             valid = fields[key].metadata.get("range")
             if valid is not None and len(findings.items) == before:
                 _check_range(item, valid, key_path, findings, _default(fields[key]))
+            choices = fields[key].metadata.get("choices")
+            if choices is not None and len(findings.items) == before and isinstance(item, str):
+                _check_choice(item, _registry_names(choices), key_path, findings)
         elif key in HYDRA_KEYS:
             continue
         elif extra_keys is not None and key not in extra_keys:
@@ -605,6 +609,24 @@ def _check_range(value: Any, valid: Range, path: str, findings: _Findings, examp
             bounds = ("in " if valid.low is not None and valid.high is not None else "") + valid.describe()
             findings.add(path, f"config key '{path}': {shown} is out of range, must be {bounds} (fix: {fix})")
             return
+
+
+def _registry_names(where: str) -> tuple[str, ...]:
+    """The names of a registry given as ``module:ATTRIBUTE`` (imported when a config is checked)."""
+    import importlib
+
+    module, attribute = where.split(":")
+    return tuple(getattr(importlib.import_module(module), attribute))
+
+
+def _check_choice(value: str, choices: tuple[str, ...], path: str, findings: _Findings) -> None:
+    """Adds a finding when ``value`` is not one of ``choices`` (with the nearest as a hint)."""
+    if value in choices:
+        return
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else f"e.g. {path}={choices[0]}"
+    findings.add(path, f"config key '{path}': expected one of {', '.join(repr(c) for c in choices)}, "
+                       f"got {_format_value(value)} (fix: {hint})")
 
 
 # the options of every optimiser (model.optimizer), whatever its class: numbers, in range

@@ -309,3 +309,16 @@ def test_values_at_the_edges_of_their_ranges_are_accepted(make_cfg):
         "data.beta=0", "data.beta=0.5", "trainer.max_epochs=-1", "data.num_workers=0", "data.augment.hflip=1.0",
         "model.lambda_intra=0", tiny=False,
     ))
+
+
+def test_fusion_names_come_from_the_fusion_registry(make_cfg):
+    from reid.models.fusion import FUSION_REGISTRY, ConcatFusion
+
+    with pytest.raises(ConfigError, match=r"model.net.fusion': expected one of 'concat', 'fc', 'inter', got 'intr' "
+                                          r"\(fix: did you mean 'inter'\?\)"):
+        validate_config(make_cfg("model.net.fusion=intr"))
+    FUSION_REGISTRY["concat_again"] = ConcatFusion  # a newly registered fusion is a valid choice at once
+    try:
+        validate_config(make_cfg("model.net.fusion=concat_again"))
+    finally:
+        FUSION_REGISTRY.pop("concat_again")
