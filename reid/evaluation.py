@@ -292,6 +292,30 @@ def plain_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(result[k]) for k in METRIC_NAMES if k in result}
 
 
+def scoring_options(eval_options: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword options of :func:`score_features` from the ``eval`` config group (a mapping)."""
+    return {
+        "distance": str(eval_options.get("distance", "euclidean")),
+        "max_rank": int(eval_options.get("max_rank", 50)),
+        "chunk_size": eval_options.get("chunk_size"),
+        "num_repeats": int(eval_options.get("cuhk03_repeats", 10)),
+        "seed": int(eval_options.get("cuhk03_seed", 0)),
+        "exact": bool(eval_options.get("cuhk03_exact", False)),
+    }
+
+
+def score_datamodule(
+    module: nn.Module, datamodule: Any, eval_options: Mapping[str, Any], device: torch.device | str
+) -> dict[str, float]:
+    """Rank-1, mAP... of ``module``'s test feature (Table 7's ``all`` row) on a data module's query/gallery."""
+    eval_set = datamodule.eval_set
+    features = extract_features(
+        module, datamodule.val_dataloader(), paths=[r.image_path for r in eval_set.records],
+        protocol=datamodule.dataset.protocol, flip=bool(eval_options.get("flip", False)), device=device, rows=["all"],
+    )
+    return plain_metrics(score_features(features, rows=["all"], **scoring_options(eval_options))["all"])
+
+
 def results_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     """A Markdown table with one line per Table 7 row (and re-ranked rows), values in percent."""
     columns = [("R1", "rank1"), ("R5", "rank5"), ("R10", "rank10"), ("R20", "rank20"), ("mAP", "mAP"), ("mINP", "mINP")]

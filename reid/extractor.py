@@ -94,7 +94,8 @@ class FeatureExtractor:
         if int(batch_size) < 1:
             raise FeatureInputError(f"batch_size must be >= 1, got {batch_size}")
         path = Path(checkpoint)
-        stored = load_checkpoint(path).get(CONFIG_KEY) or {}
+        loaded = load_checkpoint(path)  # a file or a run folder (its newest intact checkpoint)
+        stored = loaded.get(CONFIG_KEY) or {}
         if "model" not in stored or "data" not in stored:
             raise CheckpointLoadError(
                 f"{path} holds no stored run config ('{CONFIG_KEY}'): it was not written by this project's train.py"
@@ -105,7 +106,7 @@ class FeatureExtractor:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         # built from the stored model config: memory format and all, as evaluate.py builds it
-        self.module = ReIDModule.load_from_checkpoint(path if path.is_file() else _newest(path)).eval().to(self.device)
+        self.module = ReIDModule.from_checkpoint(loaded, path).eval().to(self.device)
         self.whole_size = tuple(int(v) for v in data.whole_size)
         self.part_size = tuple(int(v) for v in data.part_size)
         self.beta = float(data.beta)
@@ -255,11 +256,3 @@ class FeatureExtractor:
             )
         return torch.cat(out) if out else torch.zeros(0, self.feature_dim)
 
-
-def _newest(run_dir: Path) -> Path:
-    from reid.checkpoints import find_resume_checkpoint
-
-    found = find_resume_checkpoint(run_dir)
-    if found is None:
-        raise FileNotFoundError(f"no checkpoint in the run folder {run_dir}")
-    return found

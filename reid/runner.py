@@ -481,23 +481,14 @@ def _model_from_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any], protocol
 
 def knockout_scores(module: Any, datamodule: Any, cfg: DictConfig) -> dict[str, dict[str, float]]:
     """The global + part feature's metrics with the attention masks flattened (``reid.models.attention.attention_knockout``)."""
-    from reid.evaluation import extract_features, plain_metrics, score_features
+    from reid.evaluation import score_datamodule
     from reid.models.attention import KNOCKOUTS, attention_knockout
 
-    e = cfg.eval
-    eval_set = datamodule.eval_set
+    options = OmegaConf.to_container(cfg.eval, resolve=True)
     scores = {}
     for mode in KNOCKOUTS:
         with attention_knockout(module.net, mode):
-            features = extract_features(
-                module, datamodule.val_dataloader(), paths=[r.image_path for r in eval_set.records],
-                protocol=datamodule.dataset.protocol, flip=bool(e.flip), device=_eval_device(cfg), rows=["all"],
-            )
-        result = score_features(
-            features, rows=["all"], distance=str(e.distance), max_rank=int(e.max_rank), chunk_size=int(e.chunk_size),
-            num_repeats=int(e.cuhk03_repeats), seed=int(e.cuhk03_seed), exact=bool(e.cuhk03_exact),
-        )
-        scores[mode] = plain_metrics(result["all"])
+            scores[mode] = score_datamodule(module, datamodule, options, _eval_device(cfg))
         log.info("attention knocked out (%s): rank-1 %.4f, mAP %.4f", mode, scores[mode]["rank1"], scores[mode]["mAP"])
     return scores
 

@@ -45,23 +45,11 @@ class CrossDatasetValidation(pl.Callback):
 
 def score_test_sets(module: Any, test_sets: Mapping[str, Any], eval_options: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     """Rank-1, mAP... of ``module``'s test feature on each test set (the ``all`` row of Table 7)."""
-    from reid.evaluation import extract_features, plain_metrics, score_features
+    from reid.evaluation import score_datamodule
 
-    options = dict(eval_options)
     device = next(module.parameters()).device
     results = {}
     for name, datamodule in test_sets.items():
-        eval_set = datamodule.eval_set
-        features = extract_features(
-            module, datamodule.val_dataloader(), paths=[r.image_path for r in eval_set.records],
-            protocol=datamodule.dataset.protocol, flip=bool(options.get("flip", False)), device=device, rows=["all"],
-        )
-        scored = score_features(
-            features, rows=["all"], distance=str(options.get("distance", "euclidean")),
-            max_rank=int(options.get("max_rank", 50)), chunk_size=options.get("chunk_size"),
-            num_repeats=int(options.get("cuhk03_repeats", 10)), seed=int(options.get("cuhk03_seed", 0)),
-            exact=bool(options.get("cuhk03_exact", False)),
-        )
-        results[name] = plain_metrics(scored["all"])
+        results[name] = score_datamodule(module, datamodule, eval_options, device)
         log.info("test set %s: rank-1 %.4f, mAP %.4f", name, results[name]["rank1"], results[name]["mAP"])
     return results

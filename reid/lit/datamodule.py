@@ -514,10 +514,8 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
         identity_images = total - len(others)
         identity_budget = budget * identity_images // max(1, total)
         def scorable(group: list[int]) -> bool:
-            return any(
-                records[q].pid == records[g].pid and records[q].camid != records[g].camid
-                for q in group if is_query[q] for g in group if not is_query[g]
-            )
+            return matched_queries([records[i] for i in group if is_query[i]],
+                                   [records[i] for i in group if not is_query[i]]) > 0
 
         kept: list[int] = []
         identities = 0
@@ -574,18 +572,23 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
         assert self.dataset is not None
         return self.dataset.num_train_pids
 
+def matched_queries(query: Sequence[Record], gallery: Sequence[Record]) -> int:
+    """How many queries have a true match in the gallery: the same identity seen by another camera."""
+    cameras_of: dict[int, set[int]] = {}
+    for record in gallery:
+        cameras_of.setdefault(record.pid, set()).add(record.camid)
+    return sum(1 for q in query if cameras_of.get(q.pid, set()) - {q.camid})
+
+
 def _check_scorable(dataset: ReIDDataset, query: Sequence[Record], gallery: Sequence[Record]) -> None:
     """Stops at set-up, not after training, when no query has a true match (same identity, another camera)."""
     if not query:
         return  # an empty query set is reported by the evaluation itself
-    cameras_of: dict[int, set[int]] = {}
-    for record in gallery:
-        cameras_of.setdefault(record.pid, set()).add(record.camid)
-    matched = sum(1 for q in query if cameras_of.get(q.pid, set()) - {q.camid})
+    matched = matched_queries(query, gallery)
     if matched == 0:
         from reid.data.datasets.common import DatasetFormatError
 
-        shared = len({q.pid for q in query} & set(cameras_of))
+        shared = len({q.pid for q in query} & {g.pid for g in gallery})
         raise DatasetFormatError(
             f"data set '{dataset.name}' at {dataset.root}: none of the {len(query)} query images has a match in the "
             f"gallery ({len(gallery)} images; {shared} identities shared, none seen by another camera), so nothing "

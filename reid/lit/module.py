@@ -103,18 +103,29 @@ class ReIDModule(pl.LightningModule):
         ``weights_only=True``. ``kwargs`` override constructor arguments (``eval_options``,
         ``compile``...); ``hparams_file`` is not supported (the stored config is the source).
         """
-        from hydra.utils import instantiate
-        from omegaconf import OmegaConf
-
-        from reid.checkpoints import CONFIG_KEY, CheckpointLoadError, load_checkpoint
+        from reid.checkpoints import load_checkpoint
 
         if hparams_file is not None:
             raise ValueError("hparams_file is not supported: the model config stored in the checkpoint builds the module")
-        checkpoint = load_checkpoint(checkpoint_path)
+        module = cls.from_checkpoint(load_checkpoint(checkpoint_path), checkpoint_path, strict=strict, **kwargs)
+        if map_location is not None:
+            module = module.to(map_location)
+        return module
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: dict[str, Any], source: str | Path = "the checkpoint", strict: bool | None = None, **kwargs: Any
+    ) -> "ReIDModule":
+        """The module of an already loaded checkpoint of ``train.py`` (see :meth:`load_from_checkpoint`)."""
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+        from reid.checkpoints import CONFIG_KEY, CheckpointLoadError
+
         stored = checkpoint.get(CONFIG_KEY) or {}
         if "model" not in stored or "num_classes" not in checkpoint.get("hyper_parameters", {}):
             raise CheckpointLoadError(
-                f"{checkpoint_path} holds no stored model config ('{CONFIG_KEY}'): it was not written by train.py; "
+                f"{source} holds no stored model config ('{CONFIG_KEY}'): it was not written by train.py; "
                 "build the module yourself and load its state_dict"
             )
         model_cfg = OmegaConf.create(stored["model"])
@@ -123,8 +134,6 @@ class ReIDModule(pl.LightningModule):
         options = {"num_classes": int(hparams["num_classes"]), "eval_options": hparams.get("eval_options"), **kwargs}
         module = instantiate(model_cfg, **options, _convert_="all")
         module.load_state_dict(checkpoint["state_dict"], strict=True if strict is None else strict)
-        if map_location is not None:
-            module = module.to(map_location)
         return module
 
     # ------------------------------------------------------------------ forward
