@@ -257,3 +257,24 @@ def test_stored_model_config_round_trips_the_new_options(make_cfg):
         m.norm == "batch" for m in net.modules() if isinstance(m, (DecomposedAttentionHead, FullAttentionHead))
     )
     assert OmegaConf.select(cfg, "model.fused_label_smoothing") is None
+
+
+def test_knockout_scores_flatten_the_masks_and_score_each_mode(trained):
+    import torch
+
+    from reid import runner
+    from reid.lit.module import ReIDModule
+    from reid.models.attention import attention_knockout
+
+    checkpoint, datamodule, cfg = trained
+    module = ReIDModule.load_from_checkpoint(checkpoint).eval()
+    scores = runner.knockout_scores(module, datamodule, cfg)
+    assert set(scores) == {"spatial", "channel"}
+    for figures in scores.values():
+        assert 0.0 <= figures["rank1"] <= 1.0 and 0.0 < figures["mAP"] <= 1.0
+    batch = next(iter(datamodule.val_dataloader()))
+    with torch.no_grad():
+        plain = module(batch["whole"], batch["parts"]).feature
+        with attention_knockout(module.net, "spatial"):
+            flat = module(batch["whole"], batch["parts"]).feature
+    assert not torch.allclose(plain, flat)  # the knockout changes what the network computes
