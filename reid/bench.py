@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m reid.bench                          # defaults: all variants, demo + paper sizes
+    python -m reid.bench                          # defaults: every model of conf/model/, demo + paper sizes
     python -m reid.bench --sizes demo --variants baseline intra_inter --batch-size 32
     python -m reid.bench --parts-layout grouped separate --sizes demo   # grouped vs separate parts
     python -m reid.bench --precision bf16 --no-channels-last
@@ -13,28 +13,7 @@ under ``torch.inference_mode``. Each measurement runs ``--warmup`` untimed itera
 ``--iters`` timed ones, and reports the fastest (the machine may be shared). ResNet-50 is fed
 the same whole-body batch (no parts). Prints a Markdown table naming the hardware.
 
-Measured 2026-11-25 on "Intel(R) Xeon(R) Processor" (2 cores with AVX-512, shared with other
-jobs), torch 2.13.0+cpu, batch 32, fp32, channels_last, 751 classes, images/s (train / infer):
-
-====================  =====  =======  ==============  ==============  ==============
-model                 M par  GMACs    demo, 2 thr     paper, 2 thr    paper, 1 thr*
-====================  =====  =======  ==============  ==============  ==============
-baseline              7.85   2.05     91.8 / 364.8    10.6 / 42.4     6.9 / 24.1
-intra                 10.52  2.56     60.6 / 236.5                    4.7 / 16.7
-inter                 8.43   2.06     91.6 / 361.4                    6.9 / 24.1
-intra_inter           11.10  2.56     60.9 / 233.7    8.2 / 31.4      4.1 / 16.3
-fc                    9.02   2.06     95.6 / 335.7                    6.7 / 23.5
-ResNet-50             25.05  6.01     41.0 / 140.0    2.7 / 14.2      2.0 / 8.0
-====================  =====  =======  ==============  ==============  ==============
-
-GMACs at the paper size (demo: 0.23 base, 0.29 with intra-attention, ResNet-50 0.67).
-demo = 128x64 / 32x64, paper = 384x192 / 96x192; grouped part branches (the default).
-``*`` separate part branches, ``--threads 1 --timer process``. Paper-size runs with 2 threads
-swing by 3-10x when other jobs load the machine (OpenMP threads wait for each other): use
-``--threads 1 --timer process`` for comparisons there. bf16 autocast is slower on this CPU
-(no AMX): demo baseline 69.6 / 248.9, intra_inter 46.0 / 157.7. Grouped against separate part
-branches (2 threads, training): demo baseline 89-96 vs 88-91, intra_inter 65-67 vs 54-55;
-paper baseline 10.6 vs 12.5, intra_inter 8.2 vs 9.0.
+The figures measured on this project's machines are in the README's benchmark section.
 """
 
 from __future__ import annotations
@@ -50,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid.models import VARIANTS, ResNet50, build_variant, count_macs, count_parameters
+from reid.models import ResNet50, count_macs, count_parameters
+from reid.variants import build_variant, model_names, model_variants
 
 SIZES = {
     "demo": ((128, 64), (32, 64)),
@@ -58,7 +38,17 @@ SIZES = {
 }
 """Named input sizes: (whole H x W, part h x w)."""
 
-DEFAULT_VARIANTS = ("baseline", "intra", "inter", "intra_inter", "fc")
+
+
+def distinct_networks() -> list[str]:
+    """The models of ``conf/model/`` whose networks differ (``aligned`` is ``baseline``'s network on other crops)."""
+    names: list[str] = []
+    seen: list[dict] = []
+    for variant in model_variants():
+        if dict(variant.net) not in seen:
+            seen.append(dict(variant.net))
+            names.append(variant.name)
+    return names
 
 
 @dataclass
@@ -239,7 +229,8 @@ def format_table(rows: Sequence[BenchRow], args: argparse.Namespace) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line options."""
     parser = argparse.ArgumentParser(prog="python -m reid.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=sorted(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=None, choices=model_names(),
+                        help="models of conf/model/ (default: each distinct network among them)")
     parser.add_argument("--sizes", nargs="+", default=["demo", "paper"], choices=sorted(SIZES))
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
@@ -262,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     """Runs the benchmark and prints the Markdown table."""
     args = build_parser().parse_args(argv)
+    args.variants = args.variants or distinct_networks()
     if args.batch_size < 1 or args.threads < 1 or args.iters < 1 or args.warmup < 0:
         raise SystemExit("--batch-size, --threads and --iters must be >= 1 and --warmup >= 0")
     rows = run(args)

@@ -13,21 +13,41 @@ from omegaconf import DictConfig
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
-def compose_config(overrides: Sequence[str], config_name: str = "train") -> DictConfig:
+def compose_config(overrides: Sequence[str], config_name: str | None = "train") -> DictConfig:
     """Composes ``conf/<config_name>.yaml`` with Hydra overrides, paths rooted at the working directory.
+
+    ``config_name=None`` composes only what the overrides add (``+model=intra``: one group).
 
     ``paths.*`` normally come from Hydra's runtime (only set under ``hydra.main``); here the
     working directory stands in for both the project root and the output folder.
     """
+    return compose_configs([overrides], config_name)[0]
+
+
+def compose_configs(override_lists: Sequence[Sequence[str]], config_name: str | None = "train") -> list[DictConfig]:
+    """:func:`compose_config` for each list of overrides, with Hydra set up once (it is the slow part)."""
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
     from omegaconf import open_dict
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=list(overrides))
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(Path.cwd())
-        cfg.paths.output_dir = str(Path.cwd())
-    return cfg
+    # inside a running Hydra app (a tool composing the model list, say) Hydra is already set up:
+    # compose from the packaged configs anyway, then hand the app its own state back
+    outer = get_gh_backup() if GlobalHydra.instance().is_initialized() else None
+    if outer is not None:
+        GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            configs = [compose(config_name=config_name, overrides=list(overrides)) for overrides in override_lists]
+    finally:
+        if outer is not None:
+            restore_gh_from_backup(outer)
+    for cfg in configs:
+        if "paths" in cfg:
+            with open_dict(cfg):
+                cfg.paths.root_dir = str(Path.cwd())
+                cfg.paths.output_dir = str(Path.cwd())
+    return configs
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -35,26 +35,26 @@ from PIL import Image
 
 from reid.errors import ReidError
 from reid.files import atomic_save_image, atomic_write_text
+from reid.variants import model_names, model_variants
 from reid.viz.curves import line_plot_picture
 
 log = logging.getLogger(__name__)
 
-#: Table 6's row order; other variants follow, sorted by name.
-MODEL_ORDER = ("baseline", "aligned", "intra", "inter", "intra_inter")
 #: Table 6's column order (data config groups); other data sets follow, sorted by name.
 DATA_ORDER = ("market", "duke", "cuhk03_labeled", "cuhk03_detected")
 DATA_LABELS = {"market": "Market-1501", "duke": "DukeMTMC-reID", "cuhk03_labeled": "CUHK03-L",
                "cuhk03_detected": "CUHK03-D"}
 #: data.name values -> data config group, for runs without hydra.yaml
 DATASET_GROUPS = {"market1501": "market", "dukemtmcreid": "duke"}
-#: (intra_attention, fusion) -> variant, for runs without hydra.yaml (pose regions)
-VARIANTS = {(False, "concat"): "aligned", (True, "concat"): "intra", (False, "inter"): "inter",
-            (True, "inter"): "intra_inter"}
 UNKNOWN = "?"
 LAMBDA_KEY = "model.lambda_intra"
 BETA_KEY = "data.beta"
-SWEEP_COMMAND = ("python train.py -m model=baseline,aligned,intra,inter,intra_inter "
-                 "(or model.lambda_intra=0,0.1,0.5 / data.beta=0,0.0625,0.125)")
+
+
+def sweep_command() -> str:
+    """The command that trains every model (for the message of a report without runs)."""
+    return (f"python train.py -m model={','.join(model_names())} "
+            "(or model.lambda_intra=0,0.1,0.5 / data.beta=0,0.0625,0.125)")
 
 
 class ReportError(ReidError):
@@ -122,13 +122,24 @@ def _data_group(config: DictConfig | None) -> str:
 
 
 def _model_variant(config: DictConfig | None) -> str:
-    """The Table 6 variant, guessed from the composed model config (for runs without hydra.yaml)."""
+    """The model of ``conf/model/`` that the composed config is, for runs without hydra.yaml.
+
+    A run is a model when it has that model's crops and the same values for every network
+    option in which the models differ; otherwise it is named by its fusion.
+    """
     if config is None or _select(config, "model") is None:
         return UNKNOWN
-    if _select(config, "model.regions") == "strips":
-        return "baseline"
-    key = (bool(_select(config, "model.net.intra_attention")), str(_select(config, "model.net.fusion")))
-    return VARIANTS.get(key, f"{'intra_' if key[0] else ''}{key[1]}")
+    variants = model_variants()
+    distinguishing = sorted({key for variant in variants for key in variant.net
+                             if len({repr(v.net.get(key)) for v in variants}) > 1})
+    regions = _select(config, "model.regions")
+    for variant in variants:
+        if regions == variant.regions and all(
+            _select(config, f"model.net.{key}") == variant.net.get(key) for key in distinguishing
+        ):
+            return variant.name
+    intra = "intra_" if _select(config, "model.net.intra_attention") else ""
+    return f"{intra}{_select(config, 'model.net.fusion')}"
 
 
 def _model_overrides(overrides: Sequence[str]) -> list[str]:
@@ -254,7 +265,7 @@ def collect_runs(paths: Iterable[str | Path]) -> list[RunResult]:
             runs.append(RunResult(run_dir, model, data, lambda_intra, beta, metrics, overrides, notes, attention))
     if not runs:
         names = ", ".join(str(r) for r in roots)
-        raise ReportError(f"no metrics.json below {names}: train first, e.g. `{SWEEP_COMMAND}` "
+        raise ReportError(f"no metrics.json below {names}: train first, e.g. `{sweep_command()}` "
                           "(runs write metrics.json when training ends)")
     return runs
 
@@ -320,8 +331,10 @@ def _r1_map_cell(runs: Sequence[RunResult], spread: bool = True) -> str:
 
 
 def _model_rank(model: str) -> tuple[int, str]:
+    """Table 6's order (that of :func:`reid.variants.model_names`); other models follow, by name."""
+    order = model_names()
     base = model.split("[", 1)[0]  # "intra_inter[model.net.fusion=fc]" sorts with intra_inter
-    return (MODEL_ORDER.index(base) if base in MODEL_ORDER else len(MODEL_ORDER), model)
+    return (order.index(base) if base in order else len(order), model)
 
 
 def _data_rank(data: str) -> tuple[int, str]:
@@ -595,13 +608,22 @@ def _runs_table(runs: Sequence[RunResult]) -> str:
                            [":---", ":---", ":---", "---:", "---:", "---:", "---:"])
 
 
+def _lambda_note() -> str:
+    """Which models λ changes: those whose fusion trains a classifier of its own (read from the fusions)."""
+    from reid.models.fusion import FUSION_REGISTRY
+
+    trained = [v.name for v in model_variants() if FUSION_REGISTRY[str(v.net["fusion"])].has_fused_classifier]
+    untouched = [v.name for v in model_variants() if v.name not in trained]
+    return ("λ (Eq. 11) weighs the five branch losses against the fused one, so it changes only models "
+            f"with a trained fusion ({', '.join(trained)}); {', '.join(untouched)} ignore it.")
+
+
 def render_report(runs: Sequence[RunResult], plots: dict[str, str] | None = None) -> str:
     """The report's Markdown; ``plots`` maps a sweep's plot name to the file to link (none: no images)."""
     parts = ["# Ablation report", "", f"{len(runs)} runs. Metrics in percent; a cell with n > 1 runs gives "
              "mean ± sample standard deviation.", "", "## Table 6: R1 / mAP per model and data set", "",
              ablation_table(runs), "",
-             "λ (Eq. 11) weighs the five branch losses against the fused one, so it changes only models "
-             "with a trained fusion (inter, intra_inter, fc); baseline, aligned and intra ignore it.", ""]
+             _lambda_note(), ""]
     health = attention_health_table(runs)
     if health:
         parts += ["## Attention health of the final models", "",

@@ -18,13 +18,9 @@ from reid.metrics.attention_health import BRANCH_NAMES, AttentionHealth, flatten
 from reid.models import AttentionReIDNet
 from reid.models.attention import ATTENTION_NORMS, DecomposedAttentionHead, FullAttentionHead
 from reid.runner import train
-from conftest import CONF_DIR
+from reid.variants import model_variants
 
-ATTENTION_MODELS = sorted(
-    path.stem
-    for path in Path(CONF_DIR, "model").glob("*.yaml")
-    if path.stem != "default" and "intra_attention: true" in path.read_text()
-)
+ATTENTION_MODELS = [variant.name for variant in model_variants() if variant.net["intra_attention"]]
 
 
 def _inputs(batch: int, whole: tuple[int, int], part: tuple[int, int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,7 +15,6 @@ from reid.models import (
     PART_NAMES,
     AttentionReIDNet,
     ResNet50,
-    build_variant,
     count_macs,
     count_parameters,
     is_classifier_parameter,
@@ -23,6 +22,8 @@ from reid.models import (
     part_state_dict_to_separate,
 )
 from reid.models.attention import DecomposedAttentionHead, FullAttentionHead
+from reid.models.fusion import FUSION_REGISTRY
+from reid.variants import build_variant, model_variants
 
 NUM_CLASSES = 7
 GLOBAL_DIM, PART_DIM = 16, 8
@@ -67,7 +68,7 @@ def force_attention(net: nn.Module, bias: float) -> None:
         ("intra", GLOBAL_DIM + 4 * PART_DIM, False),
         ("inter", GLOBAL_DIM + 4 * PART_DIM, True),
         ("intra_inter", GLOBAL_DIM + 4 * PART_DIM, True),
-        ("fc", 20, True),
+        ("intra_fc", 20, True),
     ],
 )
 def test_output_shapes_per_variant(variant: str, feature_dim: int, fused: bool) -> None:
@@ -84,6 +85,17 @@ def test_output_shapes_per_variant(variant: str, feature_dim: int, fused: bool) 
     assert out.attention is None
 
 
+@pytest.mark.parametrize("variant", model_variants(), ids=lambda variant: variant.name)
+def test_every_model_of_conf_model_builds_what_its_options_say(variant) -> None:
+    net = tiny(variant.name).eval()
+    out = net(*inputs())
+    fusion = FUSION_REGISTRY[variant.net["fusion"]]
+    assert isinstance(net.fusion, fusion)
+    assert (out.fused_logits is not None) == fusion.has_fused_classifier
+    assert net.intra_attention == variant.net["intra_attention"]
+    assert (net(*inputs(), return_attention=True).attention is not None) == variant.net["intra_attention"]
+
+
 def test_concat_feature_slices_pick_each_branch() -> None:
     net = tiny("baseline").eval()
     out = net(*inputs())
@@ -93,7 +105,7 @@ def test_concat_feature_slices_pick_each_branch() -> None:
     for index, name in enumerate(PART_NAMES):
         torch.testing.assert_close(out.feature[:, slices[name]], out.part_features[:, index])
     assert net.feature_slices.keys() >= {"all", "parts", *BRANCH_NAMES}
-    assert tiny("fc").feature_slices == {"all": slice(0, 48)}
+    assert tiny("intra_fc").feature_slices == {"all": slice(0, 48)}
 
 
 @pytest.mark.parametrize("inter_norm", ["none", "l2"])

@@ -12,9 +12,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from reid.runner import train
+from reid.variants import model_names
 from conftest import ROOT, TINY_OVERRIDES, flat_metrics
 
-MODELS = ["baseline", "aligned", "intra", "inter", "intra_inter"]
+MODELS = model_names()  # the files of conf/model/
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -34,6 +35,7 @@ def test_model_configs_compose_to_the_intended_options(make_cfg):
         "intra": ("pose", True, "concat"),
         "inter": ("pose", False, "inter"),
         "intra_inter": ("pose", True, "inter"),
+        "intra_fc": ("pose", True, "fc"),
     }
     for model, (regions, intra, fusion) in expected.items():
         cfg = make_cfg(f"model={model}")

@@ -4,10 +4,8 @@ from reid.models.complexity import count_macs, count_parameters
 from reid.models.network import (
     BRANCH_NAMES,
     PART_NAMES,
-    VARIANTS,
     AttentionReIDNet,
     NetworkOutput,
-    build_variant,
     is_classifier_parameter,
     part_state_dict_to_grouped,
     part_state_dict_to_separate,
@@ -17,11 +15,9 @@ from reid.models.resnet import ResNet50
 __all__ = [
     "BRANCH_NAMES",
     "PART_NAMES",
-    "VARIANTS",
     "AttentionReIDNet",
     "NetworkOutput",
     "ResNet50",
-    "build_variant",
     "count_macs",
     "count_parameters",
     "is_classifier_parameter",
