@@ -28,6 +28,7 @@ evaluate: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check --quiet .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q $(ARGS)
 
 bench: $(STAMP)

@@ -38,6 +38,7 @@ except ImportError:  # pragma: no cover - Windows
 from hydra.experimental.callback import Callback
 
 from reid.errors import ReidError
+from reid.schema import schema_default
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,8 @@ def config_changes(stored: DictConfig, new: DictConfig) -> tuple[list[str], list
         if _under(key, RESUME_KEYS):
             continue
         old, value = old_flat.get(key, "<absent>"), new_flat.get(key, "<absent>")
+        if old == "<absent>" and value == schema_default(key):
+            continue  # an option a newer config spells out, at the value the run had by default
         if old != value:
             (architecture if _under(key, ARCHITECTURE_KEYS) else other).append(f"{key}: {old} -> {value}")
     return architecture, other

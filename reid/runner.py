@@ -166,22 +166,21 @@ def build_test_sets(cfg: DictConfig) -> dict[str, Any]:
     settings (:data:`TEST_SET_KEYS`: sizes, β, regions, pose thresholds, normalisation...), so the
     network sees what it was trained on.
     """
-    from reid.cli import CONF_DIR
+    from reid.cli import CONF_DIR, compose_configs
     from reid.schema import ConfigError
 
     names = list(cfg.data.get("test_sets") or [])
     if not names:
         return {}
-    base = OmegaConf.load(CONF_DIR / "data" / "default.yaml")
-    modules = {}
     for name in names:
-        path = CONF_DIR / "data" / f"{name}.yaml"
-        if not path.is_file() or name in ("default", "imagenet"):
+        if not (CONF_DIR / "data" / f"{name}.yaml").is_file() or name in ("default", "imagenet"):
             known = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml") if p.stem not in ("default", "imagenet"))
             raise ConfigError([f"data.test_sets: unknown data set {name!r}; choose among {', '.join(known)}"])
-        option = OmegaConf.load(path)
-        option.pop("defaults", None)
-        data_cfg = OmegaConf.merge(base, option)
+    # each set's data config exactly as `data=<name>` composes it
+    composed = compose_configs([[f"data={name}", "logger=none", "callbacks=none"] for name in names])
+    modules = {}
+    for name, option in zip(names, composed):
+        data_cfg = OmegaConf.create(OmegaConf.to_container(option.data, resolve=True))
         for key in TEST_SET_KEYS:
             if key in cfg.data:
                 data_cfg[key] = OmegaConf.to_container(cfg.data[key], resolve=True) if isinstance(

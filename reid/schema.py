@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple, Union
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationValidationError
 
 from reid.errors import ReidError
 
@@ -446,6 +447,12 @@ def _read(node: DictConfig | ListConfig, key: Any) -> Any:
         return _MISSING
     try:
         return node[key]
+    except InterpolationValidationError:
+        # ${other.key} whose value the typed node refuses: report the value it would take
+        match = _REFERENCE.match(str(node._get_node(key)._value()))  # type: ignore[union-attr]
+        if match:
+            return OmegaConf.select(node._get_root(), match[1], default=_UNRESOLVED)
+        return _UNRESOLVED
     except Exception:  # noqa: BLE001 - any resolver failure means "not checkable here", not "wrong"
         return _UNRESOLVED
 
@@ -768,3 +775,251 @@ def _format(example: Any) -> str:
     if isinstance(example, dict):
         return "{" + ",".join(f"{k}:{_format(v)}" for k, v in example.items()) + "}"
     return str(example)
+
+
+# ============================================================================ Hydra's ConfigStore
+# The schemas above are registered with Hydra as structured configs, so that a misspelt key or a
+# value of the wrong kind, in any YAML file or override, fails when Hydra composes the config
+# (naming the file and the full key). OmegaConf's types are simpler than Python's (no Literal, no
+# Union but Optional, tuples of any length): each schema is registered as a copy with its types
+# widened to what OmegaConf checks, and validate_config then checks the exact types, choices and
+# ranges. The trainer, callbacks, loggers, optimiser and scheduler stay open mappings: their keys
+# are the parameters of their ``_target_``, checked by validate_config.
+
+#: the ConfigStore group of the schemas: a YAML file extends one with ``- /schema/<name>@_here_``
+SCHEMA_GROUP = "schema"
+
+
+@dataclass
+class TrainRunConfig:
+    """The top level of train.yaml: its own keys typed, each group typed by its own schema."""
+
+    task_name: str = "train"
+    tags: List[str] = field(default_factory=lambda: ["dev"])
+    seed: Optional[int] = 42
+    ckpt_path: Optional[str] = None
+    overwrite: bool = False
+    resume_with_changes: bool = False
+    final_validation: bool = True
+    expect_pretrained: bool = False
+    optimized_metric: Optional[str] = "val/mAP"
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    data: Any = None
+    model: Any = None
+    trainer: Any = None
+    callbacks: Any = None
+    logger: Any = None
+
+
+@dataclass
+class EvaluateRunConfig(TrainRunConfig):
+    """The top level of evaluate.yaml: train.yaml's keys (an experiment file serves both) and saved features."""
+
+    task_name: str = "evaluate"
+    features_path: Optional[str] = None
+
+
+def _omegaconf_type(annotation: Any) -> Any:
+    """The nearest type OmegaConf can check (Literal -> str, a Union -> Any, dataclasses widened too)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if dataclasses.is_dataclass(annotation):
+        # an optimiser, scheduler...: its keys are its target's parameters (validate_config checks them)
+        return Any if getattr(annotation, "KEYS_FROM_TARGET", False) else _structured(annotation)
+    if origin is Literal:
+        return str if all(isinstance(a, str) for a in args) else Any
+    if origin is Union:
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1 and not dataclasses.is_dataclass(options[0]):
+            inner = _omegaconf_type(options[0])
+            return Any if inner is Any else Optional[inner]
+        return Any
+    if origin in (list, tuple):
+        items = [a for a in args if a is not Ellipsis]
+        inner = _omegaconf_type(items[0]) if items and len(set(items)) == 1 else Any
+        return List[inner]  # type: ignore[valid-type]
+    if origin is dict:
+        return Dict[str, _omegaconf_type(args[1]) if len(args) == 2 else Any]  # type: ignore[misc]
+    if annotation in (int, float, bool, str):
+        return annotation
+    return Any
+
+
+def _structured(schema: type, values: bool = True) -> type:
+    """``schema`` as OmegaConf types it (one class per schema and ``values``: OmegaConf compares classes)."""
+    return _structured_class(schema, values)
+
+
+@lru_cache(maxsize=None)
+def _structured_class(schema: type, values: bool) -> type:
+    """``schema`` as OmegaConf types it: widened field types (see above), no class variables.
+
+    With ``values``, the fields keep their defaults: an option that no YAML file sets takes the
+    schema's default, which is the class's own. Without, every value is ``???``: merged after
+    the values, such a schema only types the node (a subclass's: ``data/imagenet.yaml``).
+    """
+    hints = _type_hints(schema)
+    fields: list[tuple[str, Any, Any]] = []
+    for item in dataclasses.fields(schema):
+        kind = _omegaconf_type(hints[item.name])
+        default = _default(item)
+        if kind is Any:
+            fields.append((item.name, kind, field(default=None)))
+        elif not values:
+            fields.append((item.name, kind, field(default=MISSING)))
+        elif dataclasses.is_dataclass(kind):
+            fields.append((item.name, kind, field(default_factory=kind)))
+        elif isinstance(default, (list, tuple, dict)):
+            fields.append((item.name, kind, field(default_factory=lambda d=default: _plain(d))))
+        else:
+            fields.append((item.name, kind, field(default=default)))
+    # a subclass stays one (OmegaConf then lets it type a node its base typed: data=imagenet)
+    bases = tuple(_structured(base) for base in schema.__bases__ if dataclasses.is_dataclass(base))
+    return dataclasses.make_dataclass(schema.__name__, fields, bases=bases)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively (OmegaConf stores sequences as lists)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def register_schemas() -> None:
+    """Registers the schemas with Hydra's ConfigStore (idempotent; done when reid.cli is imported)."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for name, schema in REGISTERED.items():
+        store.store(group=SCHEMA_GROUP, name=name, node=_structured(schema, values=name not in EXTENSIONS))
+
+
+#: ConfigStore name -> schema (``conf/train.yaml``: ``- /schema/train@_here_``)
+REGISTERED: dict[str, type] = {
+    "train": TrainRunConfig,
+    "evaluate": EvaluateRunConfig,
+    "reid_data": ReIDDataConfig,
+    "imagenet_data": ImageNetDataConfig,
+    "reid_module": ReIDModuleConfig,
+}
+
+
+#: schemas merged after the values they type (a subclass of an earlier schema): registered without values
+EXTENSIONS = frozenset({"imagenet_data"})
+
+
+def compose_error(err: Exception) -> ConfigError:
+    """Hydra's composition error (a misspelt key, a wrong type, an unknown option) as one line with a fix.
+
+    Hydra reports the file and the full key over several lines; this adds what was expected and
+    the likely key, in the words of :func:`validate_config`.
+    """
+    from hydra.errors import MissingConfigException
+
+    message = str(err)
+    cause = err.__cause__ if err.__cause__ is not None else err
+    where = re.match(r"In '([^']+)'", message)
+    in_file = f" in {where[1]}.yaml" if where and not where[1].startswith(SCHEMA_GROUP + "/") else ""
+    if isinstance(err, MissingConfigException):
+        return ConfigError([_missing_option_problem(message)])
+    full_key = getattr(cause, "full_key", None) or _field(r"full_key: (\S+)", message)
+    object_type = _field(r"object_type=(\w+)", message) or getattr(getattr(cause, "object_type", None), "__name__", None)
+    schema = _SCHEMAS_BY_NAME.get(object_type or "")
+    if not full_key:
+        return ConfigError([" ".join(message.split())])
+    parent, _, key = full_key.rpartition(".")
+    text = f"{message}\n{cause}"
+    if "not in" in text or "Could not override" in text:
+        known = [f.name for f in dataclasses.fields(schema)] if schema else []
+        problem = _unknown_key_problem(full_key, key, parent, known) if known else f"unknown config key '{full_key}'"
+        return ConfigError([problem.replace(f"'{full_key}'", f"'{full_key}'{in_file}", 1)])
+    override = re.search(r"override (\S+=.*)$", message, re.MULTILINE)
+    value: Any = _override_value(override[1]) if override else _field(r"Value '([^']*)'", text)
+    item = re.match(r"(.*)\[\d+\]$", full_key)  # an item of a list: report the list option
+    if item:
+        full_key = item[1]
+        parent, _, key = full_key.rpartition(".")
+        schema = _schema_at(parent)
+    if schema is not None and key in {f.name for f in dataclasses.fields(schema)}:
+        schema_field = next(f for f in dataclasses.fields(schema) if f.name == key)
+        problem = _type_problem(full_key, value, _type_hints(schema)[key], _default(schema_field))
+    else:
+        problem = f"config key '{full_key}': {_field(r'^(.*)$', str(cause)) or 'wrong value'} (got {value!r})"
+    return ConfigError([problem.replace(f"'{full_key}'", f"'{full_key}'{in_file}", 1)])
+
+
+def _override_value(override: str) -> Any:
+    """The value of ``key=value`` as Hydra parses it (``true`` -> True, ``[1,a]`` -> [1, 'a'])."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_override(override).value()
+    except Exception:  # noqa: BLE001 - shown as written when Hydra's parser cannot read it either
+        return override.split("=", 1)[1]
+
+
+def _schema_at(path: str) -> type | None:
+    """The schema of the node at ``path`` (``data.pose`` -> PoseConfig), walking :class:`RunConfig`."""
+    schema: Any = RunConfig
+    for key in path.split(".") if path else []:
+        annotation = _type_hints(schema).get(key) if dataclasses.is_dataclass(schema) else None
+        options = [a for a in (annotation, *typing.get_args(annotation)) if dataclasses.is_dataclass(a)]
+        if not options:
+            return None
+        schema = options[0]
+    return schema if dataclasses.is_dataclass(schema) else None
+
+
+_NO_DEFAULT = object()
+
+
+def schema_default(path: str) -> Any:
+    """The schema's default of the option at ``path`` (``model.net.group_parts`` -> True); a sentinel when none.
+
+    A config stored by an older version may lack an option that the schema now spells out;
+    with this default the option was what the code used anyway (:func:`reid.rundir.config_changes`).
+    """
+    parent, _, key = path.rpartition(".")
+    schema = _schema_at(parent)
+    fields = {f.name: f for f in dataclasses.fields(schema)} if schema is not None else {}
+    if key not in fields:
+        return _NO_DEFAULT
+    return _plain(_default(fields[key]))
+
+
+def _field(pattern: str, text: str) -> str | None:
+    match = re.search(pattern, text, re.MULTILINE)
+    return match[1] if match else None
+
+
+def _missing_option_problem(message: str) -> str:
+    """``data=nosuch``: the group's options (the schemas left out), with the nearest."""
+    wanted = _field(r"Could not find '([^']+)'", message) or "?"
+    group, _, option = wanted.rpartition("/")
+    listed = re.search(r"Available options in '[^']+':\n((?:\t.*\n?)+)", message)
+    options = [line.strip() for line in listed[1].splitlines()] if listed else []
+    close = difflib.get_close_matches(option, options, n=1, cutoff=0.6)
+    hint = f"did you mean '{group}={close[0]}'?" if close else f"one of {', '.join(options)}"
+    if not group:
+        return f"no config named '{option}' (fix: {hint if close else 'check the name'})"
+    return f"config group '{group}' has no option '{option}' (fix: {hint})"
+
+
+def _all_schemas() -> dict[str, type]:
+    found: dict[str, type] = {}
+    pending: list[type] = [RunConfig, *REGISTERED.values()]
+    while pending:
+        schema = pending.pop()
+        if schema.__name__ in found:
+            continue
+        found[schema.__name__] = schema
+        for annotation in _type_hints(schema).values():
+            for inner in (annotation, *typing.get_args(annotation)):
+                if dataclasses.is_dataclass(inner):
+                    pending.append(inner)  # type: ignore[arg-type]
+    return found
+
+
+_SCHEMAS_BY_NAME = _all_schemas()

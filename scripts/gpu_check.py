@@ -90,16 +90,14 @@ def _training_figures(run_dir: Path) -> dict[str, Any]:
 
 def _loader_rates(workers: Sequence[int], smoke: bool, data_dir: Path, batches: int) -> dict[str, float]:
     """Training images/s the loader delivers (no model) with each number of workers."""
-    from hydra import compose, initialize_config_dir
-
+    from reid.cli import compose_config
     from reid.runner import build_datamodule
 
     rates = {}
     for count in workers:
         overrides = [f"paths.data_dir={data_dir}", f"data.num_workers={count}", "data.whole_size=[384,192]",
                      "data.part_size=[96,192]", "logger=none", "callbacks=none"]
-        with initialize_config_dir(config_dir=str(ROOT / "reid" / "conf"), version_base="1.3"):
-            cfg = compose("train", overrides=overrides + (SMOKE_OVERRIDES if smoke else []))
+        cfg = compose_config(overrides + (SMOKE_OVERRIDES if smoke else []))
         datamodule = build_datamodule(cfg)
         loader = datamodule.train_dataloader()
         iterator = iter(loader)

@@ -8,8 +8,9 @@ from typing import Callable
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
+
+from reid.cli import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = str(ROOT / "conf")
@@ -71,8 +72,7 @@ def make_cfg(tmp_path: Path, data_dir: Path) -> Callable[..., DictConfig]:
     """Composes `conf/<config_name>.yaml` with the tiny overrides plus the given ones."""
 
     def _make(*overrides: str, config_name: str = "train", tiny: bool = True) -> DictConfig:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=(TINY_OVERRIDES if tiny else []) + list(overrides))
+        cfg = compose_config((TINY_OVERRIDES if tiny else []) + list(overrides), config_name)
         with open_dict(cfg):
             cfg.paths.root_dir = str(ROOT)
             cfg.paths.work_dir = str(ROOT)
@@ -90,9 +90,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[P
     import reid.runner as runner
 
     out = tmp_path_factory.mktemp("extractor")
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[*TINY_OVERRIDES, "model=intra_inter", "trainer.max_epochs=1",
-                                          "callbacks=model_checkpoint", "data.beta=0.15"])
+    cfg = compose_config([*TINY_OVERRIDES, "model=intra_inter", "trainer.max_epochs=1", "callbacks=model_checkpoint",
+                          "data.beta=0.15"])
     with open_dict(cfg):  # as the make_cfg fixture sets them (session scope cannot use it)
         cfg.paths.root_dir = cfg.paths.work_dir = str(ROOT)
         cfg.paths.output_dir = str(out / "run")

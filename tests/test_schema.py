@@ -47,6 +47,19 @@ def _error(cfg) -> str:
     return message
 
 
+def _problems(make_cfg, *overrides: str) -> list[str]:
+    """What is wrong with the overrides: found by Hydra when it composes (the typed schemas), or after."""
+    try:
+        cfg = make_cfg(*overrides)
+    except ConfigError as err:
+        assert "\n" not in str(err)
+        return err.problems
+    with pytest.raises(ConfigError) as info:
+        validate_config(cfg)
+    assert "\n" not in str(info.value)
+    return info.value.problems
+
+
 # ---------------------------------------------------------------------------- shipped configs
 
 
@@ -81,9 +94,9 @@ def test_the_tiny_test_config_and_the_trainer_presets_validate(make_cfg):
         ("data.batch_size=abc", "config key 'data.batch_size': expected int, got 'abc' (fix: e.g. data.batch_size=32)"),
         ("data.batch_size=true", "config key 'data.batch_size': expected int, got True"),
         ("data.beta=small", "config key 'data.beta': expected float, got 'small' (fix: e.g. data.beta=0.1)"),
-        ("data.pin_memory=3", "config key 'data.pin_memory': expected bool, got 3 (fix: e.g. data.pin_memory=false)"),
+        ("data.pin_memory=often", "config key 'data.pin_memory': expected bool, got 'often' (fix: e.g. data.pin_memory=false)"),
         ("data.whole_size=[384,192,3]", "config key 'data.whole_size': expected a list of 2 int, got [384, 192, 3]"),
-        ("data.part_size=[96,wide]", "config key 'data.part_size[1]': expected int, got 'wide'"),
+        ("data.part_size=[96,wide]", "config key 'data.part_size': expected a list of 2 int, got [96, 'wide']"),
         ("data.pose.min_joints=6.5", "config key 'data.pose.min_joints': expected int, got 6.5"),
         ("data.on_bad_sample=skp", "config key 'data.on_bad_sample': expected one of 'error', 'skip', got 'skp' "
          "(fix: did you mean 'skip'?)"),
@@ -99,13 +112,13 @@ def test_the_tiny_test_config_and_the_trainer_presets_validate(make_cfg):
     ],
 )
 def test_a_wrong_type_names_the_full_key_and_a_fix(make_cfg, override, expected):
-    assert expected in _error(make_cfg(override))
+    problems = _problems(make_cfg, override)
+    assert len(problems) == 1 and expected in problems[0]
 
 
 def test_an_interpolated_value_is_reported_once_where_it_is_written(make_cfg):
     # trainer.max_epochs is ${data.schedule.max_epochs}: only the key the user must fix is named
-    error = pytest.raises(ConfigError, validate_config, make_cfg("data.schedule.max_epochs=lots"))
-    assert error.value.problems == [
+    assert _problems(make_cfg, "data.schedule.max_epochs=lots") == [
         "config key 'data.schedule.max_epochs': expected int, got 'lots' (fix: e.g. data.schedule.max_epochs=100)"
     ]
 
@@ -125,7 +138,7 @@ def test_a_value_left_missing_is_named(make_cfg):
 
 
 def test_every_problem_is_reported_in_one_line(make_cfg):
-    error = pytest.raises(ConfigError, validate_config, make_cfg("data.batch_size=abc", "+model.net.widht=1"))
+    error = pytest.raises(ConfigError, validate_config, make_cfg("data.on_bad_sample=skp", "+model.net.widht=1"))
     assert len(error.value.problems) == 2 and str(error.value) == "; ".join(error.value.problems)
     assert isinstance(error.value, ValueError)
 
@@ -165,22 +178,55 @@ def test_an_unknown_key_without_a_close_match_lists_the_known_ones(make_cfg):
     )
 
 
-def test_a_typo_in_a_yaml_file_is_caught_too(make_cfg):
-    # what Hydra merges silently from an experiment file (no `+` needed there)
-    cfg = make_cfg()
-    with open_dict(cfg):
-        cfg.data.augment.random_erasin = 0.5
-    assert "unknown config key 'data.augment.random_erasin' (did you mean 'data.augment.random_erasing'?)" in _error(
-        cfg
-    )
+def _user_configs(tmp_path: Path, files: dict[str, str]) -> str:
+    """A folder of the user's own config files, added to Hydra's search path (the override returned)."""
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    return f"hydra.searchpath=[file://{tmp_path}]"
+
+
+def test_a_typo_in_a_yaml_file_fails_at_compose_naming_the_file(make_cfg, tmp_path):
+    # an experiment file needs no `+` to add a key: the typed schemas catch what Hydra would merge
+    searchpath = _user_configs(tmp_path, {"experiment/mine.yaml": "# @package _global_\ndata:\n  augment:\n"
+                                          "    random_erasin: 0.5\n  batch_size: lots\n"})
+    assert _problems(make_cfg, searchpath, "experiment=mine") == [
+        "unknown config key 'data.augment.random_erasin' in experiment/mine.yaml "
+        "(did you mean 'data.augment.random_erasing'?)"
+    ]
+    (tmp_path / "experiment/mine.yaml").write_text("# @package _global_\ndata:\n  batch_size: lots\n")
+    assert _problems(make_cfg, searchpath, "experiment=mine") == [
+        "config key 'data.batch_size' in experiment/mine.yaml: expected int, got 'lots' (fix: e.g. data.batch_size=32)"
+    ]
+
+
+def test_an_unknown_group_option_is_one_line_with_the_nearest(make_cfg):
+    assert _problems(make_cfg, "data=markt") == ["config group 'data' has no option 'markt' (fix: did you mean "
+                                                 "'data=market'?)"]
+    assert _problems(make_cfg, "model=nothing_like_it")[0].startswith(
+        "config group 'model' has no option 'nothing_like_it' (fix: one of aligned, baseline")
+
+
+def test_the_schemas_give_the_options_no_file_sets(make_cfg):
+    # model/default.yaml does not list group_parts: the schema's default (the class's own) fills it in
+    assert make_cfg().model.net.group_parts is True
+    assert OmegaConf.get_type(make_cfg("data=imagenet", tiny=False).data).__name__ == "ImageNetDataConfig"
 
 
 def test_trainer_options_beyond_the_defaults_are_lightnings_own(make_cfg):
     validate_config(make_cfg("+trainer.gradient_clip_algorithm=norm", "+trainer.accumulate_grad_batches=2"))
 
 
+def test_a_users_own_data_module_config_is_left_to_its_class(make_cfg, tmp_path):
+    # a data config that does not extend data/default is not typed by the project's schema
+    searchpath = _user_configs(tmp_path, {"data/mine.yaml": "_target_: my.DataModule\nname: mine\nshards: 8\n"})
+    cfg = make_cfg(searchpath, "data=mine", tiny=False)
+    assert cfg.data.shards == 8
+    validate_config(cfg)
+
+
 def test_groups_of_other_classes_are_left_to_them(make_cfg):
-    cfg = make_cfg()
+    cfg = OmegaConf.create(OmegaConf.to_container(make_cfg()))  # untyped, as a user's own files compose
     with open_dict(cfg):
         cfg.data._target_ = "somebody.else.DataModule"
         cfg.data.anything_goes = 1

@@ -105,11 +105,22 @@ def test_train_then_evaluate_reproduces_final_metrics(tmp_path, data_dir):
     assert notices == ["data.beta=0.1 as given, but the checkpoint was trained with 0.2"]
 
 
-def test_unknown_config_key_fails_with_hydras_error(tmp_path):
-    result = _run("train.py", "data.no_such_key=1", f"hydra.run.dir={tmp_path}")
-    assert result.returncode != 0
-    assert "no_such_key" in result.stderr
-    assert "Could not override 'data.no_such_key'" in result.stderr
+def test_a_bad_key_value_or_option_fails_at_compose_with_one_line(tmp_path):
+    cases = {
+        ("data.no_such_key=1",): "error: unknown config key 'data.no_such_key' (fix: remove it or correct it;",
+        ("data.batch_size=many",): "error: config key 'data.batch_size': expected int, got 'many' (fix: e.g.",
+        ("model=intra_intre",): "error: config group 'model' has no option 'intra_intre' (fix: did you mean "
+                                "'model=intra_inter'?)",
+        # a sweep is checked with its first job
+        ("-m", "model=intra,baseline", "data.pose.min_conff=0.2"): "error: unknown config key 'data.pose.min_conff' "
+                                                                  "(did you mean 'data.pose.min_conf'?)",
+    }
+    for overrides, expected in cases.items():
+        result = _run("train.py", *overrides, f"hydra.run.dir={tmp_path}", f"hydra.sweep.dir={tmp_path}")
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith(expected), \
+            result.stderr[-2000:]
+    assert not any(tmp_path.iterdir())  # refused before Hydra made any folder
 
 
 def test_missing_data_dir_fails_at_start_with_one_line(tmp_path):
@@ -210,3 +221,17 @@ def test_load_from_checkpoint_rebuilds_the_module_from_the_checkpoint_alone(make
     torch.save({"state_dict": stored}, stripped)
     with pytest.raises(CheckpointLoadError, match="holds no stored model config"):
         ReIDModule.load_from_checkpoint(stripped)
+
+
+@pytest.mark.slow
+def test_a_sweep_with_the_default_folders_runs_every_job(tmp_path, data_dir):
+    # the sweep's folder is ${paths.log_dir}/...: resolvable before Hydra sets up a job (no ${hydra:runtime.cwd})
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "-m", "model=intra,baseline", *TINY_OVERRIDES,
+         "trainer.fast_dev_run=true", f"paths.data_dir={data_dir}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = sorted(tmp_path.glob("outputs/train/multiruns/*/*/metrics.json"))
+    assert [path.parent.name for path in written] == ["0", "1"]

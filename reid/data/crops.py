@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 import cv2
 import numpy as np
 
@@ -35,9 +38,10 @@ def _border_value(image: np.ndarray, pad_value: str | float | tuple[float, float
             raise ValueError(f"pad_value must be 'mean', a number or 3 numbers, got {pad_value!r}")
         mean = cv2.mean(image)  # per-channel mean, fast
         return tuple(float(v) for v in mean[:3])
+    # numpy's isscalar guard (numpy scalar | complex | str | bytes | memoryview) narrows neither branch to this union
     if np.isscalar(pad_value):
-        return (float(pad_value),) * 3
-    values = tuple(float(v) for v in pad_value)
+        return (float(cast(float, pad_value)),) * 3
+    values = tuple(float(v) for v in cast(Iterable[float], pad_value))
     if len(values) != 3:
         raise ValueError(f"pad_value must be 'mean', a number or 3 numbers, got {pad_value!r}")
     return values

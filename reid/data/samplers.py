@@ -254,9 +254,9 @@ class RandomIdentitySampler(ResumableSampler):
         self.batch_size = int(batch_size)
         self.num_instances = int(num_instances)
         self.num_identities = self.batch_size // self.num_instances
-        pids = np.asarray(list(pids))
-        self.pids = sorted(Counter(pids.tolist()))
-        self.indices_of = [np.flatnonzero(pids == pid) for pid in self.pids]
+        pid_array = np.asarray(list(pids))
+        self.pids = sorted(Counter(pid_array.tolist()))
+        self.indices_of = [np.flatnonzero(pid_array == pid) for pid in self.pids]
         if len(self.pids) < self.num_identities:
             raise ValueError(
                 f"data.sampler=identity needs {self.num_identities} identities per batch "
@@ -273,7 +273,7 @@ class RandomIdentitySampler(ResumableSampler):
             )
         self.num_samples = self.batches_per_rank * self.batch_size
         self.total_size = self.num_samples * self.num_replicas
-        self.dataset_size = len(pids)
+        self.dataset_size = len(pid_array)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -377,6 +377,7 @@ class ResumableDataLoader(DataLoader):
         if not state or not isinstance(sampler, ResumableSampler):
             return
         sampler.load_state_dict(state["sampler"])
+        assert self.batch_size is not None  # a resumable loader batches automatically
         if int(state.get("batch_size", self.batch_size)) != self.batch_size:
             log.warning(
                 "the checkpoint used batches of %s, this run %d: the resumed epoch's order differs",

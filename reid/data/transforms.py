@@ -276,11 +276,13 @@ class SampleTransform:
         fill = tuple(float(v) for v in offset)
         mapping = None
         if self.needs_boxes:
+            assert boxes is not None  # checked on entry
             mapping = self._part_mapping(boxes, (h0, w0), (h, w), flipped)
         if self.pad_crop > 0 and self._rng.random() < self.pad_crop:
             dx = self._rng.uniform(-self.translate, self.translate) * w0
             dy = self._rng.uniform(-self.translate, self.translate) * h0
             crops[0] = self._shift(crops[0], dx, dy, fill)
+            assert mapping is not None  # pad_crop > 0: needs_boxes
             for i, (sx, _, sy, _) in enumerate(mapping):
                 crops[i + 1] = self._shift(crops[i + 1], dx * sx, dy * sy, fill)
         if self.random_erasing > 0 and self._rng.random() < self.random_erasing:
@@ -289,6 +291,7 @@ class SampleTransform:
                 top, left, bottom, right = rectangle
                 crops = [np.array(c, copy=True) for c in crops]
                 crops[0][top:bottom, left:right] = np.round(fill)
+                assert mapping is not None  # random_erasing > 0: needs_boxes
                 for i, (sx, ox, sy, oy) in enumerate(mapping):
                     # Round the mapped edges so that equal-scale crops erase exactly the same pixels.
                     r0 = min(max(int(round(top * sy + oy)), 0), h)
@@ -346,7 +349,9 @@ def bench_loading(
         for name, (whole_size, part_size) in sizes.items():
             start = time.perf_counter()
             for _ in range(n_images):
-                decoded = cv2.cvtColor(cv2.imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+                raw = cv2.imread(path, cv2.IMREAD_COLOR)
+                assert raw is not None  # written just above
+                decoded = cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
                 whole, parts = crop_regions(decoded, boxes, whole_size, part_size)
                 transform(whole, parts, boxes)
             rate = n_images / (time.perf_counter() - start)

@@ -47,6 +47,17 @@ class AttentionHealth(Metric):
     higher_is_better = None
     is_differentiable = False
 
+    # metric states (add_state in __init__); a "cat" list state is one tensor after a distributed sync
+    saturated: Tensor
+    working: Tensor
+    entries: Tensor
+    spatial_std: Tensor
+    maps: Tensor
+    mu_sum: Tensor
+    mu_square: Tensor
+    mu_count: Tensor
+    mu_values: list[Tensor]
+
     def __init__(self, keep_mu_values: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         shape = (len(BRANCH_NAMES), len(BLOCK_NAMES))

@@ -6,6 +6,8 @@ import argparse
 import os
 import resource
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -45,12 +47,16 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _timed(fn, repeats: int) -> tuple[float, object]:
+_T = TypeVar("_T")
+
+
+def _timed(fn: Callable[[], _T], repeats: int) -> tuple[float, _T]:
     best, out = float("inf"), None
     for _ in range(repeats):
         start = time.perf_counter()
         out = fn()
         best = min(best, time.perf_counter() - start)
+    assert out is not None, "repeats must be at least 1"
     return best, out
 
 
@@ -91,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  NumPy per-query reference: {ref_seconds:.3f} s on {n_ref} queries -> "
           f"~{ref_seconds * num_q / n_ref:.1f} s extrapolated to {num_q} (linear in queries); "
           f"max |difference| from evaluate_rank on those queries {agree:.1e}")
-    distmat = None  # free the Market-sized matrix before the large-gallery case
+    distmat = np.empty((0, 0), np.float32)  # free the Market-sized matrix before the large-gallery case
 
     rng = np.random.default_rng(args.seed + 1)
     g_large = args.large_gallery

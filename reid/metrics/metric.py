@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 from torchmetrics import Metric
@@ -46,8 +47,15 @@ class ReIDMetric(Metric):
     full_state_update = False
     is_differentiable = False
 
+    # metric states (add_state in __init__): lists of batches, each one tensor after a distributed sync
+    features: list[torch.Tensor]
+    pids: list[torch.Tensor]
+    camids: list[torch.Tensor]
+    is_query: list[torch.Tensor]
+    indices: list[torch.Tensor]
+
     def __init__(self, metric: str = "euclidean", protocol: str = "market", max_rank: int = 50,
-                 chunk_size: int | None = None, **protocol_kw) -> None:
+                 chunk_size: int | None = None, **protocol_kw: Any) -> None:
         allowed = {"num_repeats", "seed", "exact", "num_buckets", "num_threads"}
         metric_kw = {k: protocol_kw.pop(k) for k in list(protocol_kw) if k not in allowed}
         super().__init__(**metric_kw)

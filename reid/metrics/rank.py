@@ -13,8 +13,7 @@ only changes the speed.
 
 Threads: on CPU the ranking runs single-threaded by default (``num_threads=1``). It is
 memory-bound and made of many short operations; on a shared, busy machine every multi-threaded
-operation waits for a descheduled worker, and 2 threads were measured 6-25x slower than 1 on a
-Market-sized problem (2 cores, load average 4-5). Pass ``num_threads=None`` to keep torch's setting.
+operation waits for a descheduled worker (the README's benchmark section has the figures). Pass ``num_threads=None`` to keep torch's setting.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import logging
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence, Union
+from typing import Any, Iterator, Literal, Sequence, Union, overload
 
 import numpy as np
 import torch
@@ -382,8 +381,8 @@ class _RankEvaluator:
             self.cmc_rows.append(cmc[valid].cpu())
         else:
             identities = self.gallery.group_pids.numel()
-            uniforms = self.rng.random((dist.shape[0], self.num_repeats, identities))
-            uniforms = torch.from_numpy(uniforms).to(dist.device)
+            draws = self.rng.random((dist.shape[0], self.num_repeats, identities))
+            uniforms = torch.from_numpy(draws).to(dist.device)
             cmc, valid = _cuhk03_sampled(dist, self.gallery, q_pids, q_camids, uniforms, self.max_rank)
             self.cmc_rows.append(cmc[valid].cpu())
         self.valid.append(valid.cpu())
@@ -434,6 +433,21 @@ def _check_ids(q_pids: IdVector, g_pids: IdVector, q_camids: IdVector, g_camids:
     return ids
 
 
+@overload
+def evaluate_rank(distmat: Array, q_pids: IdVector, g_pids: IdVector, q_camids: IdVector, g_camids: IdVector,
+                  max_rank: int = 50, protocol: str = "market", *, num_repeats: int = 10, seed: int = 0,
+                  exact: bool = False, return_minp: Literal[False] = False, num_buckets: int | None = None,
+                  num_threads: int | None = 1) -> tuple[np.ndarray, float]: ...
+@overload
+def evaluate_rank(distmat: Array, q_pids: IdVector, g_pids: IdVector, q_camids: IdVector, g_camids: IdVector,
+                  max_rank: int = 50, protocol: str = "market", *, num_repeats: int = 10, seed: int = 0,
+                  exact: bool = False, return_minp: Literal[True], num_buckets: int | None = None,
+                  num_threads: int | None = 1) -> tuple[np.ndarray, float, float]: ...
+@overload
+def evaluate_rank(distmat: Array, q_pids: IdVector, g_pids: IdVector, q_camids: IdVector, g_camids: IdVector,
+                  max_rank: int = 50, protocol: str = "market", *, num_repeats: int = 10, seed: int = 0,
+                  exact: bool = False, return_minp: bool = False, num_buckets: int | None = None,
+                  num_threads: int | None = 1) -> tuple[np.ndarray, float] | tuple[np.ndarray, float, float]: ...
 def evaluate_rank(distmat: Array, q_pids: IdVector, g_pids: IdVector, q_camids: IdVector, g_camids: IdVector,
                   max_rank: int = 50, protocol: str = "market", *, num_repeats: int = 10, seed: int = 0,
                   exact: bool = False, return_minp: bool = False, num_buckets: int | None = None,
@@ -498,7 +512,7 @@ def evaluate_rank(distmat: Array, q_pids: IdVector, g_pids: IdVector, q_camids: 
 def evaluate_features(q_feats: Array, g_feats: Array, q_pids: IdVector, g_pids: IdVector, q_camids: IdVector,
                       g_camids: IdVector, *, metric: str = "euclidean", max_rank: int = 50,
                       protocol: str = "market", chunk_size: int | None = None,
-                      device: torch.device | str | None = None, **protocol_kw) -> dict:
+                      device: torch.device | str | None = None, **protocol_kw: Any) -> dict:
     """Rank a gallery for each query from features, computing distances one query block at a time.
 
     The full query x gallery matrix is never built: each block of `chunk_size` queries is compared
@@ -554,7 +568,7 @@ def evaluate_features(q_feats: Array, g_feats: Array, q_pids: IdVector, g_pids: 
             with _cpu_threads(protocol_kw.get("num_threads", 1), dev):
                 evaluator.add(dist, q_pids[s:s + chunk_size], q_camids[s:s + chunk_size])
     cmc, mean_ap, minp = evaluator.result()
-    out = {"cmc": cmc}
+    out: dict[str, np.ndarray | float] = {"cmc": cmc}
     for k in _REPORTED_RANKS:
         out[f"rank{k}"] = float(cmc[k - 1]) if k <= max_rank else math.nan
     out["mAP"], out["mINP"] = mean_ap, minp

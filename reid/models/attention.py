@@ -170,6 +170,7 @@ class DecomposedAttentionHead(nn.Module):
             _fan_in_normal_(conv, gain=math.sqrt(2.0) if index < len(convs) - 1 else 1.0)
         gain = {"standardize": 2.0, "batch": 1.0}.get(self.norm, LITERAL_LOGIT_GAIN)
         nn.init.constant_(self.logit_conv.weight, gain)
+        assert self.logit_conv.bias is not None  # built with bias=True
         nn.init.zeros_(self.logit_conv.bias)
 
     def forward(self, initial: Tensor) -> AttentionMaps:

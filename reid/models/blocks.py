@@ -33,7 +33,7 @@ class SharedStemConv(nn.Conv2d):
     def __init__(self, out_channels: int) -> None:
         super().__init__(3, out_channels, kernel_size=3, stride=2, padding=1, bias=False)
 
-    def forward(self, x: Tensor, groups: int = 1) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor, groups: int = 1) -> Tensor:
         """Convolves ``groups`` stacked 3-channel images with the shared kernel."""
         weight = self.weight if groups == 1 else self.weight.repeat(groups, 1, 1, 1)
         return F.conv2d(x, weight, None, self.stride, self.padding, self.dilation, groups)
@@ -176,4 +176,4 @@ def init_weights(module: nn.Module, classifier_std: float = 0.001, zero_init_res
     for sub in module.modules():
         # modules whose init is part of their design (the attention heads) re-apply their own
         if getattr(sub, "owns_init", False):
-            sub.reset_parameters()
+            getattr(sub, "reset_parameters")()

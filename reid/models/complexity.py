@@ -1,41 +1,9 @@
 """Model size and cost (Table 12): parameter counts and multiply-accumulates of convolutions and linear layers.
 
-Our numbers at the paper's input sizes (whole 384x192, parts 96x192), 751 classes (Market-1501),
-default options; "no cls" leaves out the identity classifiers:
-
-==========================  ==========  ==========  ========  ===============================
-model                       params      no cls      GMACs     Table 12
-==========================  ==========  ==========  ========  ===============================
-baseline / aligned          7,847,627   7,267,104   2.055     base model 6.8 M, 2.26 G
-intra                       10,519,042  9,938,519   2.562
-inter                       8,425,662   7,267,620   2.055
-intra_inter (full)          11,097,077  9,939,035   2.563     full model 10.4 M, 2.69 G
-fc fusion                   9,016,506   7,858,464   2.056
-intra, not decomposed       11,091,403  10,510,880  2.725     (Table 8's alternative)
-ResNet-50, 224x224          25,557,032  23,508,032  4.089     23.5 M, 5.58 G
-ResNet-50, 384x192          (same)      (same)      6.008
-==========================  ==========  ==========  ========  ===============================
-
-Why they differ from Table 12:
-
-- Base model, parameters: 7.27 M without classifiers (+7 % on 6.8 M), 7.85 M with them
-  (+15 %). The paper does not say whether its count includes the classifiers (0.58 M here)
-  or how it builds the shortcuts; ours are ResNet projection shortcuts (1x1 conv + BN)
-  wherever a unit changes shape, 0.35 M in all: without them and without the classifiers the
-  count is 6.92 M, within 2 % of 6.8 M. The tests accept 10 % without classifiers.
-- Base model, cost: 2.06 G MACs against "2.26e9 FLOPs" (-9 %). The paper's count most likely
-  also includes BatchNorm, ReLU, pooling and additions, which we leave out.
-- Full model: intra-attention adds 2.67 M parameters and 0.51 G MACs here, inter-attention
-  0.58 M (its 768 -> 751 classifier; the four mu FCs are 516 parameters); the paper's full
-  model adds 3.6 M and 0.43 G. The attention path's width (``attention_bottleneck_ratio``)
-  and the SE squeeze (``attention_channel_reduction``) were chosen to land in this range.
-- ResNet-50 matches torchvision (25,557,032 / 4.089 G at 224x224); Table 12's 23.5 M is the
-  count without the 1000-way classifier, its 5.58 G matches neither 224x224 nor 384x192.
-
-Regenerate with::
-
-    python -c "from reid.models import build_variant, count_parameters, count_macs; \
-        net = build_variant('intra_inter', 751); print(count_parameters(net), count_macs(net))"
+MACs count convolutions and linear layers only (not BatchNorm, ReLU, pooling or additions);
+identity classifiers are the modules named ``classifier``. The figures of every model and how
+they compare with Table 12 are in the README ("Model size and cost"), printed by
+``python -m reid.summary model=<name>``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ Choices where the paper is silent:
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +52,9 @@ class Fusion(nn.Module):
     #: the feature keeps ``[E_g, E_1..E_4]`` column blocks in place (possibly reweighted), so each
     #: branch's row of Table 7 can be read from it; False for a fusion that mixes the branches
     keeps_branch_columns: bool = True
+    #: the fusion has an identity classifier of its own (the fused loss of Eq. 11, weighed against the
+    #: branch losses by lambda); False for a fusion applied only at test time
+    has_fused_classifier: bool = True
 
     @classmethod
     def build(cls, *, global_dim: int, part_dim: int, num_classes: int, fusion_dim: int | None, dropout: float,
@@ -73,12 +76,13 @@ class Fusion(nn.Module):
 
 
 FUSION_REGISTRY: dict[str, type[Fusion]] = {}
+_FusionT = TypeVar("_FusionT", bound=Fusion)
 
 
-def register_fusion(name: str):  # noqa: ANN201 - a class decorator
+def register_fusion(name: str) -> Callable[[type[_FusionT]], type[_FusionT]]:
     """Registers a :class:`Fusion` subclass as ``model.net.fusion=<name>``."""
 
-    def decorator(cls: type[Fusion]) -> type[Fusion]:
+    def decorator(cls: type[_FusionT]) -> type[_FusionT]:
         FUSION_REGISTRY[name] = cls
         return cls
 
@@ -88,6 +92,8 @@ def register_fusion(name: str):  # noqa: ANN201 - a class decorator
 @register_fusion("concat")
 class ConcatFusion(Fusion):
     """Concatenation at test time only: ``[E_g, E_1, ..., E_4]``; no parameters, no fused loss."""
+
+    has_fused_classifier = False  # concatenation happens at test time only
 
     def __init__(self, global_dim: int, part_dim: int) -> None:
         super().__init__()

@@ -1,20 +1,10 @@
 """The five-branch attention-driven ReID network (Fig. 3); its options compose the paper's ablation models.
 
-``AttentionReIDNet(num_classes, intra_attention=..., fusion=...)`` builds, from the same code:
-
-=============  ===================================================  (Table 6)
-variant        options
-=============  ===================================================
-baseline       defaults (no attention, concatenation); fed fixed strips by the data side
-aligned        defaults; fed pose-aligned crops
-intra          ``intra_attention=True``
-inter          ``fusion="inter"``
-intra_inter    ``intra_attention=True, fusion="inter"``
-fc             ``fusion="fc"`` (Table 9's FC fusion)
-=============  ===================================================
-
-Table 8 is ``decompose=False``; Eq. 5 against Eq. 7 is ``residual=False``. :data:`VARIANTS`
-holds these as data and :func:`build_variant` builds one.
+``AttentionReIDNet(num_classes, intra_attention=..., fusion=...)`` builds every ablation model
+of Tables 6-9 from the same code (the baseline differs from ``aligned`` only in the crops the
+data side feeds it). The models are data: ``conf/model/*.yaml`` lists them, and
+:mod:`reid.variants` reads that list. Table 8 is ``decompose=False``; Eq. 5 against Eq. 7 is
+``residual=False``.
 
 Layout: ``stem`` is Conv1's shared convolution, ``global_branch`` the whole-body branch, and
 the part branches are either ``part_branch`` (one grouped :class:`Branch` holding all four,
@@ -27,7 +17,7 @@ convert checkpoints between them. Identity classifiers are the modules named ``c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, cast
 
 import torch
 from torch import Tensor, nn
@@ -41,17 +31,6 @@ from reid.names import BRANCH_NAMES, PART_NAMES  # noqa: F401 - part of reid.mod
 STEM_CHANNELS = 32
 GLOBAL_STAGE_WIDTHS = (32, 64, 128, 256)
 PART_STAGE_WIDTHS = (16, 32, 64, 128)
-
-VARIANTS: dict[str, dict[str, Any]] = {
-    "baseline": {},
-    "aligned": {},
-    "intra": {"intra_attention": True},
-    "inter": {"fusion": "inter"},
-    "intra_inter": {"intra_attention": True, "fusion": "inter"},
-    "fc": {"fusion": "fc"},
-}
-"""Network options of the ablation models (baseline and aligned differ only in their input crops)."""
-
 
 @dataclass
 class NetworkOutput:
@@ -99,13 +78,8 @@ class AttentionReIDNet(nn.Module):
         global_dim: FC_reduce size of the global branch.
         part_dim: FC_reduce size of each part branch.
         dropout: dropout before every identity classifier.
-        group_parts: run the four part branches as one grouped branch (same numbers, faster at
-            small inputs). Measured on the 2-core CPU here (oneDNN, channels_last, batch 32,
-            2 threads), training images/s grouped vs separate: 128x64/32x64 baseline 89-96 vs
-            88-91, intra_inter 65-67 vs 54-55; 384x192/96x192 baseline 10.6 vs 12.5,
-            intra_inter 8.2 vs 9.0. Grouped is the default because CPU training is only
-            practical at the small sizes; choose False for paper-size runs on a CPU (oneDNN's
-            grouped kernels are slower than plain ones on the large early feature maps).
+        group_parts: run the four part branches as one grouped branch (same numbers; faster at
+            small inputs on a CPU, slower at the paper's sizes: the README's benchmark section).
         fusion_dim: output size of the fc fusion layer (None: global_dim + 4 * part_dim).
         units_per_stage: bottleneck units in Conv2x..Conv5x (Table 1: 3 each).
         stage_strides: strides of Conv3x, Conv4x, Conv5x (silent in the paper; ResNet convention
@@ -182,7 +156,7 @@ class AttentionReIDNet(nn.Module):
             "upsample_mode": attention_upsample,
             "norm": attention_norm,
         }
-        common = {
+        common: dict[str, Any] = {
             "stem_channels": stem_channels,
             "units_per_stage": tuple(units_per_stage),
             "stage_strides": tuple(stage_strides),
@@ -195,7 +169,7 @@ class AttentionReIDNet(nn.Module):
             "reduce_bn": reduce_bn,
             "reduce_relu": reduce_relu,
         }
-        part_options = {
+        part_options: dict[str, Any] = {
             **common,
             "stage_widths": tuple(scaled_channels(c, width) for c in PART_STAGE_WIDTHS),
             "pool_stride": tuple(part_pool_stride),
@@ -244,7 +218,8 @@ class AttentionReIDNet(nn.Module):
             self.fusion.classifier = new
 
     def _part_branch_modules(self) -> list[Branch]:
-        return [self.part_branch] if self.group_parts else list(self.part_branches)
+        # nn.ModuleList is not generic: its items are typed as plain modules
+        return [self.part_branch] if self.group_parts else cast(list[Branch], list(self.part_branches))
 
     def _memory_format(self) -> torch.memory_format:
         weight = self.stem.weight
@@ -317,13 +292,6 @@ def _ungroup(grouped: BranchOutput, batch: int) -> list[BranchOutput]:
     return [
         BranchOutput(features[i], logits[i], [m[i] for m in masks], [s[i] for s in spatial]) for i in range(NUM_PARTS)
     ]
-
-
-def build_variant(name: str, num_classes: int, **overrides: Any) -> AttentionReIDNet:
-    """The ablation model ``name`` (a key of :data:`VARIANTS`), with extra keyword options."""
-    if name not in VARIANTS:
-        raise ValueError(f"unknown variant {name!r}; choose one of {sorted(VARIANTS)}")
-    return AttentionReIDNet(num_classes, **{**VARIANTS[name], **overrides})
 
 
 _GROUPED_PREFIX = "part_branch."

@@ -203,7 +203,7 @@ def _import_mediapipe() -> Any:
 
     for legacy in (symbol_database.SymbolDatabase, message_factory.MessageFactory):
         if not hasattr(legacy, "GetPrototype"):
-            legacy.GetPrototype = get_prototype  # type: ignore[attr-defined]
+            legacy.GetPrototype = get_prototype
     try:
         import mediapipe
     except ImportError:

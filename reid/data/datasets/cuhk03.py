@@ -69,8 +69,12 @@ LAYOUT = (
     "in {root}/cuhk03/ for protocol=new"
 )
 # (images, ids) per split; the classic protocol's image counts depend on the split.
-CLASSIC_OFFICIAL = {"train": (None, 1367), "query": (None, 100), "gallery": (None, 100)}
-NEW_OFFICIAL = {
+CLASSIC_OFFICIAL: dict[str, tuple[int | None, int | None]] = {
+    "train": (None, 1367),
+    "query": (None, 100),
+    "gallery": (None, 100),
+}
+NEW_OFFICIAL: dict[str, dict[str, tuple[int | None, int | None]]] = {
     "labeled": {"train": (7368, 767), "query": (1400, 700), "gallery": (5328, 700)},
     "detected": {"train": (7365, 767), "query": (1400, 700), "gallery": (5332, 700)},
 }
@@ -276,11 +280,11 @@ def _classic_split(
     train_ids = sorted(key for key in people if key not in test_ids)
     label_of = {key: label for label, key in enumerate(train_ids)}
     for key in sorted(people):
-        for path, camid in people[key]:
+        for image, camid in people[key]:
             if key in test_ids:
-                test.append(Record(path, 1000 * key[0] + key[1], camid))
+                test.append(Record(image, 1000 * key[0] + key[1], camid))
             else:
-                train.append(Record(path, label_of[key], camid))
+                train.append(Record(image, label_of[key], camid))
     return train, test
 
 

@@ -319,6 +319,7 @@ def plan_dataset(params: SyntheticParams) -> DatasetPlan:
 
 def _rebase(spec: IdentitySpec, offset: int) -> IdentitySpec:
     """Shift a sibling's parent index from its group's list to the whole identity list."""
+    assert spec.sibling_of is not None, "only siblings are rebased"
     return replace(spec, sibling_of=spec.sibling_of + offset)
 
 

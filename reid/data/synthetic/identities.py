@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 
@@ -189,7 +190,7 @@ def make_sibling(parent: IdentitySpec, parent_index: int, rng: np.random.Generat
     if part is None:
         part = _choice(rng, tuple(SIBLING_PART_WEIGHTS), p=list(SIBLING_PART_WEIGHTS.values()))
     for _ in range(1000):
-        new_values = _sample_part(rng, part)
+        new_values: dict[str, Any] = _sample_part(rng, part)  # str fields only, which **-unpacking cannot show
         if any(new_values[a] != getattr(parent, a) for a in SALIENT_ATTRIBUTES[part]):
             return replace(parent, **new_values, sibling_of=parent_index, changed_part=part)
     raise RuntimeError(f"could not re-draw part {part!r} differently from its parent")

@@ -75,7 +75,10 @@ def preview_grid(dataset: Path, per_camera: int = 8, zoom: int = 2, gap: int = 4
         picks = [files[int(i)] for i in np.linspace(0, len(files) - 1, min(per_camera, len(files)))]
         cells = []
         for folder, path in picks:
-            image = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            raw = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if raw is None:
+                raise OSError(f"OpenCV cannot read {path}")
+            image = cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
             kp_file = dataset / KEYPOINT_DIR / folder / f"{path.stem}_keypoints.json"
             people = json.loads(kp_file.read_text())["people"]
             cells.append(draw_keypoints(image, people[0]["pose_keypoints_2d"] if people else [0] * 54, zoom))

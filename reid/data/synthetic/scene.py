@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -30,6 +32,14 @@ _BASE_STYLES = (
     ((215, 215, 205), (195, 195, 185), (150, 150, 160), (1.0, 1.0, 1.0), 1.12, 0.9),
     ((60, 60, 70), (200, 160, 90), (100, 95, 90), (1.08, 0.95, 1.05), 0.95, 1.1),
 )
+
+_T = TypeVar("_T")
+
+
+def _triple(values: Iterable[_T]) -> tuple[_T, _T, _T]:
+    """The three items of ``values`` (an RGB colour or the r, g, b gains) as a fixed-length tuple."""
+    first, second, third = values
+    return first, second, third
 
 
 @dataclass(frozen=True)
@@ -79,11 +89,11 @@ def make_camera_styles(num_cameras: int, rng: np.random.Generator, cast_strength
         wall_top, wall_bottom, floor, gains, brightness, contrast = base
         if i >= len(_BASE_STYLES):
             # extra cameras reuse a background kind with new colours and cast
-            wall_top, wall_bottom, floor = (tuple(int(v) for v in rng.integers(40, 220, 3)) for _ in range(3))
-            gains = tuple(float(g) for g in rng.uniform(0.88, 1.12, 3))
+            wall_top, wall_bottom, floor = (_triple(int(v) for v in rng.integers(40, 220, 3)) for _ in range(3))
+            gains = _triple(float(g) for g in rng.uniform(0.88, 1.12, 3))
             brightness = float(rng.uniform(0.88, 1.1))
-        jitter = lambda c: tuple(int(np.clip(v + rng.integers(-12, 13), 0, 255)) for v in c)  # noqa: E731
-        gains = tuple(round(1.0 + (float(g) * float(rng.uniform(0.98, 1.02)) - 1.0) * cast_strength, 4) for g in gains)
+        jitter = lambda c: _triple(int(np.clip(v + rng.integers(-12, 13), 0, 255)) for v in c)  # noqa: E731
+        gains = _triple(round(1.0 + (float(g) * float(rng.uniform(0.98, 1.02)) - 1.0) * cast_strength, 4) for g in gains)
         styles.append(
             CameraStyle(
                 index=i + 1,
@@ -91,7 +101,7 @@ def make_camera_styles(num_cameras: int, rng: np.random.Generator, cast_strength
                 wall_top=jitter(wall_top),
                 wall_bottom=jitter(wall_bottom),
                 floor=jitter(floor),
-                gains=gains,  # type: ignore[arg-type]
+                gains=gains,
                 brightness=round(1.0 + (brightness - 1.0) * cast_strength, 4),
                 contrast=contrast,
                 noise=round(float(rng.uniform(2.0, 5.0)), 3),
@@ -102,7 +112,7 @@ def make_camera_styles(num_cameras: int, rng: np.random.Generator, cast_strength
     return styles
 
 
-def _vertical_gradient(h: int, w: int, top, bottom) -> np.ndarray:
+def _vertical_gradient(h: int, w: int, top: tuple[int, int, int], bottom: tuple[int, int, int]) -> np.ndarray:
     t = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
     img = (1 - t) * np.array(top, np.float32) + t * np.array(bottom, np.float32)
     return np.broadcast_to(img, (h, w, 3)).copy()
@@ -125,7 +135,7 @@ def render_backdrop(style: CameraStyle, height: int, width: int, rng: np.random.
         wall *= (0.85 + 0.2 * panel)[..., None]
         wall[(xx % (3 * unit)) < max(unit // 4, 1)] *= 0.5
     elif style.kind == "foliage":
-        blobs = np.zeros((h, w), np.float32)
+        blobs: np.ndarray = np.zeros((h, w), np.float32)
         for _ in range(int(h * w / (unit * unit) * 0.6)):
             cv2.circle(blobs, (int(rng.integers(w)), int(rng.integers(h // 3, h))), int(rng.integers(unit, 2 * unit)), float(rng.uniform(0.3, 1.0)), -1)
         blobs = cv2.GaussianBlur(blobs, (0, 0), unit / 2)
@@ -238,7 +248,7 @@ def draw_occluder(canvas: np.ndarray, body_box: tuple[float, float, float, float
 
 def apply_camera(image: np.ndarray, style: CameraStyle, rng: np.random.Generator, brightness_jitter: float = 0.06) -> np.ndarray:
     """Colour cast, illumination, blur and sensor noise of the camera, on a uint8 RGB image."""
-    img = image.astype(np.float32) / 255.0
+    img: np.ndarray = image.astype(np.float32) / 255.0
     gain = np.array(style.gains, np.float32) * style.brightness * float(rng.uniform(1 - brightness_jitter, 1 + brightness_jitter))
     img = img * gain
     img = (img - 0.5) * style.contrast + 0.5
