@@ -188,7 +188,6 @@ def build_test_sets(cfg: DictConfig) -> dict[str, Any]:
         data_cfg.root = str(cfg.data.root)
         data_cfg.sampler_seed = None  # evaluation only: no training order
         data_cfg.test_sets = []
-        data_cfg.pop("schedule", None)
         datamodule = instantiate(data_cfg, _recursive_=False)
         datamodule.prepare_data()
         datamodule.setup("validate")

@@ -146,16 +146,6 @@ class AugmentConfig:
 
 
 @dataclass
-class ScheduleConfig:
-    """``data.schedule``: the training recipe of a data set, interpolated by the trainer and optimiser."""
-
-    max_epochs: int = ranged(100, 1)
-    lr: float = ranged(0.01, **POSITIVE)
-    lr_milestones: List[int] = ranged([40, 80], 0)
-    val_every_n_epochs: int = ranged(10, 1)
-
-
-@dataclass
 class ReIDDataConfig:
     """``data`` for :class:`reid.lit.datamodule.ReIDDataModule`."""
 
@@ -179,7 +169,6 @@ class ReIDDataConfig:
     pin_memory: bool = False
     on_bad_sample: Literal["error", "skip"] = "error"
     verify_images: Literal["decode", "header"] = "decode"
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     sampler: Literal["random", "identity"] = "random"
     num_instances: int = ranged(4, 1)
     sampler_seed: Optional[int] = None
@@ -665,7 +654,29 @@ def _check_optimizer(cfg: DictConfig, findings: _Findings) -> None:
             _check_range(item, valid, path, findings, 0.01 if key == "lr" else None)
 
 
+#: options that moved, old key -> new key (named in the error of a config that still uses the old one)
+MOVED_KEYS = {
+    "data.schedule.max_epochs": "trainer.max_epochs",
+    "data.schedule.val_every_n_epochs": "trainer.check_val_every_n_epoch",
+    "data.schedule.lr": "model.optimizer.lr",
+    "data.schedule.lr_milestones": "model.scheduler.milestones",
+}
+
+
+def _moved_key_problem(key_path: str) -> str | None:
+    """The error of a key that moved (``data.schedule.lr`` -> ``model.optimizer.lr``), None for other keys."""
+    if key_path in MOVED_KEYS:
+        return f"config key '{key_path}' has moved (fix: {MOVED_KEYS[key_path]}=...)"
+    moved = sorted(new for old, new in MOVED_KEYS.items() if old.startswith(key_path + "."))
+    if moved:
+        return f"config key '{key_path}' has moved (fix: its options are now {', '.join(moved)})"
+    return None
+
+
 def _unknown_key_problem(key_path: str, key: str, parent: str, known: list[str]) -> str:
+    moved = _moved_key_problem(key_path)
+    if moved:
+        return moved
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     if close:
         return f"unknown config key '{key_path}' (did you mean '{_join(parent, close[0])}'?)"
@@ -932,6 +943,10 @@ def compose_error(err: Exception) -> ConfigError:
     parent, _, key = full_key.rpartition(".")
     text = f"{message}\n{cause}"
     if "not in" in text or "Could not override" in text:
+        written = _field(r"Could not override '([^']+)'", message) or full_key
+        moved = _moved_key_problem(written)
+        if moved:
+            return ConfigError([moved.replace(f"'{written}'", f"'{written}'{in_file}", 1)])
         known = [f.name for f in dataclasses.fields(schema)] if schema else []
         problem = _unknown_key_problem(full_key, key, parent, known) if known else f"unknown config key '{full_key}'"
         return ConfigError([problem.replace(f"'{full_key}'", f"'{full_key}'{in_file}", 1)])

@@ -174,7 +174,7 @@ def pretrained_checkpoint(make_cfg, tmp_path, monkeypatch) -> tuple[Path, dict]:
     )
     with open_dict(cfg):
         cfg.paths.data_dir = str(root)
-    assert cfg.trainer.max_epochs == 1 and cfg.data.schedule.lr_milestones == [3, 6]
+    assert cfg.trainer.max_epochs == 1 and cfg.model.scheduler.milestones == [3, 6]  # recipe/imagenet
     metrics = runner.train(cfg)
     assert set(metrics) == {"top1", "top5"}
     checkpoints = Path(cfg.paths.output_dir) / "checkpoints"

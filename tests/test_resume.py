@@ -39,7 +39,7 @@ AUGMENTATION = [
 # 24 training images in batches of 4: 6 steps per epoch
 # (lr 0.01: at the demo recipe's 0.05, batches of 4 with this much augmentation diverge)
 RESUME_OVERRIDES = [
-    *AUGMENTATION, "data.batch_size=4", "data.schedule.lr=0.01", "trainer.deterministic=true", "trainer.max_epochs=2",
+    *AUGMENTATION, "data.batch_size=4", "model.optimizer.lr=0.01", "trainer.deterministic=true", "trainer.max_epochs=2",
 ]
 STEPS_PER_EPOCH = 6
 

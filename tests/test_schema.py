@@ -101,7 +101,7 @@ def test_the_tiny_test_config_and_the_trainer_presets_validate(make_cfg):
         ("data.on_bad_sample=skp", "config key 'data.on_bad_sample': expected one of 'error', 'skip', got 'skp' "
          "(fix: did you mean 'skip'?)"),
         ("data.verify_images=full", "config key 'data.verify_images': expected one of 'decode', 'header', got 'full'"),
-        ("data.schedule.lr_milestones=40", "config key 'data.schedule.lr_milestones': expected list of int, got 40"),
+        ("eval.pictures.query_rows=3", "config key 'eval.pictures.query_rows': expected list of int or null, got 3"),
         ("model.net.width=wide", "config key 'model.net.width': expected float, got 'wide'"),
         ("model.net.fusion=sum", "config key 'model.net.fusion': expected one of 'concat', 'fc', 'inter', got 'sum'"),
         ("model.lambda_intra=[0.5]", "config key 'model.lambda_intra': expected float, got [0.5]"),
@@ -117,9 +117,9 @@ def test_a_wrong_type_names_the_full_key_and_a_fix(make_cfg, override, expected)
 
 
 def test_an_interpolated_value_is_reported_once_where_it_is_written(make_cfg):
-    # trainer.max_epochs is ${data.schedule.max_epochs}: only the key the user must fix is named
-    assert _problems(make_cfg, "data.schedule.max_epochs=lots") == [
-        "config key 'data.schedule.max_epochs': expected int, got 'lots' (fix: e.g. data.schedule.max_epochs=100)"
+    # data.regions is ${model.regions}: only the key the user must fix is named
+    assert _problems(make_cfg, "model.regions=sideways") == [
+        "config key 'model.regions': expected one of 'pose', 'strips', got 'sideways' (fix: e.g. model.regions=pose)"
     ]
 
 
@@ -152,8 +152,7 @@ def test_every_problem_is_reported_in_one_line(make_cfg):
         ("+model.net.widht=0.5", "unknown config key 'model.net.widht' (did you mean 'model.net.width'?)"),
         ("+data.pose.min_conff=0.2", "unknown config key 'data.pose.min_conff' (did you mean 'data.pose.min_conf'?)"),
         ("+data.augment.hflp=0.5", "unknown config key 'data.augment.hflp' (did you mean 'data.augment.hflip'?)"),
-        ("+data.schedule.max_epoch=3", "unknown config key 'data.schedule.max_epoch' (did you mean "
-         "'data.schedule.max_epochs'?)"),
+        ("+data.strips.layot=equal", "unknown config key 'data.strips.layot' (did you mean 'data.strips.layout'?)"),
         ("+model.lamda_intra=0.2", "unknown config key 'model.lamda_intra' (did you mean 'model.lambda_intra'?)"),
         ("+eval.distanse=cosine", "unknown config key 'eval.distanse' (did you mean 'eval.distance'?)"),
         ("+trainer.max_epoch=3", "unknown config key 'trainer.max_epoch' (did you mean 'trainer.max_epochs'?)"),
@@ -279,7 +278,7 @@ def test_the_classification_module_schema_adds_top_k():
 
 _RANGED_GROUPS = {
     "data": schema.ReIDDataConfig, "data.pose": schema.PoseConfig, "data.augment": schema.AugmentConfig,
-    "data.schedule": schema.ScheduleConfig, "model": schema.ReIDModuleConfig, "model.net": schema.NetConfig,
+    "model": schema.ReIDModuleConfig, "model.net": schema.NetConfig,
     "eval": schema.EvalConfig, "eval.pictures": schema.PicturesConfig, "trainer": schema.TrainerConfig,
 }
 
@@ -368,3 +367,38 @@ def test_fusion_names_come_from_the_fusion_registry(make_cfg):
         validate_config(make_cfg("model.net.fusion=concat_again"))
     finally:
         FUSION_REGISTRY.pop("concat_again")
+
+
+# ---------------------------------------------------------------------------- recipes
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], (24, 8, 0.05, [18])),  # conf/recipe/synthetic.yaml: make train's recipe
+        (["data=market"], (100, 10, 0.01, [40, 80])),  # the paper's, the defaults
+        (["experiment=paper_duke"], (100, 10, 0.01, [40, 80])),
+        (["data=imagenet"], (9, 1, 0.01, [3, 6])),  # conf/recipe/imagenet.yaml
+        (["data=msmt17"], (100, 10, 0.01, [40, 80])),
+    ],
+)
+def test_a_data_sets_recipe_sets_the_trainer_and_optimiser_keys(make_cfg, overrides, expected):
+    cfg = make_cfg(*overrides, tiny=False)
+    recipe = (cfg.trainer.max_epochs, cfg.trainer.check_val_every_n_epoch, cfg.model.optimizer.lr,
+              list(cfg.model.scheduler.milestones))
+    assert recipe == expected
+
+
+def test_a_moved_key_names_where_it_went(make_cfg):
+    assert _problems(make_cfg, "data.schedule.max_epochs=3") == [
+        "config key 'data.schedule.max_epochs' has moved (fix: trainer.max_epochs=...)"]
+    assert _problems(make_cfg, "+data.schedule.lr=0.1") == [
+        "config key 'data.schedule' has moved (fix: its options are now model.optimizer.lr, model.scheduler.milestones, "
+        "trainer.check_val_every_n_epoch, trainer.max_epochs)"]
+
+
+def test_the_paper_experiments_list_only_what_differs_from_the_recipe():
+    for path in sorted((Path(CONF_DIR) / "experiment").glob("paper_*.yaml")):
+        cfg = OmegaConf.load(path)
+        assert set(cfg) == {"defaults", "tags", "expect_pretrained", "data", "model"}, path.name
+        assert set(cfg.data) == {"beta"} and set(cfg.model) == {"lambda_intra"}, path.name

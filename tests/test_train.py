@@ -138,7 +138,7 @@ def test_stored_config_is_plain_and_resolved(make_cfg):
     cfg = make_cfg("model=baseline")
     container = OmegaConf.to_container(cfg, resolve=True)
     assert container["data"]["regions"] == "strips"
-    assert container["trainer"]["max_epochs"] == cfg.data.schedule.max_epochs
+    assert container["data"]["root"] == cfg.paths.data_dir  # ${paths.data_dir}, resolved
 
 
 def test_wandb_logger_runs_offline_by_default(make_cfg):

@@ -167,7 +167,7 @@ class NonFiniteLossGuard(pl.Callback):
         return (
             f"{what} at global step {trainer.global_step}, epoch {trainer.current_epoch}, {where}; "
             f"training stopped before the weights were updated and {kept}; fix: lower the learning rate "
-            "(data.schedule.lr), enable gradient clipping (trainer.gradient_clip_val=5.0), "
+            "(model.optimizer.lr), enable gradient clipping (trainer.gradient_clip_val=5.0), "
             "or skip such batches (callbacks.nonfinite_guard.action=skip)"
         )
 

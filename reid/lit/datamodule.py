@@ -247,7 +247,6 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
             garbled pixel stream is handled by ``on_bad_sample`` before training (a few seconds
             per 10,000 small images, on a thread pool); ``header`` reads only the headers: faster,
             but such a file then stops training mid-epoch with a :class:`CorruptImageError`.
-        schedule: the recipe this data set trains with (read by the trainer/optimiser configs).
         sampler: training sampler, ``random`` (a seeded shuffle) or ``identity`` (P identities x
             ``num_instances`` images per batch); both resume mid-epoch (:mod:`reid.data.samplers`).
         num_instances: K of the identity sampler; ``batch_size`` must be a multiple of it.
@@ -275,7 +274,6 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
         pin_memory: bool = False,
         on_bad_sample: str = "error",
         verify_images: str = "decode",
-        schedule: Mapping[str, Any] | None = None,
         sampler: str = "random",
         num_instances: int = 4,
         sampler_seed: int | None = None,
@@ -314,7 +312,6 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
         self.pin_memory = bool(pin_memory)
         self.on_bad_sample = on_bad_sample
         self.verify_images = verify_images
-        self.schedule = dict(schedule or {})
         self._set_sampler_options(sampler, num_instances, sampler_seed)
         # names of other conf/data options scored beside this set (the runner builds them)
         self.test_sets = list(test_sets)

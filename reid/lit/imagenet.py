@@ -184,7 +184,6 @@ class ImageNetDataModule(CropLoadersMixin, pl.LightningDataModule):
             by the next image and logs a warning naming it.
         verify_images: accepted for config compatibility with the ReID data sets and unused:
             ImageNet's million images are checked lazily, when read (see ``on_bad_sample``).
-        schedule: the recipe this data set trains with (read by the trainer/optimiser configs).
         sampler: training sampler, ``random`` (a seeded shuffle) or ``identity`` (P identities x
             ``num_instances`` images per batch); both resume mid-epoch (:mod:`reid.data.samplers`).
         num_instances: K of the identity sampler; ``batch_size`` must be a multiple of it.
@@ -211,7 +210,6 @@ class ImageNetDataModule(CropLoadersMixin, pl.LightningDataModule):
         pin_memory: bool = False,
         on_bad_sample: str = "error",
         verify_images: str = "decode",
-        schedule: Mapping[str, Any] | None = None,
         sampler: str = "random",
         num_instances: int = 4,
         sampler_seed: int | None = None,
@@ -246,7 +244,6 @@ class ImageNetDataModule(CropLoadersMixin, pl.LightningDataModule):
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.on_bad_sample = on_bad_sample
-        self.schedule = dict(schedule or {})
         self._set_sampler_options(sampler, num_instances, sampler_seed)
         self.dataset: ClassificationDataset | None = None
         self.train_set: ClassifiedImageDataset | None = None
