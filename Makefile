@@ -32,7 +32,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python -m reid.bench $(ARGS)
+	$(BIN)/python -m reid.tools.bench $(ARGS)
 
 # Optional pose estimator for `python -m reid.pose.extract` (MediaPipe Pose, model inside the wheel).
 # --no-deps because mediapipe 0.10.14 declares opencv-contrib-python (clashes with albumentations'

@@ -1,4 +1,4 @@
-"""The names of the five branches and four parts, defined once (metrics keys, logs, files and pictures use them)."""
+"""Names defined once: the five branches and four parts, and the metrics (keys of logs, metrics.json, tables, pictures)."""
 
 from __future__ import annotations
 
@@ -8,3 +8,7 @@ BRANCH_NAMES = ("global", "head", "upper_body", "upper_leg", "lower_leg")
 PART_NAMES = BRANCH_NAMES[1:]
 #: the same parts as words, for picture titles and axes
 PART_LABELS = tuple(name.replace("_", " ") for name in PART_NAMES)
+#: what a ReID evaluation reports (CMC ranks, mAP, mINP): metrics.json, logs (val/<name>) and tables
+RANK_METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+#: what ImageNet pre-training's validation reports
+CLASSIFICATION_METRICS = ("top1", "top5")

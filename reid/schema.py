@@ -29,6 +29,7 @@ import dataclasses
 import difflib
 import inspect
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -39,6 +40,8 @@ from omegaconf.errors import InterpolationValidationError
 
 from reid.errors import ReidError
 
+# typing.Union[a, b] and a | b (PEP 604)
+UNION_ORIGINS = (Union, types.UnionType)
 # Hydra's instantiation keys, allowed in every node that has a _target_.
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
 MAX_LISTED_KEYS = 12
@@ -457,10 +460,11 @@ def _check(value: Any, expected: Any, path: str, findings: _Findings, example: A
     if value is _UNRESOLVED or expected is Any:
         return
     if value is _MISSING:
-        findings.add(path, f"config key '{path}' has no value (???) (fix: set it, e.g. {path}={_format(example)})")
+        fix = f"add {path}=..." if example == MISSING else f"set it, e.g. {path}={_format(example)}"
+        findings.add(path, f"config key '{path}' has no value (???) (fix: {fix})")
         return
     origin, args = typing.get_origin(expected), typing.get_args(expected)
-    if origin is Union:
+    if origin in UNION_ORIGINS:
         if value is None and type(None) in args:
             return
         options = [a for a in args if a is not type(None)]
@@ -748,7 +752,7 @@ def _type_problem(path: str, value: Any, expected: Any, example: Any) -> str:
 def _describe(expected: Any) -> str:
     """A short name of a type, as used in the error messages (``int``, ``list of int``...)."""
     origin, args = typing.get_origin(expected), typing.get_args(expected)
-    if origin is Union:
+    if origin in UNION_ORIGINS:
         names = [_describe(a) for a in args if a is not type(None)]
         text = " or ".join(names)
         return f"{text} or null" if type(None) in args else text
@@ -839,7 +843,7 @@ def _omegaconf_type(annotation: Any) -> Any:
         return Any if getattr(annotation, "KEYS_FROM_TARGET", False) else _structured(annotation)
     if origin is Literal:
         return str if all(isinstance(a, str) for a in args) else Any
-    if origin is Union:
+    if origin in UNION_ORIGINS:
         options = [a for a in args if a is not type(None)]
         if len(options) == 1 and not dataclasses.is_dataclass(options[0]):
             inner = _omegaconf_type(options[0])
@@ -899,7 +903,7 @@ def _plain(value: Any) -> Any:
 
 
 def register_schemas() -> None:
-    """Registers the schemas with Hydra's ConfigStore (idempotent; done when reid.cli is imported)."""
+    """Registers the schemas with Hydra's ConfigStore (idempotent; done when reid.conf is imported)."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
@@ -921,7 +925,32 @@ REGISTERED: dict[str, type] = {
 EXTENSIONS = frozenset({"imagenet_data"})
 
 
-def compose_error(err: Exception) -> ConfigError:
+#: a composed config's name -> its schema, for the configs that are not run configs (the tools')
+ROOT_SCHEMAS: dict[str, type] = {}
+
+
+def register_tool(group: str, name: str, options_type: type) -> None:
+    """Registers a tool's options dataclass as the config ``<group>/<name>`` (composed by :mod:`reid.conf.tool`)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(group=group, name=name, node=_structured(options_type), package="_global_")
+    ROOT_SCHEMAS[f"{group}/{name}"] = options_type
+    _SCHEMAS_BY_NAME[options_type.__name__] = options_type
+
+
+def validate_options(cfg: DictConfig, options_type: type) -> None:
+    """Checks a composed tool config against its options dataclass (choices, ranges, exact types).
+
+    Raises:
+        ConfigError: one line per problem, as :func:`validate_config`.
+    """
+    findings = _Findings()
+    _check_node(cfg, options_type, "", findings)
+    if findings.items:
+        raise ConfigError(findings.messages())
+
+
+def compose_error(err: Exception, root: type | None = None) -> ConfigError:
     """Hydra's composition error (a misspelt key, a wrong type, an unknown option) as one line with a fix.
 
     Hydra reports the file and the full key over several lines; this adds what was expected and
@@ -938,6 +967,8 @@ def compose_error(err: Exception) -> ConfigError:
     full_key = getattr(cause, "full_key", None) or _field(r"full_key: (\S+)", message)
     object_type = _field(r"object_type=(\w+)", message) or getattr(getattr(cause, "object_type", None), "__name__", None)
     schema = _SCHEMAS_BY_NAME.get(object_type or "")
+    if schema is None and full_key:
+        schema = _schema_at(full_key.rpartition(".")[0], root or RunConfig)
     if not full_key:
         return ConfigError([" ".join(message.split())])
     parent, _, key = full_key.rpartition(".")
@@ -956,7 +987,7 @@ def compose_error(err: Exception) -> ConfigError:
     if item:
         full_key = item[1]
         parent, _, key = full_key.rpartition(".")
-        schema = _schema_at(parent)
+        schema = _schema_at(parent, root or RunConfig)
     if schema is not None and key in {f.name for f in dataclasses.fields(schema)}:
         schema_field = next(f for f in dataclasses.fields(schema) if f.name == key)
         problem = _type_problem(full_key, value, _type_hints(schema)[key], _default(schema_field))
@@ -975,9 +1006,9 @@ def _override_value(override: str) -> Any:
         return override.split("=", 1)[1]
 
 
-def _schema_at(path: str) -> type | None:
-    """The schema of the node at ``path`` (``data.pose`` -> PoseConfig), walking :class:`RunConfig`."""
-    schema: Any = RunConfig
+def _schema_at(path: str, root: type | None = None) -> type | None:
+    """The schema of the node at ``path`` (``data.pose`` -> PoseConfig), walking ``root`` (:class:`RunConfig`)."""
+    schema: Any = root or RunConfig
     for key in path.split(".") if path else []:
         annotation = _type_hints(schema).get(key) if dataclasses.is_dataclass(schema) else None
         options = [a for a in (annotation, *typing.get_args(annotation)) if dataclasses.is_dataclass(a)]

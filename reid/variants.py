@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from reid.cli import CONF_DIR, compose_configs
+from reid.conf import CONF_DIR, compose_configs
 from reid.errors import ReidError
 
 if TYPE_CHECKING:

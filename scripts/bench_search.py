@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reid.search import topk_search  # noqa: E402
+from reid.inference.search import topk_search  # noqa: E402
 
 
 def peak_mib() -> float:

@@ -10,7 +10,7 @@ the whole check stays within ``--budget-s`` (5 minutes by default):
    final rank-1/mAP and attention health, peak GPU memory;
 2. ``train_compiled``: the same with ``model.compile=true``;
 3. ``ddp_nccl``: one epoch with ``trainer=ddp`` on one GPU (the NCCL process group's path);
-4. ``bench``: ``reid.bench --device cuda`` (bf16) for the full model and ResNet-50;
+4. ``bench``: ``reid-bench device=cuda`` (bf16) for the full model and ResNet-50;
 5. ``loader``: images/s the training loader delivers with 8 and 16 workers, against the
    images/s the GPU consumed in step 1: whether the loader keeps up.
 
@@ -90,8 +90,8 @@ def _training_figures(run_dir: Path) -> dict[str, Any]:
 
 def _loader_rates(workers: Sequence[int], smoke: bool, data_dir: Path, batches: int) -> dict[str, float]:
     """Training images/s the loader delivers (no model) with each number of workers."""
-    from reid.cli import compose_config
-    from reid.runner import build_datamodule
+    from reid.conf import compose_config
+    from reid.tasks import build_datamodule
 
     rates = {}
     for count in workers:
@@ -185,12 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             from dataclasses import asdict
 
-            from reid import bench
+            from reid.tools import bench
 
-            bench_args = bench.build_parser().parse_args(
-                ["--device", device, "--sizes", "demo" if smoke else "paper", "--variants", "intra_inter",
-                 "--precision", "bf16", "--batch-size", "8" if smoke else "64", "--warmup", "1" if smoke else "3",
-                 "--iters", "1" if smoke else "10"]
+            bench_args = bench.BenchOptions(
+                device=device, sizes=["demo" if smoke else "paper"], variants=["intra_inter"], precision="bf16",
+                batch_size=8 if smoke else 64, warmup=1 if smoke else 3, iters=1 if smoke else 10,
+                threads=max(1, torch.get_num_threads()),
             )
             steps["bench"] = {"ok": True, "rows": [asdict(row) for row in bench.run(bench_args)]}
         except Exception as err:  # a broken step is a figure of the check, not the end of it

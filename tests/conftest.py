@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import DictConfig, open_dict
 
-from reid.cli import compose_config
+from reid.conf import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = str(ROOT / "conf")
@@ -87,7 +87,7 @@ def make_cfg(tmp_path: Path, data_dir: Path) -> Callable[..., DictConfig]:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[Path, object, DictConfig]:
     """A tiny intra_inter checkpoint and its data module (built as evaluate.py builds it)."""
-    import reid.runner as runner
+    import reid.tasks as runner
 
     out = tmp_path_factory.mktemp("extractor")
     cfg = compose_config([*TINY_OVERRIDES, "model=intra_inter", "trainer.max_epochs=1", "callbacks=model_checkpoint",

@@ -17,7 +17,7 @@ from torch import nn
 from reid.metrics.attention_health import BRANCH_NAMES, AttentionHealth, flatten_health, health_table
 from reid.models import AttentionReIDNet
 from reid.models.attention import ATTENTION_NORMS, DecomposedAttentionHead, FullAttentionHead
-from reid.runner import train
+from reid.tasks import train
 from reid.variants import model_variants
 
 ATTENTION_MODELS = [variant.name for variant in model_variants() if variant.net["intra_attention"]]
@@ -258,7 +258,7 @@ def test_stored_model_config_round_trips_the_new_options(make_cfg):
 def test_knockout_scores_flatten_the_masks_and_score_each_mode(trained):
     import torch
 
-    from reid import runner
+    from reid import tasks as runner
     from reid.lit.module import ReIDModule
     from reid.models.attention import attention_knockout
 

@@ -318,7 +318,7 @@ def test_a_pose_entirely_off_the_image_falls_back_to_strips(custom_set):
 
 
 def _one_error_line(cfg, capsys) -> str:
-    from reid import runner
+    from reid import tasks as runner
 
     with pytest.raises(SystemExit) as exit_info:
         runner.run_cli(runner.train, cfg)

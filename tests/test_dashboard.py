@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-from reid.runner import train
+from reid.tasks import train
 
 
 def _tiny_run(make_cfg, logger: str):

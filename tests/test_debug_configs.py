@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import flat_metrics
-from reid import runner
-from reid.runner import train
+from reid import tasks as runner
+from reid.tasks import train
 
 
 def _metrics(cfg) -> dict:

@@ -110,7 +110,7 @@ def test_lambda_beta_sweep_in_parallel_builds_the_table(tmp_path, data_dir):
     jobs = _job_dirs(sweep_dir)
     assert len(jobs) == 4 and all((j / "metrics.json").is_file() for j in jobs)
     report = subprocess.run(
-        [sys.executable, "-m", "reid.report", str(sweep_dir)], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "reid.tools.report", str(sweep_dir)], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert report.returncode == 0, report.stderr[-3000:]
     markdown = (sweep_dir / "report.md").read_text()

@@ -9,7 +9,7 @@ import pkgutil
 import pytest
 
 import reid
-from reid import runner
+from reid import tasks as runner
 from reid.errors import ReidError
 
 # not user errors in that sense: a lookup error kept as KeyError, and a termination (exit status 143)

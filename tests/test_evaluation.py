@@ -17,7 +17,7 @@ from reid.evaluation import (
     rerank_scores,
     score_features,
 )
-from reid.runner import build_datamodule, build_model, evaluate
+from reid.tasks import build_datamodule, build_model, evaluate
 
 
 def _module_and_data(make_cfg, *overrides):

@@ -1,4 +1,4 @@
-"""`python -m reid.export`: ONNX export of a checkpoint's feature extractor, checked in onnxruntime."""
+"""`python -m reid.tools.export`: ONNX export of a checkpoint's feature extractor, checked in onnxruntime."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import reid.export
-from reid.export import ExportOptions, main, parse_options
-from reid.runner import build_model
+import reid.tools.export
+from reid.tools.export import ExportOptions, main, parse_options
+from reid.tasks import build_model
 
 ort = pytest.importorskip("onnxruntime", reason='the export tests need pip install -e ".[export]"')
 
@@ -81,7 +81,7 @@ def test_exported_feature_matches_pytorch_at_two_batch_sizes(make_cfg, tmp_path,
         scale = max(1.0, np.abs(expected).max())
         assert np.abs(expected).max() > 1e-2  # not a trivially zero feature
         # PyTorch's float32 result is itself up to ~2e-4 * scale from the exact one here, so
-        # "< 1e-4" cannot hold for every batch: ask for reid.export's default bound, and that
+        # "< 1e-4" cannot hold for every batch: ask for reid.tools.export's default bound, and that
         # onnxruntime is as close to the float64 result as PyTorch's float32 run is
         assert np.abs(got - expected).max() < 1e-3 * scale
         onnx_error = np.abs(got - reference).max()
@@ -112,9 +112,9 @@ class _OffByOnePercent(torch.nn.Module):
 def test_a_wrong_export_fails_the_check_and_out_is_honoured(make_cfg, tmp_path, capsys, monkeypatch):
     ckpt = save_tiny_checkpoint(make_cfg("model=baseline"), tmp_path / "run.ckpt")
     out = tmp_path / "deploy" / "reid.onnx"
-    real_export = reid.export._export_onnx
+    real_export = reid.tools.export._export_onnx
     monkeypatch.setattr(
-        reid.export, "_export_onnx", lambda model, *args: real_export(_OffByOnePercent(model).eval(), *args)
+        reid.tools.export, "_export_onnx", lambda model, *args: real_export(_OffByOnePercent(model).eval(), *args)
     )
     assert main([f"ckpt_path={ckpt}", f"out={out}", "batch=1"]) == 1
     captured = capsys.readouterr()
@@ -155,10 +155,10 @@ def test_errors_are_one_line(make_cfg, tmp_path, capsys, monkeypatch):
     assert "format=tflite is not supported" in _error_line(capsys)
 
     assert main([f"ckpt_path={missing}", "opset=seventeen"]) == 2
-    assert "opset=seventeen is not a number" in _error_line(capsys)
+    assert "config key 'opset': expected int or null, got 'seventeen'" in _error_line(capsys)
 
     assert main([f"ckpt_path={missing}", "colour=red"]) == 2
-    assert "unknown option 'colour'" in _error_line(capsys)
+    assert "unknown config key 'colour'" in _error_line(capsys)
 
     no_config = tmp_path / "weights_only.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"num_classes": 2}}, no_config)

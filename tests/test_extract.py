@@ -14,7 +14,10 @@ from fixtures import write_image, write_market_tree
 
 from reid.data.records import Record, ReIDDataset
 from reid.pose import OpenPoseJsonSource, read_openpose_json
+from reid.conf.tool import tool_options
 from reid.pose.extract import (
+    ExtractOptions,
+    extract_dataset,
     MEDIAPIPE_MISSING,
     PoseEstimatorUnavailable,
     build_estimator,
@@ -192,10 +195,10 @@ def test_main_extracts_a_market_tree_into_its_keypoint_folder(tmp_path: Path, mo
     folder = write_market_tree(tmp_path / "data", splits)
     register_estimator("fake_for_tests")(lambda **options: FakeEstimator(**options))
     monkeypatch.chdir(tmp_path)
-    args = ["data=market", f"paths.data_dir={tmp_path / 'data'}", "estimator=fake_for_tests", "overwrite=false"]
-    counts = main(args + ["limit=3"])
+    args = ["data=market", f"data_dir={tmp_path / 'data'}", "estimator=fake_for_tests", "overwrite=false"]
+    counts = extract_dataset(tool_options(ExtractOptions, args + ["limit=3"], "extract-pose"))
     assert (counts.done, counts.skipped_existing) == (3, 0)
-    counts = main(args + ["estimator.dark=256"])
+    counts = extract_dataset(tool_options(ExtractOptions, args + ["+estimator_options.dark=256"], "extract-pose"))
     assert (counts.done, counts.skipped_existing, counts.no_person) == (2, 3, 2)
     keypoints = folder / "keypoints"
     for image in sorted(folder.glob("*/*.jpg")):
@@ -211,9 +214,9 @@ def test_missing_mediapipe_gives_the_install_command(monkeypatch: pytest.MonkeyP
         build_estimator("mediapipe")
     assert str(caught.value) == MEDIAPIPE_MISSING
     assert "run make pose" in MEDIAPIPE_MISSING and "\n" not in MEDIAPIPE_MISSING
-    # main fails before composing the config or touching any data set.
+    # the extraction fails before composing the config or touching any data set.
     with pytest.raises(PoseEstimatorUnavailable, match="MediaPipe is not installed"):
-        main(["data=does_not_exist"])
+        extract_dataset(ExtractOptions(data="does_not_exist"))
 
 
 def test_command_line_prints_one_error_line_without_mediapipe(tmp_path: Path) -> None:
@@ -228,8 +231,9 @@ def test_command_line_prints_one_error_line_without_mediapipe(tmp_path: Path) ->
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {MEDIAPIPE_MISSING}"]
+    assert main(["data=synthetic", "limt=3"]) == 2  # as every tool: a misspelt option is one line
 
 
 def test_unknown_estimator_lists_the_known_ones() -> None:

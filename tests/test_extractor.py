@@ -10,9 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from reid import FeatureExtractor, runner
+from reid import checkpoints
+from reid import FeatureExtractor
+from reid import tasks as runner
 from reid.data.io import read_image
-from reid.extractor import FeatureInputError
+from reid.inference.extractor import FeatureInputError
 from reid.metrics import evaluate_features
 
 
@@ -69,7 +71,7 @@ def test_images_without_keypoints_use_the_fallback_and_are_counted(trained, capl
     checkpoint, datamodule, _ = trained
     paths = [r.image_path for r in datamodule.eval_set.records[:5]]
     extractor = FeatureExtractor(checkpoint, device="cpu", pose_estimator="none")
-    with caplog.at_level(logging.WARNING, logger="reid.extractor"):
+    with caplog.at_level(logging.WARNING, logger="reid.inference.extractor"):
         features = extractor(paths)
     assert features.shape[0] == 5 and torch.isfinite(features).all()
     assert extractor.last_counts["keypoints_none"] == 5
@@ -100,6 +102,6 @@ def test_bad_inputs_are_named(trained, tmp_path):
         extractor([str(broken)])
     stray = tmp_path / "stray.ckpt"
     torch.save({"state_dict": {}}, stray)
-    with pytest.raises(runner.CheckpointLoadError, match="holds no stored run config"):
+    with pytest.raises(checkpoints.CheckpointLoadError, match="holds no stored run config"):
         FeatureExtractor(stray)
     assert FeatureExtractor(Path(checkpoint).parents[1], device="cpu").feature_dim == extractor.feature_dim

@@ -12,13 +12,13 @@ from PIL import Image
 
 from conftest import ROOT
 from reid.files import atomic_save_image, atomic_write, atomic_write_json, atomic_write_text
-from reid.runner import write_metrics
+from reid.tasks import write_metrics
 
 # writes a metrics.json of about 20 KB under a 1 KiB file-size limit (what a full disk does to a write)
 _BIG_WRITE = """
 import resource, sys
 sys.path.insert(0, {root!r})
-from reid.runner import write_metrics
+from reid.tasks import write_metrics
 resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
 write_metrics({{f"metric_{{i}}": i / 1000 for i in range(1000)}}, {out!r})
 """

@@ -13,7 +13,7 @@ import torch
 from omegaconf import open_dict
 from PIL import Image
 
-import reid.runner as runner
+import reid.tasks as runner
 from reid.data.imagenet import ImageNetLayoutError, class_index, load_imagenet_folder
 from reid.data.io import CorruptImageError
 from reid.lit.imagenet import ImageNetDataModule, framing_box, strip_boxes

@@ -11,19 +11,26 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "reid"
 # a module of the first package may import none of the second's (the lower layers come first)
+ENTRY = ("reid.tasks", "reid.tools", "reid.cli")  # the layers that run things (with reid.conf, the Hydra users)
 FORBIDDEN = [
-    ("reid.pose", ("reid.models", "reid.lit", "reid.runner", "reid.cli", "reid.data")),
-    ("reid.data", ("reid.models", "reid.lit", "reid.runner", "reid.cli")),
-    ("reid.models", ("reid.data", "reid.lit", "reid.runner", "reid.cli", "lightning", "pytorch_lightning", "hydra")),
-    ("reid.metrics", ("reid.models", "reid.data", "reid.lit", "reid.runner", "reid.cli")),
-    ("reid.lit", ("reid.runner", "reid.cli")),
-    ("reid.checkpoints", ("reid.runner", "reid.lit", "reid.cli")),
+    ("reid.pose", ("reid.models", "reid.lit", "reid.data", "reid.evaluation", "reid.inference", *ENTRY)),
+    ("reid.data", ("reid.models", "reid.lit", "reid.evaluation", "reid.inference", *ENTRY)),
+    ("reid.models", ("reid.data", "reid.lit", "reid.evaluation", "reid.inference", *ENTRY, "lightning",
+                     "pytorch_lightning", "hydra")),
+    ("reid.metrics", ("reid.models", "reid.data", "reid.lit", "reid.evaluation", "reid.inference", *ENTRY)),
+    ("reid.evaluation", ("reid.lit", "reid.inference", *ENTRY, "hydra")),
+    ("reid.viz", ("reid.lit", "reid.evaluation", "reid.inference", *ENTRY)),
+    ("reid.lit", ("reid.inference", *ENTRY)),
+    ("reid.inference", ENTRY),
+    ("reid.checkpoints", ("reid.lit", *ENTRY)),
+    ("reid.tools", ("reid.tasks",)),
     ("reid.errors", ("reid.",)),
     ("reid.files", ("reid.",)),
     ("reid.names", ("reid.",)),
 ]
-# command-line tools that live beside the layer they serve
-TOOLS = {"reid.pose.extract"}  # `reid-extract-pose`: runs an estimator over a data set's images
+# command-line tools that live beside the layer they serve: `reid-extract-pose` runs an estimator over a
+# data set's images, `python -m reid.viz.regions` draws a data set's regions
+TOOLS = {"reid.pose.extract", "reid.viz.regions"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -53,3 +60,31 @@ def test_a_layer_imports_nothing_above_it(layer, forbidden):
             if any(name == f or name.startswith(f if f.endswith(".") else f + ".") for f in forbidden):
                 offenders.append(f"{module} imports {name}")
     assert offenders == []
+
+
+def _unit(module: str) -> str:
+    """The package or top-level module a module belongs to (``reid.lit.module`` -> ``reid.lit``)."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_no_import_cycle_between_the_packages():
+    edges: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        module = _module_name(path)
+        if module in TOOLS:
+            continue
+        for name in _imports(path):
+            if name.startswith("reid.") and _unit(name) != _unit(module):
+                edges.setdefault(_unit(module), set()).add(_unit(name))
+    cycles = []
+
+    def visit(node: str, trail: list[str]) -> None:
+        for target in sorted(edges.get(node, ())):
+            if target in trail:
+                cycles.append(" -> ".join(trail[trail.index(target):] + [target]))
+            elif len(trail) < 12:
+                visit(target, trail + [target])
+
+    for start in sorted(edges):
+        visit(start, [start])
+    assert cycles == []

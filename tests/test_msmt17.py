@@ -53,7 +53,7 @@ def test_malformed_list_lines_and_names_are_named_with_their_line(tmp_path):
 
 
 def test_data_msmt17_trains_and_scores(make_cfg, tmp_path):
-    from reid.runner import train
+    from reid.tasks import train
 
     write_msmt17_tree(tmp_path)
     cfg = make_cfg("data=msmt17", f"data.root={tmp_path}", "data.pose.source=strips", "data.num_workers=0",

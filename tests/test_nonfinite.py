@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from torch import nn
 from torch.utils.data import DataLoader
 
-from reid import runner
+from reid import tasks as runner
 from reid.lit.callbacks import NonFiniteLossError, NonFiniteLossGuard
 
 BATCH_SIZE = 4

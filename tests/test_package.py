@@ -51,5 +51,10 @@ def test_a_non_editable_install_runs_reid_train_from_another_folder(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     (metrics,) = list((elsewhere / "outputs" / "train" / "runs").glob("*/metrics.json"))
     assert 0.0 <= json.loads(metrics.read_text())["rank1"] <= 1.0
-    for tool in ("reid-evaluate", "reid-report", "reid-export", "reid-bench", "reid-summary", "reid-extract-pose"):
+    for tool in ("reid-evaluate", "reid-report", "reid-export", "reid-bench", "reid-summary", "reid-extract-pose",
+                 "reid-search"):
         assert (venv / "bin" / tool).is_file(), tool
+    # a tool composes its options (and the model's config) from the installed package too
+    summary = subprocess.run([str(venv / "bin" / "reid-summary"), "model=baseline", "overrides=[model.net.width=0.25]"],
+                             cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert summary.returncode == 0 and json.loads(summary.stdout)["model"] == "baseline", summary.stderr[-2000:]

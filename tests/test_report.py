@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import reid.report as reid_report
-from reid.report import (
+import reid.tools.report as reid_report
+from reid.tools.report import (
     ReportError,
     ablation_table,
     attention_health_table,
@@ -311,12 +311,12 @@ def test_a_synthetic_preset_is_a_data_set_of_its_own(tmp_path):
 def test_into_replaces_only_the_marked_block_of_a_document(ablation_multirun, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- reid.report:t6 -->\nold table\n<!-- /reid.report:t6 -->\nafter\n")
-    assert main([str(ablation_multirun), "--into", str(readme), "--name", "t6", "--command", "train.py -m x"]) == 0
+    assert main([str(ablation_multirun), f"into={readme}", "name=t6", "command=train.py -m x"]) == 0
     text = readme.read_text()
     assert text.startswith("intro\n<!-- reid.report:t6 -->\nProduced by `train.py -m x` from 9 runs")
     assert "old table" not in text and text.endswith("<!-- /reid.report:t6 -->\nafter\n")
     assert "| intra_inter |" in text
-    assert main([str(ablation_multirun), "--into", str(readme), "--name", "other"]) == 2  # no such block
+    assert main([str(ablation_multirun), f"into={readme}", "name=other"]) == 2  # no such block
     assert "| intra_inter |" in readme.read_text()
 
 
@@ -338,3 +338,17 @@ def test_training_curves_come_from_the_runs_csv_logs(tmp_path):
     out = write_report(runs, tmp_path / "out")
     assert (tmp_path / "out" / "curves_market.png").is_file()
     assert "![curves_market.png](curves_market.png)" in out.read_text()
+
+
+def test_the_report_reads_its_options_as_every_tool_does(ablation_multirun, tmp_path, capsys):
+    # key=value composed by Hydra into ReportOptions: a misspelt option is one line with the nearest
+    assert main([str(ablation_multirun), f"outt={tmp_path}"]) == 2
+    assert capsys.readouterr().err.strip() == "error: unknown config key 'outt' (did you mean 'out'?)"
+    # a text option is taken as written: commas and '=' do not make a sweep
+    readme = tmp_path / "R.md"
+    readme.write_text("<!-- reid.report:t6 -->\n<!-- /reid.report:t6 -->\n")
+    assert main([f"paths=[{ablation_multirun}]", f"into={readme}", "name=t6", "command=train.py -m model=a,b seed=1,2"]) == 0
+    assert "Produced by `train.py -m model=a,b seed=1,2`" in readme.read_text()
+    capsys.readouterr()
+    assert main(["--help"]) == 0
+    assert "into=null" in capsys.readouterr().out

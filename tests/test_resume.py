@@ -16,8 +16,9 @@ import torch
 from hydra.utils import instantiate
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-import reid.runner as runner
+import reid.tasks as runner
 from conftest import ROOT, TINY_OVERRIDES, flat_metrics
+from reid import checkpoints
 from reid.lit.resume import (
     AtomicCheckpointIO,
     CheckpointCorruptError,
@@ -45,7 +46,7 @@ STEPS_PER_EPOCH = 6
 
 
 def _fit(cfg, callbacks, ckpt_path=None):
-    """Fits like reid.runner.train (same plugins and RNG callback), returning the trained module."""
+    """Fits like reid.tasks.train (same plugins and RNG callback), returning the trained module."""
     pl.seed_everything(int(cfg.seed), workers=True)
     datamodule = runner.build_datamodule(cfg)
     model = runner.build_model(cfg, datamodule.num_classes, datamodule.dataset.protocol)
@@ -221,8 +222,8 @@ def test_sigkilled_run_resumed_with_ckpt_path_last_ends_like_an_uninterrupted_ru
     assert flat_metrics(json.loads((killed_dir / "metrics.json").read_text())) == pytest.approx(
         flat_metrics(expected), abs=1e-6
     )
-    final = runner.load_checkpoint(killed_dir / "checkpoints" / "last.ckpt")
-    reference_weights = runner.load_checkpoint(straight_dir / "checkpoints" / "last.ckpt")["state_dict"]
+    final = checkpoints.load_checkpoint(killed_dir / "checkpoints" / "last.ckpt")
+    reference_weights = checkpoints.load_checkpoint(straight_dir / "checkpoints" / "last.ckpt")["state_dict"]
     _assert_same_weights(final["state_dict"], reference_weights)
     assert final["global_step"] == SHIPPED_EPOCHS * STEPS_PER_EPOCH
 
@@ -263,9 +264,9 @@ def test_checkpoint_carrying_code_is_refused_and_the_code_never_runs(make_cfg, t
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"num_classes": 6}, "extra": _CodePayload(marker)}, evil)
 
-    with pytest.raises(runner.CheckpointLoadError, match=r"refusing to load .*evil\.ckpt: it is not a plain weights"):
-        runner.load_checkpoint(evil)
-    with pytest.raises(runner.CheckpointLoadError, match="refusing to load"):
+    with pytest.raises(checkpoints.CheckpointLoadError, match=r"refusing to load .*evil\.ckpt: it is not a plain weights"):
+        checkpoints.load_checkpoint(evil)
+    with pytest.raises(checkpoints.CheckpointLoadError, match="refusing to load"):
         AtomicCheckpointIO().load_checkpoint(evil, weights_only=False)  # what resuming a fit goes through
     # train.py ckpt_path=<evil>: one error line, exit status 2
     with pytest.raises(SystemExit) as exit_info:
@@ -327,15 +328,15 @@ def test_a_checkpoint_corrupted_inside_is_refused_and_resume_falls_back_to_the_p
     _flip_bytes_mid_file(target)  # 4 KiB changed in the middle: the zip directory is still whole
     problem = checkpoint_problem(target)
     assert problem is not None and problem.startswith("corrupt (CRC mismatch in ")
-    with pytest.raises(runner.CheckpointLoadError, match=r"last.ckpt is corrupt \(CRC mismatch"):
-        runner.load_checkpoint(target)
+    with pytest.raises(checkpoints.CheckpointLoadError, match=r"last.ckpt is corrupt \(CRC mismatch"):
+        checkpoints.load_checkpoint(target)
     # resume takes the checkpoint that last.ckpt replaced
     assert find_resume_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.prev.ckpt"
-    assert runner.load_checkpoint(tmp_path)["global_step"] == 1  # a run folder works as ckpt_path too
+    assert checkpoints.load_checkpoint(tmp_path)["global_step"] == 1  # a run folder works as ckpt_path too
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(target.read_bytes()[:5000])
-    with pytest.raises(runner.CheckpointLoadError, match=r"truncated.ckpt is truncated or not a zip archive"):
-        runner.load_checkpoint(truncated)  # named as truncated, not as untrusted
+    with pytest.raises(checkpoints.CheckpointLoadError, match=r"truncated.ckpt is truncated or not a zip archive"):
+        checkpoints.load_checkpoint(truncated)  # named as truncated, not as untrusted
     _flip_bytes_mid_file(tmp_path / "checkpoints" / "last.prev.ckpt")
     with pytest.raises(CheckpointCorruptError, match=r"last.ckpt is corrupt \(CRC .*; last.prev.ckpt is corrupt \(CRC"):
         resolve_ckpt_path("last", tmp_path)

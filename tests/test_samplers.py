@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from torch.utils.data import Dataset, DistributedSampler
 
-import reid.runner as runner
+import reid.tasks as runner
 from conftest import ROOT, TINY_OVERRIDES
 from reid.data.datasets import load
 from reid.data.samplers import RandomIdentitySampler, ResumableDataLoader, ShuffleSampler, distributed_context

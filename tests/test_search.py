@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from reid import FeatureExtractor
-from reid.search import main, search, topk_search
+from reid.inference.search import main, search, topk_search
 
 
 def images_of(result: dict) -> list[str]:
@@ -74,16 +74,16 @@ def test_bad_inputs_are_one_line_naming_the_file(trained, gallery, tmp_path, cap
     folder, query = gallery
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["--ckpt", str(checkpoint), "--query", query, "--gallery", str(empty), "--out", str(tmp_path / "o")]) == 2
+    assert main([f"ckpt_path={checkpoint}", query, f"gallery={empty}", f"out={tmp_path / 'o'}"]) == 2
     assert capsys.readouterr().err == f"error: the gallery folder {empty} holds no images (.jpg, .png...)\n"
     missing = tmp_path / "nope.jpg"
-    assert main(["--ckpt", str(checkpoint), "--query", str(missing), "--gallery", str(folder)]) == 2
+    assert main([f"ckpt_path={checkpoint}", str(missing), f"gallery={folder}"]) == 2
     assert capsys.readouterr().err == f"error: query image not found: {missing}\n"
     (folder / "sub" / "broken.jpg").write_bytes(b"not an image")
-    assert main(["--ckpt", str(checkpoint), "--query", query, "--gallery", str(folder), "--out", str(tmp_path / "o")]) == 2
+    assert main([f"ckpt_path={checkpoint}", query, f"gallery={folder}", f"out={tmp_path / 'o'}"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "broken.jpg" in err and err.count("\n") == 1
     stray = tmp_path / "stray.ckpt"
     torch.save({"state_dict": {}}, stray)
-    assert main(["--ckpt", str(stray), "--query", query, "--gallery", str(folder)]) == 2
+    assert main([f"ckpt_path={stray}", query, f"gallery={folder}"]) == 2
     assert "holds no stored run config" in capsys.readouterr().err

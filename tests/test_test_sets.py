@@ -9,7 +9,7 @@ import pytest
 from omegaconf import open_dict
 
 from fixtures import write_market_tree
-from reid import runner
+from reid import tasks as runner
 from reid.schema import ConfigError
 
 

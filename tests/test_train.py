@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from reid.runner import train
+from reid.tasks import train
 from reid.variants import model_names
 from conftest import ROOT, TINY_OVERRIDES, flat_metrics
 
@@ -176,7 +176,7 @@ def test_compile_option_compiles_the_network_in_place(make_cfg):
 
 
 def test_a_loader_workers_error_is_reported_as_its_own_last_line():
-    from reid.runner import _last_line
+    from reid.errors import one_line as _last_line
 
     worker_message = (
         "Caught CorruptImageError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
@@ -187,9 +187,9 @@ def test_a_loader_workers_error_is_reported_as_its_own_last_line():
 
 
 def test_paper_recipes_warn_in_one_line_when_pretraining_is_missing(make_cfg, caplog):
-    from reid.runner import warn_if_pretraining_missing
+    from reid.tasks import warn_if_pretraining_missing
 
-    with caplog.at_level("WARNING", logger="reid.runner"):
+    with caplog.at_level("WARNING", logger="reid.tasks"):
         assert warn_if_pretraining_missing(make_cfg("experiment=paper_market", tiny=False))
     lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(lines) == 1 and lines[0].startswith("warning: this recipe fine-tunes from ImageNet pre-training")
@@ -203,7 +203,7 @@ def test_load_from_checkpoint_rebuilds_the_module_from_the_checkpoint_alone(make
     import torch
 
     from reid.lit.module import ReIDModule
-    from reid.runner import CheckpointLoadError
+    from reid.checkpoints import CheckpointLoadError
 
     cfg = make_cfg("model=intra_inter", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
                    "callbacks=model_checkpoint", "final_validation=false")

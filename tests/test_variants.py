@@ -8,7 +8,7 @@ from typing import Iterator
 import pytest
 from omegaconf import OmegaConf
 
-from reid import bench, report
+from reid.tools import bench, report
 from reid.variants import MODEL_GROUP_DIR, UnknownVariantError, build_variant, model_names, model_variant, model_variants
 
 PAPER_TABLE_6 = ["baseline", "aligned", "intra", "inter", "intra_inter"]
@@ -79,3 +79,22 @@ def test_lambda_note_names_the_models_with_a_trained_fusion():
     trained, ignored = note.split("trained fusion (", 1)[1].split(")", 1)
     assert set(trained.split(", ")) == {"intra_fc", "inter", "intra_inter"}
     assert set(ignored.split(";")[1].split(" ignore")[0].strip().split(", ")) == {"baseline", "aligned", "intra"}
+
+
+def test_a_new_data_set_module_is_found_by_the_package(tmp_path):
+    # a data set is its module (+ its YAML and test): nothing else lists the modules
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    module = ROOT / "reid" / "data" / "datasets" / "zz_new_set.py"
+    module.write_text("from reid.data.datasets.registry import register\n\n\n@register('zz_new_set')\n"
+                      "def load_zz(root, **options):\n    raise NotImplementedError\n")
+    try:
+        found = subprocess.run([sys.executable, "-c", "from reid.data.datasets import available; print(available())"],
+                               cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                               env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    finally:
+        module.unlink()
+    assert "'zz_new_set'" in found.stdout, found.stderr[-2000:]

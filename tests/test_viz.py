@@ -33,12 +33,12 @@ def test_region_grid_lays_out_rows_and_columns():
 
 def test_regions_cli_writes_a_png(tmp_path, data_dir):
     out = tmp_path / "regions.png"
-    regions_main(
+    assert regions_main(
         [
-            "data.options.num_train_ids=6", "data.options.num_test_ids=4", "data.options.images_per_train_id=4",
-            "data.options.images_per_test_id=4", "data.options.num_distractors=3", "data.options.num_junk=2",
-            f"paths.data_dir={data_dir}", "n=4", "columns=2", f"out={out}",
+            "overrides=[data.options.num_train_ids=6,data.options.num_test_ids=4,data.options.images_per_train_id=4,"
+            "data.options.images_per_test_id=4,data.options.num_distractors=3,data.options.num_junk=2]",
+            f"data_dir={data_dir}", "n=4", "columns=2", f"out={out}",
         ]
-    )
+    ) == 0
     picture = Image.open(out)
     assert picture.size[0] > 100 and picture.size[1] > 100

@@ -177,7 +177,7 @@ class TrainThroughput(pl.Callback):
 
     The time runs from the epoch's first batch to its end, less any validation in between (the
     GPU synchronised at each mark), so it includes waiting for the loader: compare it with
-    ``reid.bench``'s pure compute rate to see whether the loader keeps up.
+    ``reid.tools.bench``'s pure compute rate to see whether the loader keeps up.
     """
 
     def __init__(self) -> None:

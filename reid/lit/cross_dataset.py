@@ -7,10 +7,12 @@ from typing import Any, Mapping
 
 import pytorch_lightning as pl
 
+from reid.names import RANK_METRICS
+
 log = logging.getLogger(__name__)
 
 # the figures logged per test set (``val/<set>/<name>``) and written to metrics.json
-LOGGED = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+LOGGED = RANK_METRICS
 
 
 class CrossDatasetValidation(pl.Callback):

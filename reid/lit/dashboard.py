@@ -11,7 +11,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
-from reid.eval_report import evaluation_pictures, save_pictures
+from reid.names import RANK_METRICS
+from reid.evaluation.report import evaluation_pictures, save_pictures
 from reid.evaluation import PART_NAMES, ROW_LABELS, FeatureSet, plain_metrics, score_features
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ class ValidationDashboard(pl.Callback):
             if scalars:
                 logger.log_metrics(scalars, step=trainer.global_step)
             if isinstance(logger, WandbLogger):
-                columns = ["features", "rank1", "rank5", "rank10", "rank20", "mAP", "mINP"]
+                columns = ["features", *RANK_METRICS]
                 data = [
                     [ROW_LABELS.get(row, row)] + [round(100 * metrics.get(k, float("nan")), 2) for k in columns[1:]]
                     for row, metrics in self.last_results.items()

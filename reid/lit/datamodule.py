@@ -253,7 +253,7 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
         sampler_seed: seed of the training order (per epoch); None draws one, kept in checkpoints.
         test_sets: other ``conf/data`` options whose query/gallery are scored at every validation
             and in ``evaluate.py`` (cross-domain evaluation); built by the runner with this set's
-            input settings (:func:`reid.runner.build_test_sets`).
+            input settings (:func:`reid.tasks.build_test_sets`).
     """
 
     def __init__(

@@ -16,7 +16,7 @@ from reid.metrics import ReIDMetric
 from reid.metrics.attention_health import AttentionHealth, flatten_health, health_summary
 from reid.models.network import NetworkOutput
 from reid.models.pretrained import load_pretrained
-from reid.names import BRANCH_NAMES
+from reid.names import BRANCH_NAMES, RANK_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ class ReIDModule(pl.LightningModule):
         mu = self.attention_health.mu() if self.attention_health.update_count else None
         if mu is not None:  # every process's query images: for the mu histogram
             self.last_val_gathered["part_weights"] = mu.detach().float().cpu()
-        for key in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP"):
+        for key in RANK_METRICS:
             if key in results:
                 value = torch.as_tensor(results[key], dtype=torch.float32)
                 self.log(f"val/{key}", value, prog_bar=key in ("rank1", "mAP"), sync_dist=False)

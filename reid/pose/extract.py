@@ -1,9 +1,9 @@
-"""Offline keypoint extraction: `python -m reid.pose.extract data=<name>` writes OpenPose COCO-18 JSON per image.
+"""Offline keypoint extraction: `reid-extract-pose data=<name>` writes OpenPose COCO-18 JSON per image.
 
-Usage::
+Usage (``key=value`` as every tool; ``reid-extract-pose --help`` lists the options)::
 
-    python -m reid.pose.extract data=market [out=<folder>] [overwrite=false] [limit=N] \
-        [estimator=mediapipe] [estimator.min_visibility=0.5] [estimator.margin=0.5]
+    reid-extract-pose data=market [data_dir=<folder>] [out=<folder>] [overwrite=false] [limit=N] \
+        [estimator=mediapipe] [+estimator_options.min_visibility=0.5] [+estimator_options.margin=0.5]
 
 Every image of the data set (train, query and gallery, each path once) goes through a pose
 estimator; the result is written as ``<out>/<image parent folder>/<stem>_keypoints.json`` in
@@ -24,16 +24,17 @@ import importlib.util
 import json
 import logging
 import os
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Dict, List, Optional, Protocol
 
 import numpy as np
 
+from reid.conf.tool import option, run_tool
 from reid.data.io import read_image
+from reid.errors import ReidError
 from reid.data.records import ReIDDataset
 from reid.pose.readers import NUM_JOINTS
 
@@ -78,7 +79,11 @@ DEFAULT_MIN_VISIBILITY = 0.5
 DEFAULT_MARGIN = 0.5
 
 
-class PoseEstimatorUnavailable(RuntimeError):
+class ExtractionError(ReidError, ValueError):
+    """A setting or input the extraction cannot use (an unknown estimator, two images sharing a JSON path...)."""
+
+
+class PoseEstimatorUnavailable(ReidError, RuntimeError):
     """The requested pose estimator cannot run here (not installed, incompatible dependency)."""
 
 
@@ -116,7 +121,7 @@ def build_estimator(name: str, **options: Any) -> PoseEstimator:
         PoseEstimatorUnavailable: the estimator's package is missing or unusable.
     """
     if name not in _ESTIMATORS:
-        raise ValueError(f"unknown pose estimator {name!r}; choose one of {', '.join(available_estimators())}")
+        raise ExtractionError(f"unknown pose estimator {name!r}; choose one of {', '.join(available_estimators())}")
     return _ESTIMATORS[name](**options)
 
 
@@ -150,7 +155,7 @@ def mediapipe_to_coco18(
     """
     landmarks = np.asarray(landmarks, dtype=np.float64)
     if landmarks.shape != (MEDIAPIPE_NUM_LANDMARKS, 3):
-        raise ValueError(
+        raise ExtractionError(
             f"expected ({MEDIAPIPE_NUM_LANDMARKS}, 3) MediaPipe landmarks (x, y, visibility), got {landmarks.shape}"
         )
     width, height = image_size
@@ -238,12 +243,12 @@ class MediaPipePose:
         min_detection_confidence: float = 0.5,
     ) -> None:
         if model_complexity not in (0, 1):
-            raise ValueError(
+            raise ExtractionError(
                 f"model_complexity={model_complexity}: only 0 and 1 ship inside the MediaPipe wheel "
                 "(2 would need a download)"
             )
         if margin < 0:
-            raise ValueError(f"margin={margin} must be >= 0 (a fraction of the image's longer side)")
+            raise ExtractionError(f"margin={margin} must be >= 0 (a fraction of the image's longer side)")
         mediapipe = _import_mediapipe()
         self.min_visibility = float(min_visibility)
         self.margin = float(margin)
@@ -306,9 +311,9 @@ def openpose_document(keypoints: np.ndarray | None) -> dict[str, Any]:
         return {"version": OPENPOSE_JSON_VERSION, "people": []}
     keypoints = np.asarray(keypoints, dtype=np.float64)
     if keypoints.shape != (NUM_JOINTS, 3):
-        raise ValueError(f"a pose estimator returned shape {keypoints.shape}, expected ({NUM_JOINTS}, 3)")
+        raise ExtractionError(f"a pose estimator returned shape {keypoints.shape}, expected ({NUM_JOINTS}, 3)")
     if not np.isfinite(keypoints).all():
-        raise ValueError("a pose estimator returned non-finite keypoints")
+        raise ExtractionError("a pose estimator returned non-finite keypoints")
     return {"version": OPENPOSE_JSON_VERSION, "people": [{"pose_keypoints_2d": [float(v) for v in keypoints.ravel()]}]}
 
 
@@ -344,7 +349,7 @@ def _check_unique_outputs(image_paths: Sequence[str], out: Path) -> None:
     for image_path in image_paths:
         target = keypoint_json_path(out, image_path)
         if target in owners:
-            raise ValueError(
+            raise ExtractionError(
                 f"{owners[target]} and {image_path} both map to {target} (same folder name and file stem); "
                 "the OpenPose JSON layout cannot tell them apart: rename one of them"
             )
@@ -380,7 +385,7 @@ def extract_keypoints(
     paths = list(dict.fromkeys(str(p) for p in image_paths))
     if limit is not None:
         if limit < 0:
-            raise ValueError(f"limit={limit} must be >= 0")
+            raise ExtractionError(f"limit={limit} must be >= 0")
         paths = paths[:limit]
     out = Path(out)
     _check_unique_outputs(paths, out)
@@ -433,70 +438,53 @@ def default_output_dir(pose_path: str | Path | None, dataset: ReIDDataset) -> Pa
     return Path(dataset.root) / "keypoints"
 
 
-def _parse_bool(key: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise ValueError(f"{key}={value!r}: expected true or false")
+@dataclass
+class ExtractOptions:
+    """The options of ``reid-extract-pose`` (``key=value``, as every tool)."""
+
+    data: str = option("synthetic", "the data set: an option of conf/data (market, duke, ...)")
+    data_dir: Optional[str] = option(None, "paths.data_dir (default: $REID_DATA or ./data)")
+    overrides: List[str] = option([], "other changes to the training config, e.g. [data.pose.path=kp/]")
+    out: Optional[str] = option(None, "where the JSON files go (default: data.pose.path, else <data set>/keypoints)")
+    overwrite: bool = option(False, "extract again images that already have a keypoint file")
+    limit: Optional[int] = option(None, "extract at most this many images (a trial run)", low=1)
+    estimator: str = option("mediapipe", "the pose estimator (reid.pose.extract.register_estimator)")
+    estimator_options: Dict[str, Any] = option({}, "the estimator's options, added as +estimator_options.min_visibility=0.3")
 
 
-def _parse_estimator_option(value: str) -> Any:
-    """``estimator.<option>=<value>``: ints and floats become numbers, the rest stays text."""
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value
-
-
-def main(argv: Sequence[str] | None = None) -> ExtractionCounts:
-    """Composes the training config with the overrides, then extracts keypoints for the data set.
-
-    Own options: ``out=<folder>``, ``overwrite=true|false``, ``limit=N``, ``estimator=<name>``
-    and ``estimator.<option>=<value>`` (e.g. ``estimator.min_visibility=0.3``); everything else is
-    a Hydra override of ``conf/train.yaml`` (``data=market``, ``paths.data_dir=...``).
-    """
-    args = list(sys.argv[1:] if argv is None else argv)
-    own: dict[str, str | None] = {"out": None, "overwrite": "false", "limit": None, "estimator": "mediapipe"}
-    estimator_options: dict[str, Any] = {}
-    overrides = []
-    for item in args:
-        key, _, value = item.partition("=")
-        if key in own:
-            own[key] = value
-        elif key.startswith("estimator."):
-            estimator_options[key.removeprefix("estimator.")] = _parse_estimator_option(value)
-        else:
-            overrides.append(item)
-    overwrite = _parse_bool("overwrite", own["overwrite"] or "false")
-    limit = int(own["limit"]) if own["limit"] not in (None, "", "null") else None
+def extract_dataset(options: ExtractOptions) -> ExtractionCounts:
+    """Composes the training config for ``options.data``, then extracts keypoints for the data set's images."""
     # Built before the data set is loaded, so a missing package fails at once.
-    estimator = build_estimator(str(own["estimator"]), **estimator_options)
+    estimator = build_estimator(options.estimator, **options.estimator_options)
 
     from omegaconf import OmegaConf
 
-    from reid.cli import compose_config
+    from reid.conf import compose_config
     from reid.data.datasets import load
 
-    cfg = compose_config(overrides)
-    options = OmegaConf.to_container(cfg.data.options, resolve=True) or {}
-    dataset = load(str(cfg.data.name), str(cfg.data.root), **options)  # type: ignore[arg-type]
+    data_dir = [f"paths.data_dir={options.data_dir}"] if options.data_dir else []
+    cfg = compose_config([f"data={options.data}", *data_dir, *options.overrides])
+    dataset_options = OmegaConf.to_container(cfg.data.options, resolve=True) or {}
+    dataset = load(str(cfg.data.name), str(cfg.data.root), **dataset_options)  # type: ignore[arg-type]
     pose = cfg.data.get("pose", {})
     # A pose_transfer_csv path names a CSV file, not a folder JSON files can go to.
     pose_path = pose.get("path") if pose.get("source", "openpose_json") == "openpose_json" else None
-    out = Path(own["out"]) if own["out"] else default_output_dir(pose_path, dataset)
+    out = Path(options.out) if options.out else default_output_dir(pose_path, dataset)
     paths = dataset_image_paths(dataset)
-    logger.info("%s: %d images, keypoints -> %s (estimator %s)", dataset.name, len(paths), out, own["estimator"])
-    return extract_keypoints(paths, out, estimator, overwrite=overwrite, limit=limit)
+    logger.info("%s: %d images, keypoints -> %s (estimator %s)", dataset.name, len(paths), out, options.estimator)
+    return extract_keypoints(paths, out, estimator, overwrite=options.overwrite, limit=options.limit)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``reid-extract-pose`` / ``python -m reid.pose.extract``: 0, or 2 with one ``error:`` line."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run_tool(_extract_command, ExtractOptions, "extract-pose", argv)
+
+
+def _extract_command(options: ExtractOptions) -> int:
+    extract_dataset(options)  # the counts are in the log
+    return 0
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        main()
-    except (PoseEstimatorUnavailable, ValueError, FileNotFoundError) as error:
-        # These carry a complete one-line message (what is wrong and the fix); a traceback adds nothing.
-        sys.exit(f"error: {error}")
+    raise SystemExit(main())

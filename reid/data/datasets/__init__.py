@@ -1,12 +1,15 @@
 """The real data sets' loaders behind one call, ``load(name, root, **options) -> ReIDDataset``.
 
-Registered names: ``market1501``, ``dukemtmcreid``, ``cuhk03``, ``msmt17``, ``synthetic``, ``custom``;
-add your own with the :func:`register` decorator. A missing or incomplete data set raises
+Every module of this package is imported here, so a module whose loader carries the
+:func:`register` decorator is a data set (:func:`available` lists their names): adding one is
+its module, its ``conf/data/<name>.yaml`` and its test. A missing or incomplete data set raises
 :class:`DatasetNotFoundError` naming the paths tried, the expected layout and where the files
 come from.
 """
 
-from reid.data.datasets import cuhk03, custom, dukemtmcreid, market1501, msmt17, synthetic  # noqa: F401  (registers them)
+import importlib
+import pkgutil
+
 from reid.data.datasets.common import DatasetFormatError
 from reid.data.datasets.registry import (
     DatasetNotFoundError,
@@ -16,6 +19,11 @@ from reid.data.datasets.registry import (
     load,
     register,
 )
+
+# the loaders register themselves when their module is imported
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in ("common", "registry"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "DatasetFormatError",

@@ -1,4 +1,4 @@
-"""Ablation report: `python -m reid.report <multirun dir | run dirs...> [--out DIR]` -> Table 6 and the lambda/beta sweeps.
+"""Ablation report: `python -m reid.tools.report <multirun dir | run dirs...> [--out DIR]` -> Table 6 and the lambda/beta sweeps.
 
 Every ``metrics.json`` below the given folders is one run. Its model variant, data set, lambda
 (``model.lambda_intra``, Eq. 11) and beta (``data.beta``, Eq. 2) come from the run's ``.hydra/``
@@ -17,7 +17,6 @@ It is written to ``<out>/report.md`` (with the PNGs) and printed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -27,7 +26,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, List, Optional, Sequence
 
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -35,6 +34,7 @@ from PIL import Image
 
 from reid.errors import ReidError
 from reid.files import atomic_save_image, atomic_write_text
+from reid.conf.tool import option, run_tool
 from reid.variants import model_names, model_variants
 from reid.viz.curves import line_plot_picture
 
@@ -698,30 +698,37 @@ def write_report(runs: Sequence[RunResult], out_dir: str | Path) -> Path:
     return atomic_write_text(out_dir / "report.md", render_report(runs, plots))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: collects the runs, writes report.md (+ PNGs), prints the Markdown; 0 on success, 2 on a user error."""
-    parser = argparse.ArgumentParser(prog="python -m reid.report", description=__doc__.splitlines()[0])
-    parser.add_argument("paths", nargs="+", type=Path, help="multirun folders, run folders, or folders above them")
-    parser.add_argument("--out", type=Path, default=None, help="where report.md and the plots go (default: the first folder)")
-    parser.add_argument("--into", type=Path, default=None,
-                        help="also write Table 6 and the attention health table into this Markdown file (e.g. README.md), "
-                             "between <!-- reid.report:NAME --> and <!-- /reid.report:NAME -->")
-    parser.add_argument("--name", default="ablation", help="the marked block of --into to replace")
-    parser.add_argument("--command", default=None, help="the command that produced the runs, quoted in the --into block")
-    args = parser.parse_args(argv)
-    try:
-        runs = collect_runs(args.paths)
-        report = write_report(runs, args.out or args.paths[0])
-        if args.into:
-            replace_marked_block(args.into, args.name, summary_markdown(runs, args.command))
-    except ReportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(report.read_text())
+@dataclass
+class ReportOptions:
+    """The options of ``reid-report`` (``key=value``; bare arguments are ``paths``)."""
+
+    paths: List[str] = option([], "multirun folders, run folders, or folders above them", positional=True)
+    out: Optional[str] = option(None, "where report.md and the plots go (default: the first folder)")
+    into: Optional[str] = option(None, "also write Table 6 and the attention health table into this Markdown file "
+                                       "(e.g. README.md), between <!-- reid.report:NAME --> and <!-- /reid.report:NAME -->")
+    name: str = option("ablation", "the marked block of `into` to replace")
+    command: Optional[str] = option(None, "the command that produced the runs, quoted in the `into` block")
+
+
+def report(options: ReportOptions) -> int:
+    """Tabulates finished runs: writes report.md (+ PNGs) and prints its Markdown."""
+    if not options.paths:
+        raise ReportError("no run folders given (fix: reid-report outputs/train/multiruns/<date_time> [more folders])")
+    paths = [Path(path) for path in options.paths]
+    runs = collect_runs(paths)
+    written = write_report(runs, Path(options.out) if options.out else paths[0])
+    if options.into:
+        replace_marked_block(Path(options.into), options.name, summary_markdown(runs, options.command))
+    print(written.read_text())
     for note in (note for run in runs for note in run.notes):
         print(f"note: {note}", file=sys.stderr)
-    print(f"wrote {report}", file=sys.stderr)
+    print(f"wrote {written}", file=sys.stderr)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``reid-report`` / ``python -m reid.tools.report``: 0 on success, 2 on a user error (one ``error:`` line)."""
+    return run_tool(report, ReportOptions, "report", argv)
 
 
 if __name__ == "__main__":

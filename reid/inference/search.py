@@ -1,40 +1,43 @@
 """Search a folder of images with query images: `reid-search ckpt_path=<ckpt> query=<image(s)> gallery=<folder>`.
 
-Usage::
+Usage (``key=value`` as every tool; bare arguments are the query images)::
 
-    python -m reid.search --ckpt <run>/checkpoints/last.ckpt --query q1.jpg q2.jpg --gallery photos/ \\
-        [--keypoints kp/] [--topk 10] [--out search_out/]
+    reid-search ckpt_path=<run>/checkpoints/last.ckpt gallery=photos/ q1.jpg q2.jpg \\
+        [keypoints=kp/] [topk=10] [out=search_out/]
 
-Writes into ``--out``: ``ranked.csv`` (query, rank, gallery image, distance), ``ranked_list.png``
+Writes into ``out``: ``ranked.csv`` (query, rank, gallery image, distance), ``ranked_list.png``
 (one row per query, nearest first) and ``gallery_features.pt``, the gallery's features, reused by
 the next search of the same gallery with the same checkpoint (a changed, added or removed
 gallery image, or another checkpoint, is detected and the features are computed again).
-Memory stays bounded for large galleries: features are computed ``--batch-size`` images at a
-time and the search compares the queries with ``--chunk`` gallery features at a time, keeping a
+Memory stays bounded for large galleries: features are computed ``batch_size`` images at a
+time and the search compares the queries with ``chunk`` gallery features at a time, keeping a
 running top-k (never a queries x gallery matrix). Bad input (an unreadable image, a folder
 without images, a checkpoint from elsewhere) is one ``error:`` line naming the file.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import io
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
 
 import torch
 from torch import Tensor
 
+from omegaconf import MISSING
+
+from reid.conf.tool import option, run_tool
 from reid.errors import ReidError
 
 log = logging.getLogger(__name__)
 
 CACHE_NAME = "gallery_features.pt"
-CACHE_FORMAT = "reid.search.gallery/1"
+CACHE_FORMAT = "reid.inference.search.gallery/1"
 
 
 class SearchInputError(ReidError, ValueError):
@@ -114,7 +117,7 @@ def search(
     topk: int = 10, batch_size: int = 64, chunk: int = 65536, device: str = "auto", flip: bool = False,
 ) -> dict:
     """Runs a search and writes its outputs (see the module doc); returns what it wrote and whether the cache served."""
-    from reid.extractor import FeatureExtractor
+    from reid.inference.extractor import FeatureExtractor
     from reid.files import atomic_save_image, atomic_write, atomic_write_text
     from reid.viz.ranked import search_picture
 
@@ -151,37 +154,38 @@ def search(
             "indices": indices, "distances": distances}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line options."""
-    parser = argparse.ArgumentParser(prog="reid-search", description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", type=Path, required=True, help="a checkpoint of train.py, or its run folder")
-    parser.add_argument("--query", type=Path, nargs="+", required=True, help="query image(s)")
-    parser.add_argument("--gallery", type=Path, required=True, help="folder of gallery images (searched recursively)")
-    parser.add_argument("--keypoints", type=Path, default=None, help="folder of OpenPose JSON files (<stem>_keypoints.json)")
-    parser.add_argument("--topk", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=Path("search_out"))
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--chunk", type=int, default=65536, help="gallery features compared at a time")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--flip", action="store_true", help="flip-averaged features (as eval.flip)")
-    return parser
+@dataclass
+class SearchOptions:
+    """The options of ``reid-search`` (``key=value``; bare arguments are ``query``)."""
+
+    ckpt_path: str = option(MISSING, "a checkpoint of train.py, or its run folder (required)")
+    gallery: str = option(MISSING, "folder of gallery images (searched recursively; required)")
+    query: List[str] = option([], "query image(s)", positional=True)
+    keypoints: Optional[str] = option(None, "folder of OpenPose JSON files (<stem>_keypoints.json)")
+    topk: int = option(10, "gallery images listed per query", low=1)
+    out: str = option("search_out", "where ranked.csv, ranked_list.png and the gallery's features go")
+    batch_size: int = option(64, "images per forward pass", low=1)
+    chunk: int = option(65536, "gallery features compared at a time", low=1)
+    device: str = option("auto", "auto (GPU when present), cpu, cuda, cuda:1...")
+    flip: bool = option(False, "flip-averaged features (as eval.flip)")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``reid-search`` / ``python -m reid.search``."""
-    from reid.runner import _last_line, user_errors
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        result = search(args.ckpt, args.query, args.gallery, args.out, keypoints=args.keypoints, topk=args.topk,
-                        batch_size=args.batch_size, chunk=args.chunk, device=args.device, flip=args.flip)
-    except user_errors() as err:
-        print(f"error: {_last_line(str(err))}", file=sys.stderr)
-        return 2
+def search_command(options: SearchOptions) -> int:
+    """Searches the gallery with the query images; prints what it wrote."""
+    if not options.query:
+        raise SearchInputError("no query image given (fix: reid-search ckpt_path=... gallery=<folder> <query.jpg> ...)")
+    result = search(Path(options.ckpt_path), [Path(q) for q in options.query], Path(options.gallery), Path(options.out),
+                    keypoints=Path(options.keypoints) if options.keypoints else None, topk=options.topk,
+                    batch_size=options.batch_size, chunk=options.chunk, device=options.device, flip=options.flip)
     print(f"wrote {result['ranked']} and {result['picture']} (gallery features "
           f"{'from the cache' if result['cached'] else 'computed'}: {result['cache']})")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``reid-search`` / ``python -m reid.inference.search``: 0, or 2 with one ``error:`` line."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run_tool(search_command, SearchOptions, "search", argv)
 
 
 if __name__ == "__main__":

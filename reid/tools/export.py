@@ -1,15 +1,11 @@
-"""ONNX export of a trained network's feature extractor: `python -m reid.export ckpt_path=... format=onnx`.
+"""ONNX export of a trained network's feature extractor: `python -m reid.tools.export ckpt_path=... format=onnx`.
 
 Usage::
 
-    python -m reid.export ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt
-    python -m reid.export ckpt_path=last.ckpt out=model.onnx opset=17 check=true batch=2 tolerance=1e-3
+    python -m reid.tools.export ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt
+    python -m reid.tools.export ckpt_path=last.ckpt out=model.onnx opset=17 check=true batch=2 tolerance=1e-3
 
-Options (``key=value``): ``ckpt_path`` (required), ``format`` (only ``onnx``), ``out`` (default
-``<checkpoint stem>.onnx`` next to the checkpoint), ``opset`` (17; 18 with ``exporter=dynamo``),
-``check`` (true: compare with PyTorch in onnxruntime), ``batch`` (2: the example batch traced;
-the check runs batches 1 and ``batch + 1``), ``tolerance`` (1e-3, see below), ``seed`` (0: the
-check's random inputs) and ``exporter`` (``torchscript``, or ``dynamo`` which needs ``pip install onnxscript``).
+Options: ``key=value`` as for every tool (``reid-export --help`` lists them, :class:`ExportOptions`).
 
 The exported graph is the network's test-time path only: inputs ``whole`` (B, 3, H, W) and
 ``parts`` (B, 4, 3, h, w) (head, upper body, upper leg, lower leg), output ``feature`` (B, D),
@@ -60,12 +56,11 @@ features near 1000 and differences near 7e-4.  A wrong operator shows up as 1e-2
 from __future__ import annotations
 
 import copy
-import os
 import sys
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -73,6 +68,7 @@ from torch import Tensor, nn
 from reid.errors import ReidError
 from reid.files import atomic_write_json
 from reid.names import PART_NAMES
+from reid.conf.tool import option, run_tool, tool_options
 
 FORMATS = ("onnx",)
 EXPORTERS = ("torchscript", "dynamo")
@@ -107,17 +103,18 @@ class FeatureExtractor(nn.Module):
 
 @dataclass
 class ExportOptions:
-    """The ``key=value`` options of ``python -m reid.export`` (see the module docstring)."""
+    """The options of ``reid-export`` / ``python -m reid.tools.export`` (``key=value``; see the module docstring)."""
 
-    ckpt_path: str | None = None
-    format: str = "onnx"
-    out: str | None = None
-    opset: int | None = None
-    check: bool = True
-    batch: int = 2
-    tolerance: float = 1e-3
-    seed: int = 0
-    exporter: str = "torchscript"
+    ckpt_path: Optional[str] = option(None, "the checkpoint to export, or its run folder (required)")
+    format: str = option("onnx", "the file format (only onnx)")
+    out: Optional[str] = option(None, "the ONNX file (default: <checkpoint stem>.onnx next to the checkpoint)")
+    opset: Optional[int] = option(None, "ONNX opset (default: 17; 18 with exporter=dynamo)", low=7)
+    check: bool = option(True, "run the exported model in onnxruntime and compare with PyTorch")
+    batch: int = option(2, "the example batch traced; the check runs batches 1 and batch + 1", low=1)
+    tolerance: float = option(1e-3, "largest difference accepted, relative to the largest feature", low=0.0,
+                              low_open=True)
+    seed: int = option(0, "seed of the check's random inputs")
+    exporter: str = option("torchscript", "torchscript, or dynamo (needs `pip install onnxscript`)")
 
 
 @dataclass
@@ -164,47 +161,14 @@ class ExportResult:
         return all(check.passed(tolerance) for check in self.checks)
 
 
-def _parse_bool(key: str, text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "yes", "on"):
-        return True
-    if lowered in ("false", "0", "no", "off"):
-        return False
-    raise ExportError(f"{key}={text} is not a boolean; use {key}=true or {key}=false")
-
-
 def parse_options(argv: Sequence[str]) -> ExportOptions:
-    """Reads ``key=value`` arguments into :class:`ExportOptions`; unknown keys and bad values raise ExportError."""
-    options = ExportOptions()
-    known = {f.name: f for f in fields(ExportOptions)}
-    for item in argv:
-        key, sep, value = item.partition("=")
-        key = key.strip().lstrip("+")
-        if not sep:
-            raise ExportError(f"arguments are key=value, got {item!r}; e.g. ckpt_path=<run dir>/checkpoints/last.ckpt")
-        if key not in known:
-            raise ExportError(f"unknown option {key!r}; known options: {', '.join(known)}")
-        default = getattr(ExportOptions(), key)
-        try:
-            if key == "opset" and value.strip().lower() in ("null", "none"):
-                parsed: Any = None
-            elif key in ("opset", "batch", "seed"):
-                parsed = int(value)
-            elif key == "tolerance":
-                parsed = float(value)
-            elif key == "check":
-                parsed = _parse_bool(key, value)
-            else:
-                parsed = None if value.strip().lower() in ("", "null", "none") and default is None else value
-        except ValueError:
-            raise ExportError(f"{key}={value} is not a number") from None
-        setattr(options, key, parsed)
-    return options
+    """Reads ``key=value`` arguments into :class:`ExportOptions`, as every tool does (:func:`reid.conf.tool.tool_options`)."""
+    return tool_options(ExportOptions, argv, "export")
 
 
 def _validate(options: ExportOptions) -> None:
     if not options.ckpt_path:
-        raise ExportError("ckpt_path is required: python -m reid.export ckpt_path=<run dir>/checkpoints/last.ckpt")
+        raise ExportError("ckpt_path is required: python -m reid.tools.export ckpt_path=<run dir>/checkpoints/last.ckpt")
     if options.format not in FORMATS:
         raise ExportError(f"format={options.format} is not supported; the only export format is onnx (format=onnx)")
     if options.exporter not in EXPORTERS:
@@ -491,26 +455,9 @@ def export(options: ExportOptions) -> ExportResult:
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; prints where the files went and the check; returns the exit status.
-
-    Status 2: bad options or checkpoint (one ``error: ...`` line; ``REID_DEBUG=1`` shows the
-    traceback); 1: the check found a larger difference than ``tolerance``; 0 otherwise.
-    """
-    from reid.runner import user_errors
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if any(arg in ("-h", "--help", "help") for arg in args):
-        print(__doc__)
-        return 0
-    try:
-        options = parse_options(args)
-        result = export(options)
-    except (ExportError, *user_errors()) as err:
-        if os.environ.get("REID_DEBUG"):
-            raise
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
-        return 2
+def export_and_check(options: ExportOptions) -> int:
+    """Exports the checkpoint and prints where the files went and the check; 1 when the check failed."""
+    result = export(options)
     print(f"wrote {result.onnx_path} (feature dim {result.feature_dim})")
     print(f"wrote {result.meta_path}")
     if not options.check:
@@ -533,6 +480,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status.
+
+    Status 2: bad options or checkpoint (one ``error: ...`` line; ``REID_DEBUG=1`` shows the
+    traceback); 1: the check found a larger difference than ``tolerance``; 0 otherwise.
+    """
+    return run_tool(export_and_check, ExportOptions, "export", argv)
 
 
 if __name__ == "__main__":

@@ -2,15 +2,15 @@
 
 Usage::
 
-    python -m reid.bench                          # defaults: every model of conf/model/, demo + paper sizes
-    python -m reid.bench --sizes demo --variants baseline intra_inter --batch-size 32
-    python -m reid.bench --parts-layout grouped separate --sizes demo   # grouped vs separate parts
-    python -m reid.bench --precision bf16 --no-channels-last
+    reid-bench                                    # defaults: every distinct network of conf/model/, demo + paper sizes
+    reid-bench sizes=[demo] variants=[baseline,intra_inter] batch_size=32
+    reid-bench parts_layout=[grouped,separate] sizes=[demo]   # grouped vs separate parts
+    reid-bench precision=bf16 channels_last=false             # (reid-bench = python -m reid.tools.bench)
 
 Training = forward + backward + SGD step (momentum 0.9) with cross-entropy on every logit
 (the five branch logits, plus the fused logits for fc / inter); inference = eval-mode forward
-under ``torch.inference_mode``. Each measurement runs ``--warmup`` untimed iterations, then
-``--iters`` timed ones, and reports the fastest (the machine may be shared). ResNet-50 is fed
+under ``torch.inference_mode``. Each measurement runs ``warmup`` untimed iterations, then
+``iters`` timed ones, and reports the fastest (the machine may be shared). ResNet-50 is fed
 the same whole-body batch (no parts). Prints a Markdown table naming the hardware.
 
 The figures measured on this project's machines are in the README's benchmark section.
@@ -18,19 +18,20 @@ The figures measured on this project's machines are in the README's benchmark se
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import platform
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, List, Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from reid.models import ResNet50, count_macs, count_parameters
-from reid.variants import build_variant, model_names, model_variants
+from reid.schema import ConfigError
+from reid.conf.tool import option, run_tool
+from reid.variants import build_variant, model_variant, model_variants
 
 SIZES = {
     "demo": ((128, 64), (32, 64)),
@@ -158,7 +159,7 @@ def measure(
     return batch / train_seconds, batch / infer_seconds
 
 
-def run(args: argparse.Namespace) -> list[BenchRow]:
+def run(args: BenchOptions) -> list[BenchRow]:
     """Benchmarks every requested (model, size) pair; returns the table rows."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -203,7 +204,7 @@ def run(args: argparse.Namespace) -> list[BenchRow]:
     return rows
 
 
-def format_table(rows: Sequence[BenchRow], args: argparse.Namespace) -> str:
+def format_table(rows: Sequence[BenchRow], args: BenchOptions) -> str:
     """The results as a Markdown table preceded by the hardware and settings."""
     device = torch.device(args.device)
     hardware = f"{cpu_model()}, {args.threads} thread(s)"
@@ -226,40 +227,48 @@ def format_table(rows: Sequence[BenchRow], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line options."""
-    parser = argparse.ArgumentParser(prog="python -m reid.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", default=None, choices=model_names(),
-                        help="models of conf/model/ (default: each distinct network among them)")
-    parser.add_argument("--sizes", nargs="+", default=["demo", "paper"], choices=sorted(SIZES))
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1...")
-    parser.add_argument("--compile", action="store_true", help="torch.compile each network (slow first steps)")
-    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument(
-        "--parts-layout", nargs="+", choices=("grouped", "separate"), default=None,
-        help="part branches as one grouped branch and/or four separate ones (default: the network's default)",
-    )
-    parser.add_argument("--timer", choices=sorted(TIMERS), default="wall", help="wall clock or process CPU time")
-    parser.add_argument("--resnet", action=argparse.BooleanOptionalAction, default=True, help="include ResNet-50")
-    parser.add_argument("--num-classes", type=int, default=751)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--iters", type=int, default=2)
-    return parser
+@dataclass
+class BenchOptions:
+    """The options of ``reid-bench`` (``key=value``)."""
+
+    variants: Optional[List[str]] = option(None, "models of conf/model/ (default: each distinct network among them)")
+    sizes: List[str] = option(["demo", "paper"], "named input sizes: demo (128x64 / 32x64), paper (384x192 / 96x192)")
+    batch_size: int = option(32, "images per batch", low=1)
+    threads: Optional[int] = option(None, "torch intra-op threads (default: torch's)", low=1)
+    precision: Literal["fp32", "bf16", "fp16"] = option("fp32", "fp32, or autocast to bf16 / fp16")
+    device: Optional[str] = option(None, "cpu, cuda, cuda:1... (default: cuda when there is one)")
+    compile: bool = option(False, "torch.compile each network (slow first steps)")
+    channels_last: bool = option(True, "channels_last memory format (several times faster on CPU)")
+    parts_layout: Optional[List[str]] = option(None, "grouped and/or separate part branches (default: the network's)")
+    timer: Literal["wall", "process"] = option("wall", "wall clock or process CPU time")
+    resnet: bool = option(True, "include ResNet-50")
+    num_classes: int = option(751, "identities (classifier size)", low=1)
+    warmup: int = option(1, "untimed iterations first", low=0)
+    iters: int = option(2, "timed iterations (the fastest is reported)", low=1)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Runs the benchmark and prints the Markdown table."""
-    args = build_parser().parse_args(argv)
-    args.variants = args.variants or distinct_networks()
-    if args.batch_size < 1 or args.threads < 1 or args.iters < 1 or args.warmup < 0:
-        raise SystemExit("--batch-size, --threads and --iters must be >= 1 and --warmup >= 0")
-    rows = run(args)
+def bench(options: BenchOptions) -> int:
+    """Benchmarks training and inference images/s of each network and prints the Markdown table."""
+    options.variants = options.variants or distinct_networks()
+    for name in options.variants:
+        model_variant(name)  # an unknown model is one error line naming the models
+    unknown = [size for size in options.sizes if size not in SIZES] + [
+        layout for layout in options.parts_layout or [] if layout not in ("grouped", "separate")]
+    if unknown:
+        raise ConfigError([f"unknown size or parts layout {unknown[0]!r} (fix: sizes from {', '.join(SIZES)}, "
+                           "parts_layout from grouped, separate)"])
+    options.threads = options.threads or max(1, torch.get_num_threads())
+    options.device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rows = run(options)
     print()
-    print(format_table(rows, args))
+    print(format_table(rows, options))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``reid-bench`` / ``python -m reid.tools.bench``."""
+    return run_tool(bench, BenchOptions, "bench", argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""The one way every command-line tool reads its options: `key=value` arguments composed by Hydra into a typed dataclass.
+
+A tool declares its options as a dataclass (types, defaults, ``help`` in each field's metadata)
+and calls :func:`run_tool`. The dataclass is registered in Hydra's ConfigStore (``tools/<name>``)
+and composed with the command line as Hydra overrides, so every tool takes the same syntax as
+``reid-train`` (``key=value``, lists as ``[a,b]``, ``null``) and reports a misspelt option, a
+wrong type, a value out of range or a bad input in one ``error:`` line, exit status 2.
+Arguments without ``=`` are the items of the tool's positional list option, if it has one
+(``reid-report outputs/a outputs/b`` is ``reid-report paths=[outputs/a,outputs/b]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import typing
+from typing import Any, Callable, Sequence, TypeVar
+
+from reid.errors import one_line, user_errors
+
+Options = TypeVar("Options")
+TOOL_GROUP = "tools"
+
+
+def option(default: Any, help: str, *, positional: bool = False, **valid: Any) -> Any:  # noqa: A002 - the word users read
+    """A tool option: its default, one line of ``--help``, and optionally its valid range (:class:`reid.schema.Range`).
+
+    ``positional``: the list option that bare arguments fill (``reid-report DIR [DIR ...]``).
+    """
+    from reid.schema import Range
+
+    metadata: dict[str, Any] = {"help": help}
+    if positional:
+        metadata["positional"] = True
+    if valid:
+        metadata["range"] = Range(**valid)
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def tool_options(options_type: type[Options], argv: Sequence[str], name: str) -> Options:
+    """The options of tool ``name`` from its command line, composed by Hydra and checked against ``options_type``.
+
+    Raises:
+        ConfigError: an unknown option (with the nearest), a wrong type, a choice or range not met.
+    """
+    from omegaconf import OmegaConf
+
+    from reid.conf import compose_config
+    from reid.schema import ConfigError, register_tool, validate_options
+
+    register_tool(TOOL_GROUP, name, options_type)
+    overrides = _overrides(argv, options_type)
+    cfg = compose_config(overrides, config_name=f"{TOOL_GROUP}/{name}")
+    validate_options(cfg, options_type)
+    values = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(values, dict)
+    missing = [key for key, value in values.items() if value == "???"]
+    if missing:
+        raise ConfigError([f"option '{key}' is required (fix: add {key}=...)" for key in missing])
+    return options_type(**values)
+
+
+def run_tool(function: Callable[[Options], int | None], options_type: type[Options], name: str,
+             argv: Sequence[str] | None = None) -> int:
+    """Runs ``function`` on the tool's options; returns the exit status.
+
+    ``--help`` prints the options; bad options or input print one ``error:`` line and return 2
+    (``REID_DEBUG=1`` raises instead, with the traceback).
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(arg in ("-h", "--help") for arg in args):
+        print(usage(options_type, name, function))
+        return 0
+    try:
+        status = function(tool_options(options_type, args, name))
+    except user_errors() as err:
+        if os.environ.get("REID_DEBUG"):
+            raise
+        print(f"error: {one_line(str(err))}", file=sys.stderr, flush=True)
+        return 2
+    return int(status or 0)
+
+
+def usage(options_type: type, name: str, function: Callable[..., Any] | None = None) -> str:
+    """``--help``: what the tool does and each option with its default."""
+    doc = (function.__doc__ or options_type.__doc__ or "").strip().splitlines()
+    lines = [f"reid-{name} [key=value ...]" + (f": {doc[0]}" if doc else ""), "", "options:"]
+    positional = _positional_field(options_type)
+    for item in dataclasses.fields(options_type):
+        default = item.default if item.default is not dataclasses.MISSING else (
+            item.default_factory() if item.default_factory is not dataclasses.MISSING else "(required)")  # type: ignore[misc]
+        default = "(required)" if default == "???" else default
+        bare = " (also given as bare arguments)" if item.name == positional else ""
+        lines.append(f"  {item.name}={_shown(default)}  {item.metadata.get('help', '')}{bare}")
+    return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_shown(v) for v in value) + "]"
+    return str(value)
+
+
+def _positional_field(options_type: type) -> str | None:
+    """The option that bare arguments fill: the one marked ``positional`` in its metadata."""
+    for item in dataclasses.fields(options_type):
+        if item.metadata.get("positional"):
+            return item.name
+    return None
+
+
+def _overrides(argv: Sequence[str], options_type: type) -> list[str]:
+    """The arguments as Hydra overrides.
+
+    Bare arguments become the items of the positional list option; the value of a text option is
+    taken as written (``command=python train.py -m model=a,b`` is one string, not a sweep).
+    """
+    positional = _positional_field(options_type)
+    texts = {item.name for item in dataclasses.fields(options_type) if _is_text(item.type)}
+    text_lists = {item.name for item in dataclasses.fields(options_type) if _is_text_list(item.type)}
+    bare = [arg for arg in argv if "=" not in arg and not arg.startswith(("+", "~"))]
+    overrides = []
+    for arg in argv:
+        if arg in bare:
+            continue
+        key, _, value = arg.partition("=")
+        if key in texts and value != "null" and not _is_quoted(value):
+            arg = f"{key}={_quoted(value)}"
+        elif key in text_lists and value.startswith("[") and value.endswith("]"):
+            # items as written: `overrides=[model.net.width=0.5]` (an `=` is not Hydra's grammar in a list)
+            items = [item.strip() for item in value[1:-1].split(",") if item.strip()]
+            arg = f"{key}=[{','.join(item if _is_quoted(item) else _quoted(item) for item in items)}]"
+        overrides.append(arg)
+    if bare:
+        if positional is None:
+            from reid.schema import ConfigError
+
+            raise ConfigError([f"arguments are key=value, got {bare[0]!r} (fix: e.g. {bare[0]}=... ; --help lists "
+                               "the options)"])
+        overrides.append(f"{positional}=[{','.join(_quoted(item) for item in bare)}]")
+    return overrides
+
+
+def _is_text(annotation: Any) -> bool:
+    """A ``str`` or ``Optional[str]`` option (the annotation may be a string under ``from __future__``)."""
+    return annotation in (str, "str", "Optional[str]", "str | None") or annotation == typing.Optional[str]
+
+
+def _is_text_list(annotation: Any) -> bool:
+    """A ``List[str]`` or ``Optional[List[str]]`` option."""
+    return annotation in ("List[str]", "Optional[List[str]]", "list[str]", "list[str] | None") or annotation in (
+        typing.List[str], typing.Optional[typing.List[str]])
+
+
+def _is_quoted(value: str) -> bool:
+    return len(value) > 1 and value[0] in "'\"" and value[-1] == value[0]
+
+
+def _quoted(text: str) -> str:
+    """``text`` as one quoted Hydra value."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+__all__ = ["option", "run_tool", "tool_options", "usage"]

@@ -1,0 +1,28 @@
+"""The tasks the console scripts run on a composed config: train and evaluate (the only users of Hydra with the tools)."""
+
+from reid.tasks.common import (
+    RunInterrupted,
+    build_datamodule,
+    build_model,
+    build_test_sets,
+    configure_wandb_env,
+    run_cli,
+    write_metrics,
+)
+from reid.tasks.evaluate import evaluate, knockout_scores, use_stored_input_config
+from reid.tasks.train import train, warn_if_pretraining_missing
+
+__all__ = [
+    "RunInterrupted",
+    "build_datamodule",
+    "build_model",
+    "build_test_sets",
+    "configure_wandb_env",
+    "evaluate",
+    "knockout_scores",
+    "run_cli",
+    "train",
+    "use_stored_input_config",
+    "warn_if_pretraining_missing",
+    "write_metrics",
+]

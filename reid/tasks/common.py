@@ -1,0 +1,235 @@
+"""What the train and evaluate tasks share: one-line errors, building the data module, model and test sets, metrics.json."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from reid.checkpoints import CONFIG_KEY
+from reid.names import CLASSIFICATION_METRICS, RANK_METRICS
+from reid.errors import one_line, user_errors
+
+log = logging.getLogger(__name__)
+
+# Lightning 2.6 trips over torch 2.13's pytree deprecation on every run; it is not ours to fix.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+METRIC_KEYS = RANK_METRICS + CLASSIFICATION_METRICS
+
+
+class RunInterrupted(RuntimeError):
+    """The run was terminated (SIGTERM) before it finished; the message says where and how to resume."""
+
+    #: the exit status of a process ended by SIGTERM, as a shell reports it (128 + 15)
+    exit_status = 143
+
+
+class InterruptCheckpoint(pl.Callback):
+    """Writes ``last.ckpt`` when training is terminated (SIGTERM), so that ``ckpt_path=last`` resumes there.
+
+    Lightning stops at the next safe point (after the batch in progress, or at the epoch's
+    end) by raising ``SIGTERMException``; the state there is the one a step checkpoint holds.
+    A termination during validation saves nothing (the state between a batch and the end of
+    validation is not one a run resumes from): the last step or epoch checkpoint stands.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.saved: Path | None = None
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit" and not trainer.validating:
+            trainer.save_checkpoint(self.path)
+            self.saved = self.path
+
+
+def run_cli(function: Any, cfg: DictConfig) -> Any:
+    """Runs ``function(cfg)``; bad input exits with status 2 and one ``error: ...`` line on stderr.
+
+    Set ``REID_DEBUG=1`` to get the full traceback instead.
+    """
+    from hydra.errors import InstantiationException
+
+    try:
+        try:
+            return function(cfg)
+        except InstantiationException as err:
+            # Hydra wraps what a constructor raised ("Error in call to target ..."): the cause is the message
+            cause = err.__cause__
+            raise (cause if isinstance(cause, user_errors()) else err) from None
+    except RunInterrupted as err:
+        print(f"error: {one_line(str(err))}", file=sys.stderr, flush=True)
+        raise SystemExit(RunInterrupted.exit_status) from None
+    except user_errors() as err:
+        if os.environ.get("REID_DEBUG"):
+            raise
+        message = one_line(str(err))
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def configure_wandb_env(output_dir: str | Path | None = None) -> None:
+    """Makes W&B offline unless the user chose a mode, and never prompts or blocks on the network."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB_CONSOLE", "off")
+
+
+class StoreConfigInCheckpoint(pl.Callback):
+    """Saves the resolved run config (plain containers only) into every checkpoint.
+
+    ``evaluate.py`` rebuilds the network from it, and plain containers keep the checkpoint
+    loadable with ``torch.load(weights_only=True)``.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        checkpoint[CONFIG_KEY] = self.config
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiates every entry of a ``callbacks`` or ``logger`` group that has a ``_target_``."""
+    objects: list[Any] = []
+    if not group:
+        return objects
+    for name, conf in group.items():
+        if isinstance(conf, DictConfig) and "_target_" in conf:
+            log.info("instantiating %s <%s>", name, conf._target_)
+            objects.append(instantiate(conf))
+    return objects
+
+
+def eval_options(cfg: DictConfig, protocol: str) -> dict[str, Any]:
+    """Keyword options of :class:`reid.metrics.ReIDMetric` from the ``eval`` group."""
+    e = cfg.eval
+    return {
+        "metric": str(e.distance),
+        "max_rank": int(e.max_rank),
+        "protocol": protocol,
+        "chunk_size": int(e.chunk_size),
+        "num_repeats": int(e.cuhk03_repeats),
+        "seed": int(e.cuhk03_seed),
+        "exact": bool(e.cuhk03_exact),
+    }
+
+
+def build_datamodule(cfg: DictConfig) -> Any:
+    """Instantiates the data module and reads the data set (generating the synthetic one if needed)."""
+    datamodule = instantiate(cfg.data, _recursive_=False)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+# what a test set takes from the training set's config: the network's input and the loaders
+TEST_SET_KEYS = ("whole_size", "part_size", "beta", "regions", "pose", "strips", "augment", "eval_batch_size",
+                 "num_workers", "pin_memory", "on_bad_sample", "verify_images")
+
+
+def build_test_sets(cfg: DictConfig) -> dict[str, Any]:
+    """The data modules of ``data.test_sets`` (names of ``conf/data`` options), set up for evaluation only.
+
+    Each is that option's config (its data set, options, keypoints) with the training set's input
+    settings (:data:`TEST_SET_KEYS`: sizes, β, regions, pose thresholds, normalisation...), so the
+    network sees what it was trained on.
+    """
+    from reid.conf import CONF_DIR, compose_configs
+    from reid.schema import ConfigError
+
+    names = list(cfg.data.get("test_sets") or [])
+    if not names:
+        return {}
+    for name in names:
+        if not (CONF_DIR / "data" / f"{name}.yaml").is_file() or name in ("default", "imagenet"):
+            known = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml") if p.stem not in ("default", "imagenet"))
+            raise ConfigError([f"data.test_sets: unknown data set {name!r}; choose among {', '.join(known)}"])
+    # each set's data config exactly as `data=<name>` composes it
+    composed = compose_configs([[f"data={name}", "logger=none", "callbacks=none"] for name in names])
+    modules = {}
+    for name, option in zip(names, composed):
+        data_cfg = OmegaConf.create(OmegaConf.to_container(option.data, resolve=True))
+        for key in TEST_SET_KEYS:
+            if key in cfg.data:
+                data_cfg[key] = OmegaConf.to_container(cfg.data[key], resolve=True) if isinstance(
+                    cfg.data[key], (DictConfig, ListConfig)) else cfg.data[key]
+        data_cfg.root = str(cfg.data.root)
+        data_cfg.sampler_seed = None  # evaluation only: no training order
+        data_cfg.test_sets = []
+        datamodule = instantiate(data_cfg, _recursive_=False)
+        datamodule.prepare_data()
+        datamodule.setup("validate")
+        modules[name] = datamodule
+    return modules
+
+
+def build_model(cfg: DictConfig, num_classes: int, protocol: str) -> Any:
+    """Instantiates the LightningModule for ``num_classes`` identities."""
+    # _convert_="all": plain containers in the hyper-parameters keep checkpoints weights_only-loadable
+    return instantiate(cfg.model, num_classes=num_classes, eval_options=eval_options(cfg, protocol), _convert_="all")
+
+
+def metrics_from(results: dict[str, Any]) -> dict[str, float]:
+    """The ``val/...`` values of a validate() result as plain floats keyed ``rank1``, ``mAP``..."""
+    out: dict[str, float] = {}
+    for key in METRIC_KEYS:
+        value = results.get(f"val/{key}")
+        if value is not None:
+            out[key] = float(value)
+    return out
+
+
+def write_metrics(metrics: dict[str, Any], output_dir: str | Path) -> Path:
+    """Writes ``metrics.json`` (fractions) into ``output_dir``, atomically: the old file survives a failed write."""
+    from reid.files import atomic_write_json
+
+    path = atomic_write_json(Path(output_dir) / "metrics.json", metrics, indent=2, sort_keys=True)
+    log.info("wrote %s", path)
+    return path
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    """A one-row Markdown table of R1/R5/R10/R20/mAP in percent."""
+    cols = [("R1", "rank1"), ("R5", "rank5"), ("R10", "rank10"), ("R20", "rank20"), ("mAP", "mAP"), ("mINP", "mINP")]
+    cols += [("Top-1", "top1"), ("Top-5", "top5")]
+    cols = [(label, key) for label, key in cols if key in metrics]
+    header = "| " + " | ".join(label for label, _ in cols) + " |"
+    sep = "|" + "|".join("---:" for _ in cols) + "|"
+    row = "| " + " | ".join(f"{100 * metrics[key]:.2f}" for _, key in cols) + " |"
+    return "\n".join([header, sep, row])
+
+
+@contextmanager
+def terminated_as_error(trainer: pl.Trainer, output_dir: Path, stage: str, saver: InterruptCheckpoint) -> Iterator[None]:
+    """Turns Lightning's SIGTERM exit (a ``SystemExit`` with status 0) into :class:`RunInterrupted`, logged."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from reid.lit.resume import find_resume_checkpoint
+
+    try:
+        yield
+    except SIGTERMException:
+        try:
+            checkpoint = saver.saved or find_resume_checkpoint(output_dir)
+        except FileNotFoundError:
+            checkpoint = None
+        where = f"at epoch {trainer.current_epoch}, step {trainer.global_step}"
+        resume = (
+            f"the last checkpoint is {checkpoint}: resume with `python train.py <same overrides> "
+            f"hydra.run.dir={output_dir} ckpt_path=last`" if checkpoint else "no checkpoint was written yet"
+        )
+        message = f"terminated by SIGTERM during {stage} {where}; {resume}"
+        log.error(message)
+        raise RunInterrupted(message) from None

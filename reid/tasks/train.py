@@ -1,0 +1,175 @@
+"""The train task (`reid-train`): instantiate, fit, validate the final weights, write metrics.json."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from reid.tasks.common import (
+    InterruptCheckpoint,
+    StoreConfigInCheckpoint,
+    build_datamodule,
+    build_model,
+    build_test_sets,
+    configure_wandb_env,
+    format_table,
+    instantiate_group,
+    metrics_from,
+    terminated_as_error,
+    write_metrics,
+)
+
+log = logging.getLogger(__name__)
+
+def warn_if_pretraining_missing(cfg: DictConfig) -> bool:
+    """One warning line when the recipe expects pre-trained weights (``expect_pretrained``) and none are given."""
+    if not cfg.get("expect_pretrained") or cfg.model.get("pretrained") or cfg.get("ckpt_path"):
+        return False
+    log.warning(
+        "warning: this recipe fine-tunes from ImageNet pre-training (paper §4.1.3) but model.pretrained is not set, "
+        "so it trains from scratch; pre-train with `train.py experiment=imagenet_pretrain` and pass "
+        "model.pretrained=<that run>/checkpoints/last.ckpt (or expect_pretrained=false to silence this)"
+    )
+    return True
+
+
+def _limit_validation(cfg: DictConfig, datamodule: Any) -> dict[str, Any] | None:
+    """Applies the trainer's validation limit as a consistent query/gallery subset (see ``limit_eval``).
+
+    ``trainer.limit_val_batches`` (an int: batches, a float: a fraction), ``fast_dev_run``
+    (its batches; at least one whole identity) and ``overfit_batches`` (its batches; a
+    fraction is refused) all cut the validation loader, which serves every query before the
+    gallery. The data module serves a subset of whole identities instead; with
+    ``limit_val_batches`` the trainer must then be built with ``limit_val_batches=1.0`` (the
+    run's stored config keeps the user's value). 0 (no validation) stays Lightning's.
+    """
+    from reid.schema import ConfigError
+
+    if not hasattr(datamodule, "limit_eval"):
+        return None
+    trainer_cfg = cfg.trainer
+    fast_dev_run = trainer_cfg.get("fast_dev_run", False)
+    overfit = trainer_cfg.get("overfit_batches", 0) or 0
+    if fast_dev_run:
+        batches = 1 if fast_dev_run is True else int(fast_dev_run)
+        subset = datamodule.limit_eval(batches, at_least_one=True, setting="trainer.fast_dev_run")
+    elif overfit:
+        if isinstance(overfit, float) and not overfit.is_integer():
+            raise ConfigError([
+                f"trainer.overfit_batches={overfit}: give a number of batches (e.g. 3); a fraction would cut "
+                "validation between the queries and their gallery"
+            ])
+        subset = datamodule.limit_eval(int(overfit), at_least_one=True, setting="trainer.overfit_batches")
+    else:
+        limit = trainer_cfg.get("limit_val_batches", 1.0)
+        if limit is None or limit == 0 or (isinstance(limit, float) and limit >= 1.0):
+            return None
+        subset = datamodule.limit_eval(limit)
+    return subset
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fits the model of ``cfg`` on its data, validates the final weights, writes metrics.json.
+
+    In a Hydra multirun, DDP processes re-run this job only (:func:`reid.launch.prepare_ddp_children`)
+    and no distributed state outlives the job (:func:`reid.launch.isolated_job`).
+    """
+    from reid.launch import isolated_job
+
+    with isolated_job():
+        return _fit_and_validate(cfg)
+
+
+def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
+    from reid.launch import multirun_group, prepare_ddp_children, rank_summary
+    from reid.lit.resume import (
+        CHECKPOINT_DIR,
+        AtomicCheckpointIO,
+        RandomStateCheckpoint,
+        add_wandb_resume,
+        resolve_ckpt_path,
+    )
+    from reid.schema import validate_config
+
+    validate_config(cfg)
+    configure_wandb_env()
+    prepare_ddp_children(cfg)
+    log.info("hyper-parameters of this process: %s", rank_summary(cfg))
+    group = multirun_group()
+    if group and cfg.get("logger") and "wandb" in cfg.logger and not cfg.logger.wandb.get("group"):
+        with open_dict(cfg):
+            cfg.logger.wandb.group = group  # the runs of one sweep side by side on W&B
+    if cfg.get("seed") is not None:
+        pl.seed_everything(int(cfg.seed), workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    # ckpt_path=last|auto|<run dir>|<file>: resume a killed run where its last checkpoint left it
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    with open_dict(cfg):
+        add_wandb_resume(cfg.get("logger"), output_dir, resuming=ckpt_path is not None)
+    if ckpt_path is not None:
+        # a resumed run writes into its own checkpoint folder on purpose
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+
+    warn_if_pretraining_missing(cfg)
+    datamodule = build_datamodule(cfg)
+    test_sets = build_test_sets(cfg)
+    eval_subset = _limit_validation(cfg, datamodule)
+    if ckpt_path and cfg.model.get("pretrained"):
+        with open_dict(cfg):
+            cfg.model.pretrained = None  # resuming: the checkpoint's weights win, the file need not exist
+    model = build_model(cfg, datamodule.num_classes, datamodule.dataset.protocol)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    interrupt_checkpoint = InterruptCheckpoint(output_dir / CHECKPOINT_DIR / "last.ckpt")
+    callbacks += [StoreConfigInCheckpoint(resolved), RandomStateCheckpoint(), interrupt_checkpoint]
+    cross_dataset = None
+    if test_sets:
+        from reid.lit.cross_dataset import CrossDatasetValidation
+
+        cross_dataset = CrossDatasetValidation(test_sets, OmegaConf.to_container(cfg.eval, resolve=True))
+        callbacks.append(cross_dataset)
+    if not cfg.trainer.get("enable_progress_bar", True):
+        # `trainer.enable_progress_bar=false` alone should be enough to silence the bar
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
+    loggers = instantiate_group(cfg.get("logger"))
+    if not loggers:
+        # Lightning refuses a LearningRateMonitor without a logger; logger=none should just work
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
+        # the data module serves the subset whole
+        **({"limit_val_batches": 1.0} if eval_subset and eval_subset["setting"] == "trainer.limit_val_batches" else {}),
+    )
+    for logger in loggers:
+        logger.log_hyperparams(resolved)
+
+    with terminated_as_error(trainer, output_dir, "training", interrupt_checkpoint):
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    metrics: dict[str, Any] = {}
+    if cfg.get("final_validation", True) and trainer.limit_val_batches == 0:
+        log.info("trainer.limit_val_batches=0: no validation, so no final metrics and no metrics.json")
+    elif cfg.get("final_validation", True):
+        with terminated_as_error(trainer, output_dir, "the final validation", interrupt_checkpoint):
+            results = trainer.validate(model=model, datamodule=datamodule, verbose=False)
+        metrics = metrics_from(results[0] if results else {})
+        health = getattr(model, "last_attention_health", None)
+        if health:
+            metrics["attention"] = health
+        if eval_subset:
+            metrics["eval_subset"] = eval_subset
+        if cross_dataset is not None and cross_dataset.last_results:
+            metrics["test_sets"] = cross_dataset.last_results
+        if trainer.is_global_zero:
+            write_metrics(metrics, output_dir)
+            log.info("final validation on %s:\n%s", cfg.data.name, format_table(metrics))
+    for logger in loggers:
+        if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
+            logger.experiment.finish()
+    return metrics
