@@ -28,6 +28,7 @@ evaluate: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check --quiet .
+	$(BIN)/ruff format --check --quiet .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q $(ARGS)
 

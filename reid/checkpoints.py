@@ -74,7 +74,9 @@ def find_resume_checkpoint(run_dir: str | Path) -> Path | None:
         return sorted(paths, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
 
     lasts = newest_first(folder.glob(RESUME_PATTERN))
-    lasts = [p for p in lasts if not p.name.endswith(PREVIOUS_SUFFIX)] + [p for p in lasts if p.name.endswith(PREVIOUS_SUFFIX)]
+    lasts = [p for p in lasts if not p.name.endswith(PREVIOUS_SUFFIX)] + [
+        p for p in lasts if p.name.endswith(PREVIOUS_SUFFIX)
+    ]
     others = newest_first(p for p in folder.glob("*.ckpt") if p not in lasts)
     damaged = []
     for candidate in lasts + others:

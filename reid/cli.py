@@ -56,11 +56,19 @@ def check_command_line(config_name: str, argv: Sequence[str] | None = None) -> N
     from reid.schema import ConfigError
 
     args, _ = get_args_parser().parse_known_args(sys.argv[1:] if argv is None else list(argv))
-    if args.help or args.hydra_help or args.info or args.shell_completion or args.config_dir or os.environ.get("REID_DEBUG"):
+    if (
+        args.help
+        or args.hydra_help
+        or args.info
+        or args.shell_completion
+        or args.config_dir
+        or os.environ.get("REID_DEBUG")
+    ):
         return
     try:
-        compose_config(_first_of_each_sweep(args.overrides) if args.multirun else args.overrides,
-                       args.config_name or config_name)
+        compose_config(
+            _first_of_each_sweep(args.overrides) if args.multirun else args.overrides, args.config_name or config_name
+        )
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

@@ -75,8 +75,12 @@ def prepare_ddp_children(cfg: DictConfig) -> bool:
     with open_dict(hydra):
         hydra.run.dir = str(hydra.runtime.output_dir)
     OmegaConf.set_readonly(hydra, readonly)
-    log.info("multirun job %s: DDP processes will run `%s` in %s", hydra.job.num, " ".join(sys.argv[1:]),
-             hydra.runtime.output_dir)
+    log.info(
+        "multirun job %s: DDP processes will run `%s` in %s",
+        hydra.job.num,
+        " ".join(sys.argv[1:]),
+        hydra.runtime.output_dir,
+    )
     return True
 
 
@@ -93,8 +97,16 @@ def rank_summary(cfg: DictConfig) -> dict[str, Any]:
 
 
 # Set by Lightning's DDP launcher in the launching process (for its children to inherit).
-_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "RANK",
-                 "PL_GLOBAL_SEED", "PL_SEED_WORKERS")
+_LAUNCHER_ENV = (
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "NODE_RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "RANK",
+    "PL_GLOBAL_SEED",
+    "PL_SEED_WORKERS",
+)
 
 
 @contextmanager

@@ -46,8 +46,15 @@ LOCK_FILE = ".lock"
 HISTORY_DIR = "history"
 # a change to these between a run and its resume changes the network or what it is fed: refused
 ARCHITECTURE_KEYS = (
-    "model._target_", "model.net", "model.regions", "data._target_", "data.name", "data.options",
-    "data.whole_size", "data.part_size", "data.regions",
+    "model._target_",
+    "model.net",
+    "model.regions",
+    "data._target_",
+    "data.name",
+    "data.options",
+    "data.whole_size",
+    "data.part_size",
+    "data.regions",
 )
 # keys that may differ between a run and its resume without being a change of the run
 RESUME_KEYS = ("ckpt_path", "resume_with_changes", "overwrite", "paths", "hydra")

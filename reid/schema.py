@@ -80,8 +80,15 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def ranged(default: Any, low: float | None = None, high: float | None = None, *, low_open: bool = False,
-           high_open: bool = False, also: tuple[Any, ...] = ()) -> Any:
+def ranged(
+    default: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    also: tuple[Any, ...] = (),
+) -> Any:
     """A schema field with a default and a valid range (checked by :func:`validate_config`)."""
     metadata = {"range": Range(low, high, low_open, high_open, also)}
     if isinstance(default, (list, dict)):
@@ -504,7 +511,7 @@ def _check(value: Any, expected: Any, path: str, findings: _Findings, example: A
             findings.add(
                 path,
                 f"config key '{path}': expected one of {', '.join(repr(a) for a in args)}, "
-                f"got {_format_value(value)} (fix: {hint})"
+                f"got {_format_value(value)} (fix: {hint})",
             )
         return
     if origin in (list, tuple):
@@ -625,8 +632,11 @@ def _check_choice(value: str, choices: tuple[str, ...], path: str, findings: _Fi
         return
     close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
     hint = f"did you mean '{close[0]}'?" if close else f"e.g. {path}={choices[0]}"
-    findings.add(path, f"config key '{path}': expected one of {', '.join(repr(c) for c in choices)}, "
-                       f"got {_format_value(value)} (fix: {hint})")
+    findings.add(
+        path,
+        f"config key '{path}': expected one of {', '.join(repr(c) for c in choices)}, "
+        f"got {_format_value(value)} (fix: {hint})",
+    )
 
 
 # the options of every optimiser (model.optimizer), whatever its class: numbers, in range
@@ -704,7 +714,7 @@ def _target_parameters(value: DictConfig | dict, path: str, findings: _Findings)
         findings.add(
             _join(path, "_target_"),
             f"config key '{_join(path, '_target_')}': cannot import {target!r} ({err}) "
-            "(fix: correct the dotted path of the class or function)"
+            "(fix: correct the dotted path of the class or function)",
         )
         return None
 
@@ -965,7 +975,9 @@ def compose_error(err: Exception, root: type | None = None) -> ConfigError:
     if isinstance(err, MissingConfigException):
         return ConfigError([_missing_option_problem(message)])
     full_key = getattr(cause, "full_key", None) or _field(r"full_key: (\S+)", message)
-    object_type = _field(r"object_type=(\w+)", message) or getattr(getattr(cause, "object_type", None), "__name__", None)
+    object_type = _field(r"object_type=(\w+)", message) or getattr(
+        getattr(cause, "object_type", None), "__name__", None
+    )
     schema = _SCHEMAS_BY_NAME.get(object_type or "")
     if schema is None and full_key:
         schema = _schema_at(full_key.rpartition(".")[0], root or RunConfig)

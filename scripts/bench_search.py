@@ -46,10 +46,14 @@ def main() -> None:
     search_peak = peak_mib()  # before the check below, whose full ranking takes memory of its own
     full = torch.cdist(queries[:2], gallery).argsort(dim=1)[:, : args.topk]
     assert torch.equal(full, indices[:2]), "chunked search disagrees with the full ranking"
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; gallery {args.gallery} x {args.dim} "
-          f"({features_mib:.0f} MiB of features), {args.queries} queries, chunk {args.chunk}, top-{args.topk}")
-    print(f"search: {seconds:.2f} s; peak RSS {search_peak:.0f} MiB (before the features: {before:.0f} MiB); "
-          f"a {args.gallery} x {args.gallery} distance matrix would take {args.gallery ** 2 * 4 / 2**30:.0f} GiB")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; gallery {args.gallery} x {args.dim} "
+        f"({features_mib:.0f} MiB of features), {args.queries} queries, chunk {args.chunk}, top-{args.topk}"
+    )
+    print(
+        f"search: {seconds:.2f} s; peak RSS {search_peak:.0f} MiB (before the features: {before:.0f} MiB); "
+        f"a {args.gallery} x {args.gallery} distance matrix would take {args.gallery**2 * 4 / 2**30:.0f} GiB"
+    )
 
 
 if __name__ == "__main__":

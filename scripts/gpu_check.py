@@ -36,22 +36,39 @@ from typing import Any, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 # what the toy (--cpu-smoke) runs change: a tiny synthetic set and network on the CPU
 SMOKE_OVERRIDES = [
-    "data.options.num_train_ids=6", "data.options.num_test_ids=4", "data.options.images_per_train_id=4",
-    "data.options.images_per_test_id=4", "data.options.num_distractors=3", "data.options.num_junk=2",
-    "data.whole_size=[64,32]", "data.part_size=[16,32]", "data.batch_size=8", "data.eval_batch_size=16",
-    "model.net.width=0.25", "trainer.accelerator=cpu",
+    "data.options.num_train_ids=6",
+    "data.options.num_test_ids=4",
+    "data.options.images_per_train_id=4",
+    "data.options.images_per_test_id=4",
+    "data.options.num_distractors=3",
+    "data.options.num_junk=2",
+    "data.whole_size=[64,32]",
+    "data.part_size=[16,32]",
+    "data.batch_size=8",
+    "data.eval_batch_size=16",
+    "model.net.width=0.25",
+    "trainer.accelerator=cpu",
 ]
 
 
 def _train_command(data_dir: Path, run_dir: Path, epochs: int, smoke: bool, *extra: str) -> list[str]:
     """A train.py command line at the paper's width and sizes (toy sizes with ``smoke``)."""
     command = [
-        sys.executable, str(ROOT / "train.py"),
-        "model.net.width=1.0", "data.whole_size=[384,192]", "data.part_size=[96,192]",
-        f"trainer.max_epochs={epochs}", f"trainer.check_val_every_n_epoch={epochs}",
-        "logger=csv", "callbacks=[model_checkpoint]", "+callbacks.throughput._target_=reid.lit.callbacks.TrainThroughput",
-        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-        f"paths.data_dir={data_dir}", f"hydra.run.dir={run_dir}", *extra,
+        sys.executable,
+        str(ROOT / "train.py"),
+        "model.net.width=1.0",
+        "data.whole_size=[384,192]",
+        "data.part_size=[96,192]",
+        f"trainer.max_epochs={epochs}",
+        f"trainer.check_val_every_n_epoch={epochs}",
+        "logger=csv",
+        "callbacks=[model_checkpoint]",
+        "+callbacks.throughput._target_=reid.lit.callbacks.TrainThroughput",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        f"paths.data_dir={data_dir}",
+        f"hydra.run.dir={run_dir}",
+        *extra,
     ]
     return command + (SMOKE_OVERRIDES if smoke else [])
 
@@ -62,7 +79,11 @@ def _run_step(command: list[str], timeout: float) -> dict[str, Any]:
     try:
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=max(timeout, 1.0))
     except subprocess.TimeoutExpired:
-        return {"ok": False, "wall_s": round(time.perf_counter() - started, 1), "error": f"timed out after {timeout:.0f} s"}
+        return {
+            "ok": False,
+            "wall_s": round(time.perf_counter() - started, 1),
+            "error": f"timed out after {timeout:.0f} s",
+        }
     figures: dict[str, Any] = {"ok": result.returncode == 0, "wall_s": round(time.perf_counter() - started, 1)}
     if result.returncode != 0:
         figures["error"] = (result.stderr or result.stdout)[-2000:]
@@ -95,8 +116,14 @@ def _loader_rates(workers: Sequence[int], smoke: bool, data_dir: Path, batches: 
 
     rates = {}
     for count in workers:
-        overrides = [f"paths.data_dir={data_dir}", f"data.num_workers={count}", "data.whole_size=[384,192]",
-                     "data.part_size=[96,192]", "logger=none", "callbacks=none"]
+        overrides = [
+            f"paths.data_dir={data_dir}",
+            f"data.num_workers={count}",
+            "data.whole_size=[384,192]",
+            "data.part_size=[96,192]",
+            "logger=none",
+            "callbacks=none",
+        ]
         cfg = compose_config(overrides + (SMOKE_OVERRIDES if smoke else []))
         datamodule = build_datamodule(cfg)
         loader = datamodule.train_dataloader()
@@ -122,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line options."""
     parser = argparse.ArgumentParser(prog="scripts/gpu_check.py", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "gpu_check" / "gpu_check.json")
-    parser.add_argument("--data-dir", type=Path, default=ROOT / "data", help="where the synthetic set is (made if missing)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=ROOT / "data", help="where the synthetic set is (made if missing)"
+    )
     parser.add_argument("--epochs", type=int, default=2, help="epochs of each training step")
     parser.add_argument("--budget-s", type=float, default=300.0, help="wall-time limit of the whole check")
     parser.add_argument("--workers", type=int, nargs="+", default=[8, 16], help="loader workers to measure")
@@ -167,10 +196,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = [
             ("train_bf16", [*gpu, *workers, "trainer.precision=bf16-mixed"], args.epochs),
             # on the CPU the smoke test compiles with the eager backend: the compile path, not inductor's minutes
-            ("train_compiled", [*gpu, *workers, "trainer.precision=bf16-mixed", "model.compile=true",
-                                *(["model.compile_options.backend=eager"] if smoke else [])], args.epochs),
-            ("ddp_nccl", ["trainer=ddp", "trainer.devices=1", *(["trainer.accelerator=gpu"] if not smoke else []),
-                          *workers, "trainer.precision=bf16-mixed"], 1),
+            (
+                "train_compiled",
+                [
+                    *gpu,
+                    *workers,
+                    "trainer.precision=bf16-mixed",
+                    "model.compile=true",
+                    *(["model.compile_options.backend=eager"] if smoke else []),
+                ],
+                args.epochs,
+            ),
+            (
+                "ddp_nccl",
+                [
+                    "trainer=ddp",
+                    "trainer.devices=1",
+                    *(["trainer.accelerator=gpu"] if not smoke else []),
+                    *workers,
+                    "trainer.precision=bf16-mixed",
+                ],
+                1,
+            ),
         ]
         for name, extra, epochs in plan:
             left = deadline - time.perf_counter()
@@ -188,8 +235,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from reid.tools import bench
 
             bench_args = bench.BenchOptions(
-                device=device, sizes=["demo" if smoke else "paper"], variants=["intra_inter"], precision="bf16",
-                batch_size=8 if smoke else 64, warmup=1 if smoke else 3, iters=1 if smoke else 10,
+                device=device,
+                sizes=["demo" if smoke else "paper"],
+                variants=["intra_inter"],
+                precision="bf16",
+                batch_size=8 if smoke else 64,
+                warmup=1 if smoke else 3,
+                iters=1 if smoke else 10,
                 threads=max(1, torch.get_num_threads()),
             )
             steps["bench"] = {"ok": True, "rows": [asdict(row) for row in bench.run(bench_args)]}

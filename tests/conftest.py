@@ -90,8 +90,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[P
     import reid.tasks as runner
 
     out = tmp_path_factory.mktemp("extractor")
-    cfg = compose_config([*TINY_OVERRIDES, "model=intra_inter", "trainer.max_epochs=1", "callbacks=model_checkpoint",
-                          "data.beta=0.15"])
+    cfg = compose_config(
+        [*TINY_OVERRIDES, "model=intra_inter", "trainer.max_epochs=1", "callbacks=model_checkpoint", "data.beta=0.15"]
+    )
     with open_dict(cfg):  # as the make_cfg fixture sets them (session scope cannot use it)
         cfg.paths.root_dir = cfg.paths.work_dir = str(ROOT)
         cfg.paths.output_dir = str(out / "run")

@@ -138,7 +138,10 @@ def msmt17_name(pid: int, index: int, camera: int) -> str:
 
 
 def write_msmt17_tree(
-    root: Path, splits: Mapping[str, Sequence[tuple[int, int]]] | None = None, *, version: str = "V1",
+    root: Path,
+    splits: Mapping[str, Sequence[tuple[int, int]]] | None = None,
+    *,
+    version: str = "V1",
 ) -> Path:
     """Writes an MSMT17 release ``root/MSMT17_<version>`` with its images and four list files.
 
@@ -211,9 +214,7 @@ def _matlab_ref_names() -> Iterable[str]:
             yield "".join(letters)
 
 
-MATLAB_73_HEADER = (
-    b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  6 10:00:00 2014 HDF5 schema 1.00 ."
-)
+MATLAB_73_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  6 10:00:00 2014 HDF5 schema 1.00 ."
 
 
 def write_cuhk03_mat(

@@ -23,7 +23,9 @@ from reid.variants import model_variants
 ATTENTION_MODELS = [variant.name for variant in model_variants() if variant.net["intra_attention"]]
 
 
-def _inputs(batch: int, whole: tuple[int, int], part: tuple[int, int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs(
+    batch: int, whole: tuple[int, int], part: tuple[int, int], seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random crops at the scale the data pipeline feeds (per-image channel means subtracted, / 255)."""
     generator = torch.Generator().manual_seed(seed)
     images = torch.rand(batch, 3, *whole, generator=generator)
@@ -249,9 +251,7 @@ def test_stored_model_config_round_trips_the_new_options(make_cfg):
     cfg = make_cfg("model=intra_inter", "model.net.attention_norm=batch", "model.net.inter_norm=l2")
     net = instantiate(cfg.model.net)(num_classes=5)
     assert net.fusion.norm == "l2"
-    assert all(
-        m.norm == "batch" for m in net.modules() if isinstance(m, (DecomposedAttentionHead, FullAttentionHead))
-    )
+    assert all(m.norm == "batch" for m in net.modules() if isinstance(m, (DecomposedAttentionHead, FullAttentionHead)))
     assert OmegaConf.select(cfg, "model.fused_label_smoothing") is None
 
 

@@ -329,9 +329,21 @@ def _one_error_line(cfg, capsys) -> str:
 
 
 def _market_cfg(make_cfg, root: Path, *extra: str):
-    return make_cfg("data=market", f"data.root={root}", "data.pose.source=strips", "data.num_workers=0",
-                    "data.whole_size=[64,32]", "data.part_size=[16,32]", "model=baseline", "model.net.width=0.25",
-                    "logger=none", "callbacks=none", "trainer.max_epochs=1", *extra, tiny=False)
+    return make_cfg(
+        "data=market",
+        f"data.root={root}",
+        "data.pose.source=strips",
+        "data.num_workers=0",
+        "data.whole_size=[64,32]",
+        "data.part_size=[16,32]",
+        "model=baseline",
+        "model.net.width=0.25",
+        "logger=none",
+        "callbacks=none",
+        "trainer.max_epochs=1",
+        *extra,
+        tiny=False,
+    )
 
 
 def test_a_file_off_the_naming_pattern_is_one_line_naming_it(make_cfg, tmp_path, capsys):

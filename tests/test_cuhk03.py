@@ -178,8 +178,14 @@ def new_protocol_config(fixture, folder: Path, *, cam_ids=None, extra_name=None)
     if extra_name:
         gallery.append(len(filelist))
     path = write_cuhk03_new_protocol(
-        folder, kind="labeled", filelist=filelist, labels=labels, train_idx=train, query_idx=query,
-        gallery_idx=gallery, cam_ids=cam_ids,
+        folder,
+        kind="labeled",
+        filelist=filelist,
+        labels=labels,
+        train_idx=train,
+        query_idx=query,
+        gallery_idx=gallery,
+        cam_ids=cam_ids,
     )
     return filelist, path
 
@@ -195,7 +201,10 @@ def test_new_protocol(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert len(dataset.train) == 18
     assert {(n[:5], r.pid) for n, r in zip(names(dataset.train), dataset.train)} == {("1_001", 1), ("1_002", 0)}
     assert [(n, r.pid, r.camid) for n, r in zip(names(dataset.query), dataset.query)] == [
-        ("1_003_1_01.png", 15, 0), ("1_003_2_06.png", 15, 1), ("2_001_1_01.png", 22, 0), ("2_001_2_06.png", 22, 1),
+        ("1_003_1_01.png", 15, 0),
+        ("1_003_2_06.png", 15, 1),
+        ("2_001_1_01.png", 22, 0),
+        ("2_001_2_06.png", 22, 1),
     ]
     assert len(dataset.gallery) == 16 and {r.pid for r in dataset.gallery} == {15, 22}
     assert all(Path(r.image_path).is_file() for r in dataset.train + dataset.query + dataset.gallery)

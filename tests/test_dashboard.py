@@ -11,8 +11,13 @@ from reid.tasks import train
 
 def _tiny_run(make_cfg, logger: str):
     cfg = make_cfg(
-        "model=intra_inter", "callbacks=dashboard", f"logger={logger}", "trainer.max_epochs=1",
-        "trainer.check_val_every_n_epoch=1", "eval.pictures.num_queries=2", "eval.pictures.num_attention=2",
+        "model=intra_inter",
+        "callbacks=dashboard",
+        f"logger={logger}",
+        "trainer.max_epochs=1",
+        "trainer.check_val_every_n_epoch=1",
+        "eval.pictures.num_queries=2",
+        "eval.pictures.num_attention=2",
     )
     train(cfg)
     return Path(cfg.paths.output_dir)
@@ -48,7 +53,13 @@ def test_pictures_and_branch_table_reach_an_offline_wandb_run(make_cfg, monkeypa
     table = json.loads(tables[0].read_text())
     assert table["columns"][:3] == ["features", "rank1", "rank5"]
     assert [row[0] for row in table["data"]] == [
-        "Global", "Head", "Upper body", "Upper leg", "Lower leg", "Part fusion", "Global + part",
+        "Global",
+        "Head",
+        "Upper body",
+        "Upper leg",
+        "Lower leg",
+        "Part fusion",
+        "Global + part",
     ]
 
 

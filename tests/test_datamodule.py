@@ -21,8 +21,14 @@ SPLITS = {
 
 def _datamodule(root: Path, **kw) -> ReIDDataModule:
     options = dict(
-        name="market1501", root=root, whole_size=(32, 16), part_size=(8, 16), regions="strips",
-        batch_size=2, eval_batch_size=4, num_workers=0,
+        name="market1501",
+        root=root,
+        whole_size=(32, 16),
+        part_size=(8, 16),
+        regions="strips",
+        batch_size=2,
+        eval_batch_size=4,
+        num_workers=0,
     )
     options.update(kw)
     return ReIDDataModule(**options)

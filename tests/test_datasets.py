@@ -189,17 +189,17 @@ def test_duke_missing_names_its_source(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------ synthetic
 
 
-def test_synthetic_calls_the_generator_and_parses_market_style(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_synthetic_calls_the_generator_and_parses_market_style(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
     def fake_generate(root: Path, **options: object) -> Path:
         calls.append((Path(root), options))
         # cameras beyond Market's six are fine for generated data
         return write_market_tree(
-            Path(root), {"train": [(3, 8), (4, 1)], "query": [(5, 2)], "gallery": [(5, 9)]},
-            folder="synthetic", keypoints=True,
+            Path(root),
+            {"train": [(3, 8), (4, 1)], "query": [(5, 2)], "gallery": [(5, 9)]},
+            folder="synthetic",
+            keypoints=True,
         )
 
     monkeypatch.setattr(reid.data.synthetic, "generate", fake_generate, raising=False)

@@ -23,15 +23,22 @@ def _metrics(cfg) -> dict:
 @pytest.mark.parametrize("limit", ["2", "0.5"])
 def test_limited_validation_scores_whole_identities_and_says_so(make_cfg, limit, caplog):
     # 4 images per batch: the limit keeps 8 (2 batches) or half of the query/gallery images
-    cfg = make_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=2", f"trainer.limit_val_batches={limit}",
-                   "trainer.check_val_every_n_epoch=1", "data.eval_batch_size=4")
+    cfg = make_cfg(
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        f"trainer.limit_val_batches={limit}",
+        "trainer.check_val_every_n_epoch=1",
+        "data.eval_batch_size=4",
+    )
     with caplog.at_level("INFO"):
         metrics = train(cfg)
     written = _metrics(cfg)
     subset = written["eval_subset"]
     assert subset["setting"] == "trainer.limit_val_batches" and str(subset["limit"]) == limit
     assert 0 < subset["queries"] < subset["total_queries"] and 0 < subset["gallery"] < subset["total_gallery"]
-    assert subset["queries"] + subset["gallery"] <= (8 if limit == "2" else (subset["total_queries"] + subset["total_gallery"]) // 2)
+    assert subset["queries"] + subset["gallery"] <= (
+        8 if limit == "2" else (subset["total_queries"] + subset["total_gallery"]) // 2
+    )
     assert 0.0 <= written["rank1"] <= 1.0 and flat_metrics(written) == pytest.approx(flat_metrics(metrics))
     assert any("validating on a subset (trainer.limit_val_batches=" in r.message for r in caplog.records)
     # the config the run stores (checkpoints, loggers) keeps what the user asked for
@@ -95,8 +102,15 @@ def test_debug_configs_compose_as_lightning_hydra_template_users_expect(make_cfg
     [
         ("fdr", ["data.eval_batch_size=8"]),  # one validation batch of 8: one whole identity at least
         ("limit", ["trainer.limit_train_batches=2", "trainer.limit_val_batches=0.6", "trainer.max_epochs=2"]),
-        ("overfit", ["trainer.overfit_batches=1", "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1",
-                     "data.eval_batch_size=8"]),
+        (
+            "overfit",
+            [
+                "trainer.overfit_batches=1",
+                "trainer.max_epochs=2",
+                "trainer.check_val_every_n_epoch=1",
+                "data.eval_batch_size=8",
+            ],
+        ),
         ("profiler", ["trainer.limit_train_batches=2"]),
     ],
 )
@@ -146,8 +160,13 @@ def _tensorboard_events(folder: Path) -> dict[str, set[str]]:
 
 def test_tensorboard_and_csv_together_get_scalars_pictures_and_mu_histograms(make_cfg):
     cfg = make_cfg(
-        "model=intra_inter", "callbacks=dashboard", "logger=[csv,tensorboard]", "trainer.max_epochs=1",
-        "trainer.check_val_every_n_epoch=1", "eval.pictures.num_queries=2", "eval.pictures.num_attention=2",
+        "model=intra_inter",
+        "callbacks=dashboard",
+        "logger=[csv,tensorboard]",
+        "trainer.max_epochs=1",
+        "trainer.check_val_every_n_epoch=1",
+        "eval.pictures.num_queries=2",
+        "eval.pictures.num_attention=2",
     )
     train(cfg)
     out = Path(cfg.paths.output_dir)

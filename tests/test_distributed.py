@@ -32,7 +32,11 @@ DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 def _run(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
-        [sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        [sys.executable, str(ROOT / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
 
@@ -50,7 +54,13 @@ def _rank_lines(log_file: Path) -> list[dict]:
 def test_child_argv_keeps_config_flags_and_the_jobs_own_values_only():
     argv = ["train.py", "-m", "--config-name", "train", "model.lambda_intra=0.1,0.5", "-cp=conf"]
     assert child_argv(argv, ["model.lambda_intra=0.5", "data.beta=0.1"]) == [
-        "train.py", "--config-name", "train", "-cp=conf", "model.lambda_intra=0.5", "data.beta=0.1", "hydra.mode=RUN",
+        "train.py",
+        "--config-name",
+        "train",
+        "-cp=conf",
+        "model.lambda_intra=0.5",
+        "data.beta=0.1",
+        "hydra.mode=RUN",
     ]
 
 
@@ -66,7 +76,8 @@ def test_ddp_on_two_cpu_processes_scores_like_a_single_process(tmp_path, data_di
     scored = _run(
         "evaluate.py",
         *[o for o in TINY_OVERRIDES if not o.startswith(("callbacks=", "model.", "trainer.enable_model"))],
-        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"paths.data_dir={data_dir}",
+        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+        f"paths.data_dir={data_dir}",
         f"hydra.run.dir={tmp_path / 'eval'}",
     )
     assert scored.returncode == 0, scored.stderr[-3000:]
@@ -78,8 +89,15 @@ def test_ddp_on_two_cpu_processes_scores_like_a_single_process(tmp_path, data_di
 def test_multirun_of_ddp_jobs_gives_one_directory_and_one_configuration_per_job(tmp_path, data_dir):
     sweep_dir = tmp_path / "sweep"
     result = _run(
-        "train.py", "-m", *TINY, *DDP, "model.lambda_intra=0.3,0.7", f"paths.data_dir={data_dir}",
-        f"hydra.sweep.dir={sweep_dir}", f"paths.log_dir={tmp_path / 'logs'}", timeout=600,
+        "train.py",
+        "-m",
+        *TINY,
+        *DDP,
+        "model.lambda_intra=0.3,0.7",
+        f"paths.data_dir={data_dir}",
+        f"hydra.sweep.dir={sweep_dir}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = _job_dirs(sweep_dir)
@@ -101,16 +119,27 @@ def test_multirun_of_ddp_jobs_gives_one_directory_and_one_configuration_per_job(
 def test_lambda_beta_sweep_in_parallel_builds_the_table(tmp_path, data_dir):
     sweep_dir = tmp_path / "sweep"
     result = _run(
-        "train.py", "-m", *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+        "train.py",
+        "-m",
+        *TINY,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
         "data.num_workers=1",  # loader workers inside loky's workers (they spawn by default)
-        "model.lambda_intra=0.2,0.8", "data.beta=0.05,0.15", f"paths.data_dir={data_dir}",
-        f"hydra.sweep.dir={sweep_dir}", timeout=600,
+        "model.lambda_intra=0.2,0.8",
+        "data.beta=0.05,0.15",
+        f"paths.data_dir={data_dir}",
+        f"hydra.sweep.dir={sweep_dir}",
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = _job_dirs(sweep_dir)
     assert len(jobs) == 4 and all((j / "metrics.json").is_file() for j in jobs)
     report = subprocess.run(
-        [sys.executable, "-m", "reid.tools.report", str(sweep_dir)], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "reid.tools.report", str(sweep_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert report.returncode == 0, report.stderr[-3000:]
     markdown = (sweep_dir / "report.md").read_text()
@@ -122,8 +151,13 @@ def test_lambda_beta_sweep_in_parallel_builds_the_table(tmp_path, data_dir):
 def test_optuna_sweep_runs_two_trials_and_reports_the_best(tmp_path, data_dir):
     sweep_dir = tmp_path / "optuna"
     result = _run(
-        "train.py", *TINY, "hparams_search=lambda_beta", "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.sampler.n_startup_trials=2", f"paths.data_dir={data_dir}", f"hydra.sweep.dir={sweep_dir}",
+        "train.py",
+        *TINY,
+        "hparams_search=lambda_beta",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        f"paths.data_dir={data_dir}",
+        f"hydra.sweep.dir={sweep_dir}",
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]

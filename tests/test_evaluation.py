@@ -83,8 +83,13 @@ def _toy_feature_set() -> FeatureSet:
     centres = torch.randn(5, 8)
     feats = centres[pids] + 0.3 * torch.randn(10, 8)
     return FeatureSet(
-        features={"global": feats[:, :4], "all": feats}, pids=pids, camids=camids, is_query=is_query,
-        paths=[f"img{i}.jpg" for i in range(10)], part_weights=torch.rand(10, 4), meta={"flip": False},
+        features={"global": feats[:, :4], "all": feats},
+        pids=pids,
+        camids=camids,
+        is_query=is_query,
+        paths=[f"img{i}.jpg" for i in range(10)],
+        part_weights=torch.rand(10, 4),
+        meta={"flip": False},
     )
 
 
@@ -133,9 +138,16 @@ def test_evaluate_writes_branches_rerank_report_and_rescoring_features(make_cfg,
     cfg, module, _ = _module_and_data(make_cfg, "model=intra_inter")
     ckpt = _checkpoint(cfg, module, tmp_path / "model.ckpt")
     eval_cfg = make_cfg(
-        f"ckpt_path={ckpt}", "eval.save_features=true", "eval.rerank=true", "eval.rerank_k1=4",
-        "eval.rerank_k2=2", "eval.flip=true", "eval.pictures.num_queries=3", *EVAL_OVERRIDES,
-        config_name="evaluate", tiny=False,
+        f"ckpt_path={ckpt}",
+        "eval.save_features=true",
+        "eval.rerank=true",
+        "eval.rerank_k1=4",
+        "eval.rerank_k2=2",
+        "eval.flip=true",
+        "eval.pictures.num_queries=3",
+        *EVAL_OVERRIDES,
+        config_name="evaluate",
+        tiny=False,
     )
     metrics = evaluate(eval_cfg)
     out = tmp_path / "out"
@@ -149,9 +161,15 @@ def test_evaluate_writes_branches_rerank_report_and_rescoring_features(make_cfg,
         assert (out / "pictures" / f"{picture}.png").stat().st_size > 1000, picture
         assert f"pictures/{picture}.png" in report
 
-    rescore_cfg = make_cfg(f"features_path={out / 'features.pt'}", "eval.rerank=true", "eval.rerank_k1=4",
-                           "eval.rerank_k2=2", *EVAL_OVERRIDES,
-                           config_name="evaluate", tiny=False)
+    rescore_cfg = make_cfg(
+        f"features_path={out / 'features.pt'}",
+        "eval.rerank=true",
+        "eval.rerank_k1=4",
+        "eval.rerank_k2=2",
+        *EVAL_OVERRIDES,
+        config_name="evaluate",
+        tiny=False,
+    )
     with open_dict(rescore_cfg):
         rescore_cfg.paths.output_dir = str(tmp_path / "rescored")
     again = evaluate(rescore_cfg)

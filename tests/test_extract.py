@@ -228,9 +228,7 @@ def test_command_line_prints_one_error_line_without_mediapipe(tmp_path: Path) ->
         "sys.argv = ['reid.pose.extract', 'data=synthetic']; "
         "runpy.run_module('reid.pose.extract', run_name='__main__', alter_sys=True)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60
-    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {MEDIAPIPE_MISSING}"]
     assert main(["data=synthetic", "limt=3"]) == 2  # as every tool: a misspelt option is one line

@@ -32,8 +32,11 @@ def test_features_of_query_and_gallery_score_as_evaluate_does(trained, make_cfg)
     from conftest import TINY_OVERRIDES
 
     overrides = [o for o in TINY_OVERRIDES if not o.startswith(("callbacks=", "model.", "trainer.enable_model"))]
-    expected = runner.evaluate(make_cfg(f"ckpt_path={checkpoint}", "eval.pictures.enabled=false", *overrides,
-                                        config_name="evaluate", tiny=False))
+    expected = runner.evaluate(
+        make_cfg(
+            f"ckpt_path={checkpoint}", "eval.pictures.enabled=false", *overrides, config_name="evaluate", tiny=False
+        )
+    )
 
     eval_set = datamodule.eval_set
     paths = [r.image_path for r in eval_set.records]
@@ -43,8 +46,15 @@ def test_features_of_query_and_gallery_score_as_evaluate_does(trained, make_cfg)
     query = torch.tensor(eval_set.is_query)
     pids = torch.tensor([r.pid for r in eval_set.records])
     camids = torch.tensor([r.camid for r in eval_set.records])
-    scored = evaluate_features(features[query], features[~query], pids[query], pids[~query], camids[query],
-                               camids[~query], protocol=datamodule.dataset.protocol)
+    scored = evaluate_features(
+        features[query],
+        features[~query],
+        pids[query],
+        pids[~query],
+        camids[query],
+        camids[~query],
+        protocol=datamodule.dataset.protocol,
+    )
     assert scored["rank1"] == pytest.approx(expected["rank1"], abs=1e-6)
     assert scored["mAP"] == pytest.approx(expected["mAP"], abs=1e-6)
 
@@ -63,7 +73,9 @@ def test_paths_arrays_pil_images_and_keypoint_arrays_give_the_same_features(trai
     assert torch.allclose(extractor(paths, keypoints=joints), reference, atol=1e-5)
     # one image at a time: the batch does not change a feature
     assert torch.allclose(torch.cat([extractor(p, keypoints=[f]) for p, f in zip(paths, files)]), reference, atol=1e-5)
-    normalised = FeatureExtractor(checkpoint, device="cpu", normalize=True, pose_estimator="none")(paths, keypoints=files)
+    normalised = FeatureExtractor(checkpoint, device="cpu", normalize=True, pose_estimator="none")(
+        paths, keypoints=files
+    )
     assert torch.allclose(normalised.norm(dim=1), torch.ones(len(paths)), atol=1e-5)
 
 
@@ -80,8 +92,12 @@ def test_images_without_keypoints_use_the_fallback_and_are_counted(trained, capl
     canonical = _keypoint_files(datamodule)[:5]
     from reid.pose import read_openpose_json
 
-    estimated = iter([read_openpose_json(f, image_size=(read_image(p).shape[1], read_image(p).shape[0]))
-                      for f, p in zip(canonical, paths)])
+    estimated = iter(
+        [
+            read_openpose_json(f, image_size=(read_image(p).shape[1], read_image(p).shape[0]))
+            for f, p in zip(canonical, paths)
+        ]
+    )
     by_estimator = FeatureExtractor(checkpoint, device="cpu", pose_estimator=lambda image: next(estimated))
     assert torch.allclose(by_estimator(paths), extractor(paths, keypoints=canonical), atol=1e-5)
     assert by_estimator.last_counts["keypoints_estimated"] == 5

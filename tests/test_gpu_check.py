@@ -14,7 +14,11 @@ from conftest import ROOT
 
 def test_gpu_check_without_cuda_stops_with_one_error_line():
     result = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "gpu_check.sh")], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "GPU_PYTHON": sys.executable},
     )
     assert result.returncode == 2
@@ -27,9 +31,19 @@ def test_gpu_check_without_cuda_stops_with_one_error_line():
 def test_every_step_of_the_gpu_check_runs_and_lands_in_one_json(tmp_path):
     out = tmp_path / "figures.json"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--cpu-smoke", "--out", str(out),
-         "--data-dir", str(tmp_path / "data")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "gpu_check.py"),
+            "--cpu-smoke",
+            "--out",
+            str(out),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -116,8 +116,16 @@ def test_strip_boxes_of_a_centre_crop_are_hand_computed_quarters():
 
 def test_datamodule_batches_have_the_reid_layout(tmp_path):
     root = make_imagenet(tmp_path / "imagenet")
-    datamodule = ImageNetDataModule("imagenet", root, whole_size=(32, 16), part_size=(8, 16), batch_size=4,
-                                    eval_batch_size=6, num_workers=0, augment={"hflip": 0.0})
+    datamodule = ImageNetDataModule(
+        "imagenet",
+        root,
+        whole_size=(32, 16),
+        part_size=(8, 16),
+        batch_size=4,
+        eval_batch_size=6,
+        num_workers=0,
+        augment={"hflip": 0.0},
+    )
     datamodule.setup("fit")
     assert datamodule.num_classes == 3 and datamodule.dataset.protocol == "classification"
     batch = next(iter(datamodule.val_dataloader()))
@@ -218,7 +226,7 @@ def test_pretraining_run_validates_top1_top5_and_loads_into_a_reid_network(pretr
     for key in separate_keys:
         if is_classifier_parameter(key):
             continue
-        index, rest = key[len("part_branches."):].split(".", 1)
+        index, rest = key[len("part_branches.") :].split(".", 1)
         value = source["part_branch." + rest]
         expected = value if value.dim() == 0 else value.chunk(4, dim=0)[int(index)]
         assert torch.equal(separate[key], expected), key

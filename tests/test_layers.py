@@ -15,8 +15,19 @@ ENTRY = ("reid.tasks", "reid.tools", "reid.cli")  # the layers that run things (
 FORBIDDEN = [
     ("reid.pose", ("reid.models", "reid.lit", "reid.data", "reid.evaluation", "reid.inference", *ENTRY)),
     ("reid.data", ("reid.models", "reid.lit", "reid.evaluation", "reid.inference", *ENTRY)),
-    ("reid.models", ("reid.data", "reid.lit", "reid.evaluation", "reid.inference", *ENTRY, "lightning",
-                     "pytorch_lightning", "hydra")),
+    (
+        "reid.models",
+        (
+            "reid.data",
+            "reid.lit",
+            "reid.evaluation",
+            "reid.inference",
+            *ENTRY,
+            "lightning",
+            "pytorch_lightning",
+            "hydra",
+        ),
+    ),
     ("reid.metrics", ("reid.models", "reid.data", "reid.lit", "reid.evaluation", "reid.inference", *ENTRY)),
     ("reid.evaluation", ("reid.lit", "reid.inference", *ENTRY, "hydra")),
     ("reid.viz", ("reid.lit", "reid.evaluation", "reid.inference", *ENTRY)),
@@ -81,7 +92,7 @@ def test_no_import_cycle_between_the_packages():
     def visit(node: str, trail: list[str]) -> None:
         for target in sorted(edges.get(node, ())):
             if target in trail:
-                cycles.append(" -> ".join(trail[trail.index(target):] + [target]))
+                cycles.append(" -> ".join(trail[trail.index(target) :] + [target]))
             elif len(trail) < 12:
                 visit(target, trail + [target])
 

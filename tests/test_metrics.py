@@ -33,7 +33,7 @@ def reference_market(distmat, q_pids, g_pids, q_camids, g_camids, max_rank):
         last = np.nonzero(raw)[0].max()
         all_inp.append(cum[last] / (last + 1.0))
         cmc = np.ones(max_rank)
-        cmc[:min(max_rank, raw.size)] = np.minimum(cum, 1)[:max_rank]
+        cmc[: min(max_rank, raw.size)] = np.minimum(cum, 1)[:max_rank]
         all_cmc.append(cmc)
         precision = cum / np.arange(1.0, raw.size + 1)
         all_ap.append((precision * raw).sum() / raw.sum())
@@ -54,7 +54,7 @@ def brute_force_cuhk03(distmat, q_pids, g_pids, q_camids, g_camids, max_rank):
             ranked = chosen[np.lexsort((chosen, distmat[q, chosen]))]  # by distance, then index
             hit = np.minimum(np.cumsum(g_pids[ranked] == q_pids[q]), 1)
             cmc = np.ones(max_rank)
-            cmc[:min(max_rank, hit.size)] = hit[:max_rank]
+            cmc[: min(max_rank, hit.size)] = hit[:max_rank]
             total += cmc
             count += 1
         per_query.append(total / count)
@@ -83,7 +83,7 @@ def sampled_cuhk03_loop(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, n
             ranked = chosen[np.lexsort((chosen, distmat[q, chosen]))]
             hit = np.minimum(np.cumsum(g_pids[ranked] == q_pids[q]), 1)
             full = np.ones(max_rank)
-            full[:min(max_rank, hit.size)] = hit[:max_rank]
+            full[: min(max_rank, hit.size)] = hit[:max_rank]
             cmc += full
         per_query.append(cmc / num_repeats)
     return np.mean(per_query, 0)
@@ -114,8 +114,9 @@ def test_market_hand_worked_example():
     dist = np.array([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [1.0] * 6])
     g_pids = np.array([2, 1, 1, 0, 1, 3])
     g_cams = np.array([0, 0, 1, 2, 2, 0])
-    cmc, mean_ap, minp = evaluate_rank(dist, np.array([1, 3]), g_pids, np.array([0, 1]), g_cams,
-                                       max_rank=7, return_minp=True)
+    cmc, mean_ap, minp = evaluate_rank(
+        dist, np.array([1, 3]), g_pids, np.array([0, 1]), g_cams, max_rank=7, return_minp=True
+    )
     np.testing.assert_allclose(cmc, [0, 0.5, 0.5, 0.5, 0.5, 1, 1])
     assert mean_ap == pytest.approx((0.5 + 1 / 6) / 2)
     assert minp == pytest.approx((0.5 + 1 / 6) / 2)
@@ -168,8 +169,15 @@ def test_market_handles_infinite_distances_float64_and_torch_inputs():
     dist[rng.random(dist.shape) < 0.05] = -np.inf
     dist[3] = np.inf  # a row without finite values
     expected = reference_market(dist, q_pids, g_pids, q_cams, g_cams, 10)
-    got = evaluate_rank(torch.from_numpy(dist), torch.from_numpy(q_pids), torch.from_numpy(g_pids),
-                        torch.from_numpy(q_cams), torch.from_numpy(g_cams), 10, return_minp=True)
+    got = evaluate_rank(
+        torch.from_numpy(dist),
+        torch.from_numpy(q_pids),
+        torch.from_numpy(g_pids),
+        torch.from_numpy(q_cams),
+        torch.from_numpy(g_cams),
+        10,
+        return_minp=True,
+    )
     np.testing.assert_allclose(got[0], expected[0], atol=1e-12)
     assert got[1:] == pytest.approx(expected[1:], abs=1e-12)
 
@@ -177,8 +185,9 @@ def test_market_handles_infinite_distances_float64_and_torch_inputs():
 def test_market_skips_queries_without_match_and_logs_the_count(caplog):
     dist = np.array([[0.3, 0.1], [0.2, 0.4]])
     with caplog.at_level(logging.WARNING, logger="reid.metrics.rank"):
-        cmc, mean_ap = evaluate_rank(dist, np.array([5, 9]), np.array([5, 7]), np.array([0, 0]),
-                                     np.array([1, 1]), max_rank=2)
+        cmc, mean_ap = evaluate_rank(
+            dist, np.array([5, 9]), np.array([5, 7]), np.array([0, 0]), np.array([1, 1]), max_rank=2
+        )
     # query 0 finds its match at rank 2; query 1 (pid 9) has none and is skipped
     np.testing.assert_allclose(cmc, [0.0, 1.0])
     assert mean_ap == pytest.approx(0.5)
@@ -261,8 +270,7 @@ def test_pairwise_distance_hand_values():
     x = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
     y = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
     torch.testing.assert_close(pairwise_distance(x, y, "euclidean"), torch.tensor([[25.0, 1.0], [20.0, 0.0]]))
-    cos = pairwise_distance(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0], [3.0, 0.0], [-1.0, 0.0]]),
-                            "cosine")
+    cos = pairwise_distance(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0], [3.0, 0.0], [-1.0, 0.0]]), "cosine")
     torch.testing.assert_close(cos, torch.tensor([[1.0, 0.0, 2.0]]))
     with pytest.raises(ValueError, match="unknown distance metric"):
         pairwise_distance(x, y, "manhattan")
@@ -276,8 +284,9 @@ def test_evaluate_features_matches_full_distance_matrix(metric):
     dist = pairwise_distance(torch.from_numpy(q_feats), torch.from_numpy(g_feats), metric).numpy()
     cmc, mean_ap, minp = reference_market(dist, q_pids, g_pids, q_cams, g_cams, 10)
     for chunk_size in (1, 4, None):
-        out = evaluate_features(q_feats, g_feats, q_pids, g_pids, q_cams, g_cams, metric=metric, max_rank=10,
-                                chunk_size=chunk_size)
+        out = evaluate_features(
+            q_feats, g_feats, q_pids, g_pids, q_cams, g_cams, metric=metric, max_rank=10, chunk_size=chunk_size
+        )
         np.testing.assert_allclose(out["cmc"], cmc, atol=1e-12)
         assert (out["rank1"], out["rank5"], out["rank10"]) == pytest.approx((cmc[0], cmc[4], cmc[9]))
         assert math.isnan(out["rank20"])  # beyond max_rank
@@ -288,8 +297,22 @@ def test_evaluate_features_cuhk03_does_not_depend_on_chunking():
     rng = np.random.default_rng(4)
     q_feats, g_feats = rng.normal(size=(9, 4)), rng.normal(size=(30, 4))
     _, q_pids, g_pids, q_cams, g_cams = random_problem(rng, 9, 30, 4, 2)
-    results = [evaluate_features(q_feats, g_feats, q_pids, g_pids, q_cams, g_cams, protocol="cuhk03",
-                                 max_rank=5, chunk_size=c, num_repeats=4, seed=3)["cmc"] for c in (1, 2, None)]
+    results = [
+        evaluate_features(
+            q_feats,
+            g_feats,
+            q_pids,
+            g_pids,
+            q_cams,
+            g_cams,
+            protocol="cuhk03",
+            max_rank=5,
+            chunk_size=c,
+            num_repeats=4,
+            seed=3,
+        )["cmc"]
+        for c in (1, 2, None)
+    ]
     np.testing.assert_array_equal(results[0], results[1])
     np.testing.assert_array_equal(results[0], results[2])
     with pytest.raises(TypeError, match="unknown evaluation options"):
@@ -317,8 +340,9 @@ def test_reid_metric_equals_evaluate_rank_and_ignores_batching_and_repeats():
     q_order = torch.argsort(torch.where(is_query, indices, 10_000))[: int(is_query.sum())]
     g_order = torch.argsort(torch.where(~is_query, indices, 10_000))[: int((~is_query).sum())]
     dist = pairwise_distance(feats[q_order], feats[g_order])
-    cmc, mean_ap, minp = evaluate_rank(dist, pids[q_order], pids[g_order], cams[q_order], cams[g_order],
-                                       max_rank=10, return_minp=True)
+    cmc, mean_ap, minp = evaluate_rank(
+        dist, pids[q_order], pids[g_order], cams[q_order], cams[g_order], max_rank=10, return_minp=True
+    )
 
     whole = ReIDMetric(max_rank=10)
     whole.update(feats, pids, cams, is_query, indices)
@@ -373,7 +397,7 @@ def loop_re_ranking(q_g, q_q, g_g, k1, k2, lam, strict=False):
     ranked = np.argsort(d, axis=1, kind="stable")
 
     def reciprocal(p, k):
-        return {g for g in ranked[p, :k + 1] if p in ranked[g, :k + 1]}
+        return {g for g in ranked[p, : k + 1] if p in ranked[g, : k + 1]}
 
     kernel = d / d.max(1, keepdims=True)
     half = int(np.around(k1 / 2))
@@ -391,8 +415,12 @@ def loop_re_ranking(q_g, q_q, g_g, k1, k2, lam, strict=False):
         v[p, members] = w / w.sum()
     if k2 > 1:
         v = np.stack([v[ranked[p, :k2]].mean(0) for p in range(n)])
-    jaccard = np.array([[1 - np.minimum(v[i], v[nq + j]).sum() / np.maximum(v[i], v[nq + j]).sum()
-                         for j in range(n - nq)] for i in range(nq)])
+    jaccard = np.array(
+        [
+            [1 - np.minimum(v[i], v[nq + j]).sum() / np.maximum(v[i], v[nq + j]).sum() for j in range(n - nq)]
+            for i in range(nq)
+        ]
+    )
     return (1 - lam) * jaccard + lam * q_g
 
 
@@ -425,8 +453,7 @@ def test_re_ranking_pulls_a_true_neighbour_closer():
     #  - R(a2, 2) = {a2, t, a1} shares 2 >= 2/3 * 3 samples with R(p), so t joins R*(p);
     #  - nothing of f's neighbourhood meets p's: d_J(p, f) = 1, final = 0.7 * 1 + 0.3 * 2.0 = 1.3.
     names = ["p", "t", "a1", "a2", "f", "b1", "b2", "b3"]
-    points = np.array([(0, 0), (2.2, 0), (1.0, 0.6), (1.2, -0.6), (-2.0, 0), (-3.0, 0.5), (-3.0, -0.5),
-                       (-2.6, 0.0)])
+    points = np.array([(0, 0), (2.2, 0), (1.0, 0.6), (1.2, -0.6), (-2.0, 0), (-3.0, 0.5), (-3.0, -0.5), (-2.6, 0.0)])
     d = np.sqrt(((points[:, None] - points[None]) ** 2).sum(-1))
     assert [names[i] for i in nearest_neighbours(d, 4)[4]] == ["f", "b3", "b1", "b2"]
     q_g, q_q, g_g = d[:1, 1:], d[:1, :1], d[1:, 1:]

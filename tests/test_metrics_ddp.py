@@ -13,7 +13,7 @@ import torch
 
 from reid.metrics import ReIDMetric
 
-WORKER_SCRIPT = textwrap.dedent('''
+WORKER_SCRIPT = textwrap.dedent("""
     import os, sys
     import numpy as np
     import torch
@@ -51,7 +51,7 @@ WORKER_SCRIPT = textwrap.dedent('''
 
     if __name__ == "__main__":
         worker(int(sys.argv[1]), 2, int(sys.argv[2]), sys.argv[3])
-''')
+""")
 
 
 def free_port() -> int:
@@ -66,9 +66,16 @@ def test_two_process_gloo_metric_equals_single_process(tmp_path: Path):
     out = tmp_path / "result.pt"
     port = free_port()
     # two plain processes, one per rank (lighter than a spawning parent, and no pytest re-run)
-    procs = [subprocess.Popen([sys.executable, str(script), str(rank), str(port), str(out)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              cwd=Path(__file__).resolve().parents[1]) for rank in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(rank), str(port), str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        for rank in range(2)
+    ]
     try:
         logs = [p.communicate(timeout=120)[0] for p in procs]
     finally:

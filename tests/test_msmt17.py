@@ -56,9 +56,21 @@ def test_data_msmt17_trains_and_scores(make_cfg, tmp_path):
     from reid.tasks import train
 
     write_msmt17_tree(tmp_path)
-    cfg = make_cfg("data=msmt17", f"data.root={tmp_path}", "data.pose.source=strips", "data.num_workers=0",
-                   "data.whole_size=[64,32]", "data.part_size=[16,32]", "data.batch_size=2", "model=baseline",
-                   "model.net.width=0.25", "logger=none", "callbacks=none", "trainer.fast_dev_run=true", tiny=False)
+    cfg = make_cfg(
+        "data=msmt17",
+        f"data.root={tmp_path}",
+        "data.pose.source=strips",
+        "data.num_workers=0",
+        "data.whole_size=[64,32]",
+        "data.part_size=[16,32]",
+        "data.batch_size=2",
+        "model=baseline",
+        "model.net.width=0.25",
+        "logger=none",
+        "callbacks=none",
+        "trainer.fast_dev_run=true",
+        tiny=False,
+    )
     assert cfg.trainer.max_epochs == 100  # conf/recipe/msmt17.yaml
     metrics = train(cfg)
     assert 0.0 <= metrics["rank1"] <= 1.0

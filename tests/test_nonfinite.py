@@ -66,9 +66,7 @@ class Snapshots(pl.Callback):
 
 def _loader() -> DataLoader:
     generator = torch.Generator().manual_seed(0)
-    samples = [
-        {"x": torch.randn(4, generator=generator), "pid": i % 3, "index": i} for i in range(NUM_SAMPLES)
-    ]
+    samples = [{"x": torch.randn(4, generator=generator), "pid": i % 3, "index": i} for i in range(NUM_SAMPLES)]
     return DataLoader(samples, batch_size=BATCH_SIZE, shuffle=False)
 
 

@@ -35,10 +35,12 @@ G_PIDS = np.array([1, 2, 1, -1, 3, 1])
 G_CAMS = np.array([0, 1, 1, 2, 1, 2])
 Q_PIDS = np.array([1, 3])
 Q_CAMS = np.array([0, 0])
-DISTMAT = np.array([
-    [0.0, 0.1, 0.2, 0.05, 0.3, 0.4],
-    [0.5, 0.4, 0.3, 0.0, 0.1, 0.2],  # query 1 (pid 3): nearest valid entry is 4, a hit
-])
+DISTMAT = np.array(
+    [
+        [0.0, 0.1, 0.2, 0.05, 0.3, 0.4],
+        [0.5, 0.4, 0.3, 0.0, 0.1, 0.2],  # query 1 (pid 3): nearest valid entry is 4, a hit
+    ]
+)
 TILE = (20, 10)
 FRAME = 3
 
@@ -68,10 +70,27 @@ def test_ranked_list_frames_matches_green_and_others_red(tmp_path):
     query_path = tmp_path / "query0.png"
     Image.fromarray(solid((250, 250, 0))).save(query_path)
     # the excluded gallery images are missing files: only the images shown may be read
-    gallery = [tmp_path / "never_read.png", solid(gallery_colour(1)), solid(gallery_colour(2)),
-               tmp_path / "junk_never_read.png", solid(gallery_colour(4)), solid(gallery_colour(5))]
-    picture = ranked_list_picture(DISTMAT, Q_PIDS, G_PIDS, Q_CAMS, G_CAMS, [query_path, solid((0, 0, 0))], gallery,
-                                  query_rows=[0, 1], topk=4, tile_size=TILE, frame=FRAME)
+    gallery = [
+        tmp_path / "never_read.png",
+        solid(gallery_colour(1)),
+        solid(gallery_colour(2)),
+        tmp_path / "junk_never_read.png",
+        solid(gallery_colour(4)),
+        solid(gallery_colour(5)),
+    ]
+    picture = ranked_list_picture(
+        DISTMAT,
+        Q_PIDS,
+        G_PIDS,
+        Q_CAMS,
+        G_CAMS,
+        [query_path, solid((0, 0, 0))],
+        gallery,
+        query_rows=[0, 1],
+        topk=4,
+        tile_size=TILE,
+        frame=FRAME,
+    )
     # query tile (16 wide with its frame), a 12-pixel gap, 4 gallery tiles 2 pixels apart
     assert picture.size == (16 + 12 + 4 * 16 + 3 * 2, 2 * (16 + TILE[0] + 2 * FRAME + 4))
 
@@ -90,9 +109,19 @@ def test_ranked_list_compares_models_row_by_row_and_pads_short_galleries():
     gallery = [solid(gallery_colour(g)) for g in range(6)]
     queries = [solid((0, 0, 0))] * 2
     swapped = DISTMAT[:, ::-1].copy()
-    picture = ranked_list_picture({"baseline": DISTMAT, "intra_inter": torch.from_numpy(swapped)}, Q_PIDS,
-                                  torch.from_numpy(G_PIDS), Q_CAMS, G_CAMS,
-                                  queries, gallery, query_rows=[0], topk=5, tile_size=TILE, frame=FRAME)
+    picture = ranked_list_picture(
+        {"baseline": DISTMAT, "intra_inter": torch.from_numpy(swapped)},
+        Q_PIDS,
+        torch.from_numpy(G_PIDS),
+        Q_CAMS,
+        G_CAMS,
+        queries,
+        gallery,
+        query_rows=[0],
+        topk=5,
+        tile_size=TILE,
+        frame=FRAME,
+    )
     assert picture.size[1] == 2 * (16 + TILE[0] + 2 * FRAME + 4)
     assert tile_pixels(picture, 0, 1)[1] == gallery_colour(1)  # baseline: entry 1 first
     assert tile_pixels(picture, 1, 1)[1] == gallery_colour(5)  # reversed distances: entry 5 first
@@ -107,8 +136,10 @@ def test_choose_queries_is_seeded_and_skips_queries_without_a_true_match():
     g_cams = np.array([1, 1, 0])  # pid 7 only seen by the query's camera: no true match
     picks = choose_queries(q_pids, q_cams, g_pids, g_cams, num_queries=10, seed=3)
     assert picks.tolist() == [0, 2]  # query 3: pid 1 only in its own camera 1; 4 is junk
-    assert choose_queries(q_pids, q_cams, g_pids, g_cams, num_queries=1, seed=5).tolist() == \
+    assert (
         choose_queries(q_pids, q_cams, g_pids, g_cams, num_queries=1, seed=5).tolist()
+        == choose_queries(q_pids, q_cams, g_pids, g_cams, num_queries=1, seed=5).tolist()
+    )
 
 
 def test_ranked_list_rejects_mismatched_inputs():
@@ -123,13 +154,16 @@ def test_ranked_list_rejects_mismatched_inputs():
 
 
 def test_parts_in_whole_crop_scales_and_shifts_the_part_boxes():
-    boxes = np.array([
-        [10, 20, 50, 100],   # whole body 40 x 80 -> crop (h, w) = (160, 80): scale 2
-        [10, 20, 50, 40],
-        [10, 30, 50, 60],
-        [5, 60, 55, 90],
-        [10, 90, 50, 110],   # leaves the whole-body box: stays outside the crop
-    ], dtype=float)
+    boxes = np.array(
+        [
+            [10, 20, 50, 100],  # whole body 40 x 80 -> crop (h, w) = (160, 80): scale 2
+            [10, 20, 50, 40],
+            [10, 30, 50, 60],
+            [5, 60, 55, 90],
+            [10, 90, 50, 110],  # leaves the whole-body box: stays outside the crop
+        ],
+        dtype=float,
+    )
     mapped = parts_in_whole_crop(boxes, (160, 80))
     assert mapped.tolist() == [[0, 0, 80, 40], [0, 20, 80, 80], [-10, 80, 90, 140], [0, 140, 80, 180]]
 
@@ -170,7 +204,7 @@ def test_overlay_heatmap_blends_the_colour_map_over_the_image():
     heat[0, 0] = 5.0
     only_heat = overlay_heatmap(image, heat, alpha=1.0)
     assert only_heat.shape == (8, 4, 3)
-    assert tuple(only_heat[0, 0]) == (128, 0, 0)    # jet at 1: dark red
+    assert tuple(only_heat[0, 0]) == (128, 0, 0)  # jet at 1: dark red
     assert tuple(only_heat[-1, -1]) == (0, 0, 128)  # jet at 0: dark blue
     assert (overlay_heatmap(image, heat, alpha=0.0) == image).all()
 
@@ -190,8 +224,10 @@ def fake_attention(count: int, with_parts: bool = True) -> dict[str, list[torch.
 
 def test_attention_picture_has_one_row_per_image_and_seven_columns():
     images = [np.full((64, 32, 3), 90 + 40 * i, dtype=np.uint8) for i in range(3)]
-    boxes = parts_in_whole_crop(np.array([[0, 0, 32, 64], [0, 0, 32, 20], [0, 14, 32, 36], [0, 30, 32, 50],
-                                          [0, 44, 32, 64]], dtype=float), (64, 32))
+    boxes = parts_in_whole_crop(
+        np.array([[0, 0, 32, 64], [0, 0, 32, 20], [0, 14, 32, 36], [0, 30, 32, 50], [0, 44, 32, 64]], dtype=float),
+        (64, 32),
+    )
     picture = attention_picture(images, fake_attention(3), np.stack([boxes] * 3), tile_height=64)
     # 7 tiles of 32 x 64 with 4-pixel gaps, a 16-pixel title line
     assert picture.size == (7 * 32 + 6 * 4, 16 + 3 * (64 + 4))
@@ -199,7 +235,10 @@ def test_attention_picture_has_one_row_per_image_and_seven_columns():
     assert picture.getpixel((16, 16 + 68 + 32)) == (130, 130, 130)
     assert picture.getpixel((36 + 16, 16 + 68 + 32)) != (130, 130, 130)
     # without part boxes (or part branches) only the image and the global blocks are drawn
-    assert attention_picture(images[:1], fake_attention(1, with_parts=False), tile_height=64).size == (4 * 32 + 3 * 4, 16 + 68)
+    assert attention_picture(images[:1], fake_attention(1, with_parts=False), tile_height=64).size == (
+        4 * 32 + 3 * 4,
+        16 + 68,
+    )
 
 
 def test_attention_picture_names_a_wrong_batch_size():

@@ -28,7 +28,11 @@ MODEL_NET = {
     "inter": {"regions": "pose", "intra_attention": False, "fusion": "inter"},
     "intra_inter": {"regions": "pose", "intra_attention": True, "fusion": "inter"},
 }
-DATA_NAMES = {"market": ("market1501", {}), "duke": ("dukemtmcreid", {}), "cuhk03_labeled": ("cuhk03", {"labeled": True})}
+DATA_NAMES = {
+    "market": ("market1501", {}),
+    "duke": ("dukemtmcreid", {}),
+    "cuhk03_labeled": ("cuhk03", {"labeled": True}),
+}
 
 
 def write_run(
@@ -78,7 +82,7 @@ def table_rows(markdown: str) -> list[list[str]]:
     """The rows of the (first) Markdown table in ``markdown``, header included, separator left out."""
     rows = []
     for line in markdown.splitlines():
-        if line.startswith("|") and not line.startswith("|-") and not line.startswith("|:") :
+        if line.startswith("|") and not line.startswith("|-") and not line.startswith("|:"):
             rows.append([cell.strip() for cell in line.strip("|").split("|")])
         elif rows and not line.startswith("|"):
             break
@@ -119,8 +123,16 @@ def sweep_multirun(tmp_path: Path) -> Path:
     for lam in (0.1, 0.5):
         for beta in (3 / 48, 0.1):
             r1 = 0.70 + (0.05 if lam == 0.1 else 0.0) + (0.02 if beta == 0.1 else 0.0)
-            write_run(root / str(num), "intra_inter", "duke", lambda_intra=lam, beta=beta, rank1=r1, mean_ap=r1 - 0.2,
-                      overrides=[f"model.lambda_intra={lam}", f"data.beta={beta}"])
+            write_run(
+                root / str(num),
+                "intra_inter",
+                "duke",
+                lambda_intra=lam,
+                beta=beta,
+                rank1=r1,
+                mean_ap=r1 - 0.2,
+                overrides=[f"model.lambda_intra={lam}", f"data.beta={beta}"],
+            )
             num += 1
     for lam, r1 in ((0.0, 0.80), (0.2, 0.84), (1.0, 0.82)):
         write_run(root / str(num), "intra", "market", lambda_intra=lam, beta=3 / 48, rank1=r1, mean_ap=r1 - 0.1)
@@ -185,8 +197,12 @@ def test_beta_sweep_at_fixed_lambda_gets_a_table_11(tmp_path):
         write_run(tmp_path / str(num), "intra_inter", "market", lambda_intra=0.1, beta=beta, rank1=r1)
     (table,) = sweep_tables(collect_runs([tmp_path]))
     assert "against β (Table 11), λ = 0.1" in table
-    assert [row[:2] for row in table_rows(table)] == [["β", "R1"], ["0", "80.00"], ["0.04167 (2/48)", "83.00"],
-                                                     ["0.0625 (3/48)", "85.00"]]
+    assert [row[:2] for row in table_rows(table)] == [
+        ["β", "R1"],
+        ["0", "80.00"],
+        ["0.04167 (2/48)", "83.00"],
+        ["0.0625 (3/48)", "85.00"],
+    ]
 
 
 def test_format_beta_shows_fractions_of_the_body_height():
@@ -203,7 +219,11 @@ def test_write_report_writes_markdown_and_one_plot_per_swept_parameter(sweep_mul
     text = report.read_text()
     assert report == out / "report.md"
     plots = sorted(p.name for p in out.glob("*.png"))
-    assert plots == ["sweep_beta_intra_inter_duke.png", "sweep_lambda_intra_inter_duke.png", "sweep_lambda_intra_market.png"]
+    assert plots == [
+        "sweep_beta_intra_inter_duke.png",
+        "sweep_lambda_intra_inter_duke.png",
+        "sweep_lambda_intra_market.png",
+    ]
     for name in plots:
         assert f"]({name})" in text
         assert min(Image.open(out / name).size) > 100
@@ -248,15 +268,34 @@ def test_runs_without_hydra_files_fall_back_and_say_so(tmp_path):
 
 
 def test_evaluation_runs_take_the_model_of_their_checkpoints_training_run(tmp_path):
-    trained = write_run(tmp_path / "train" / "runs" / "t1", "inter", "market", lambda_intra=0.2, rank1=0.9,
-                        overrides=["model.net.dropout=0.3"])
+    trained = write_run(
+        tmp_path / "train" / "runs" / "t1",
+        "inter",
+        "market",
+        lambda_intra=0.2,
+        rank1=0.9,
+        overrides=["model.net.dropout=0.3"],
+    )
     (trained / "checkpoints").mkdir()
-    evaluation = write_run(tmp_path / "evaluate" / "runs" / "e1", "intra_inter", "duke", lambda_intra=0.5, rank1=0.6,
-                           task_name="evaluate", ckpt_path="train/runs/t1/checkpoints/last.ckpt", cwd=tmp_path)
+    evaluation = write_run(
+        tmp_path / "evaluate" / "runs" / "e1",
+        "intra_inter",
+        "duke",
+        lambda_intra=0.5,
+        rank1=0.6,
+        task_name="evaluate",
+        ckpt_path="train/runs/t1/checkpoints/last.ckpt",
+        cwd=tmp_path,
+    )
     (run,) = collect_runs([evaluation])
     assert (run.model, run.data, run.lambda_intra) == ("inter[model.net.dropout=0.3]", "duke", 0.2)
-    orphan = write_run(tmp_path / "evaluate" / "runs" / "e2", "intra_inter", "duke", task_name="evaluate",
-                       ckpt_path="/nowhere/last.ckpt")
+    orphan = write_run(
+        tmp_path / "evaluate" / "runs" / "e2",
+        "intra_inter",
+        "duke",
+        task_name="evaluate",
+        ckpt_path="/nowhere/last.ckpt",
+    )
     (run,) = collect_runs([orphan])
     assert run.model == "?" and "training run was not found" in run.notes[0]
 
@@ -278,7 +317,9 @@ def _add_attention(run_dir: Path, saturated: float, mu: float | None = None) -> 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     attention = {"intra_mean": {"saturated": saturated, "working": 0.2, "spatial_std": 0.15}}
     if mu is not None:
-        attention["inter"] = {part: {"mean": mu, "std": 0.01} for part in ("head", "upper_body", "upper_leg", "lower_leg")}
+        attention["inter"] = {
+            part: {"mean": mu, "std": 0.01} for part in ("head", "upper_body", "upper_leg", "lower_leg")
+        }
     metrics["attention"] = attention
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
 
@@ -347,7 +388,10 @@ def test_the_report_reads_its_options_as_every_tool_does(ablation_multirun, tmp_
     # a text option is taken as written: commas and '=' do not make a sweep
     readme = tmp_path / "R.md"
     readme.write_text("<!-- reid.report:t6 -->\n<!-- /reid.report:t6 -->\n")
-    assert main([f"paths=[{ablation_multirun}]", f"into={readme}", "name=t6", "command=train.py -m model=a,b seed=1,2"]) == 0
+    assert (
+        main([f"paths=[{ablation_multirun}]", f"into={readme}", "name=t6", "command=train.py -m model=a,b seed=1,2"])
+        == 0
+    )
     assert "Produced by `train.py -m model=a,b seed=1,2`" in readme.read_text()
     capsys.readouterr()
     assert main(["--help"]) == 0

@@ -34,13 +34,19 @@ from resume_helpers import Crash, CrashAt, StepRecorder, read_steps
 # Every random augmentation on: each sample's augmentation is seeded from (sampler seed, epoch,
 # position), so a resumed epoch must replay it exactly too.
 AUGMENTATION = [
-    "data.augment.hflip=0.5", "data.augment.pad_crop=0.5", "data.augment.random_erasing=0.5",
+    "data.augment.hflip=0.5",
+    "data.augment.pad_crop=0.5",
+    "data.augment.random_erasing=0.5",
     "data.augment.color_jitter=0.5",
 ]
 # 24 training images in batches of 4: 6 steps per epoch
 # (lr 0.01: at the demo recipe's 0.05, batches of 4 with this much augmentation diverge)
 RESUME_OVERRIDES = [
-    *AUGMENTATION, "data.batch_size=4", "model.optimizer.lr=0.01", "trainer.deterministic=true", "trainer.max_epochs=2",
+    *AUGMENTATION,
+    "data.batch_size=4",
+    "model.optimizer.lr=0.01",
+    "trainer.deterministic=true",
+    "trainer.max_epochs=2",
 ]
 STEPS_PER_EPOCH = 6
 
@@ -122,8 +128,12 @@ def test_resume_replays_the_uninterrupted_run(make_cfg, tmp_path, num_workers, e
 # loader workers, validation every epoch, step checkpoints every 4 of the 6 steps of an epoch
 SHIPPED_EPOCHS = 3
 SHIPPED_OVERRIDES = [
-    *RESUME_OVERRIDES, f"trainer.max_epochs={SHIPPED_EPOCHS}", "data.num_workers=2", "logger=csv",
-    "trainer.check_val_every_n_epoch=1", "callbacks.step_checkpoint.every_n_train_steps=4",
+    *RESUME_OVERRIDES,
+    f"trainer.max_epochs={SHIPPED_EPOCHS}",
+    "data.num_workers=2",
+    "logger=csv",
+    "trainer.check_val_every_n_epoch=1",
+    "callbacks.step_checkpoint.every_n_train_steps=4",
 ]
 
 
@@ -172,11 +182,19 @@ KILL_POINTS = {
     # in epoch 1's validation: after the step checkpoint of the epoch's last batch, before the epoch-end one
     "during_validation": (["+callbacks.kill.point=validation", "+callbacks.kill.epoch=1"], 12, 1, 6),
     # SIGTERM before step 9's batch: that batch is trained, then last.ckpt is written and the run stops
-    "sigterm_mid_epoch": (["+callbacks.kill.point=train", "+callbacks.kill.step=8", "+callbacks.kill.signal_name=TERM"],
-                          9, 1, 3),
+    "sigterm_mid_epoch": (
+        ["+callbacks.kill.point=train", "+callbacks.kill.step=8", "+callbacks.kill.signal_name=TERM"],
+        9,
+        1,
+        3,
+    ),
     # SIGTERM during the validation after training: last.ckpt is the end of training, no metrics.json
-    "sigterm_final_validation": (["+callbacks.kill.point=final_validation", "+callbacks.kill.signal_name=TERM"],
-                                 18, 2, 6),
+    "sigterm_final_validation": (
+        ["+callbacks.kill.point=final_validation", "+callbacks.kill.signal_name=TERM"],
+        18,
+        2,
+        6,
+    ),
 }
 
 
@@ -188,9 +206,14 @@ def test_sigkilled_run_resumed_with_ckpt_path_last_ends_like_an_uninterrupted_ru
     kill, step, epoch, batches_done = KILL_POINTS[point]
     killed_dir = tmp_path / "killed"
     victim = subprocess.run(
-        _train_command(killed_dir, data_dir, tmp_path / "killed.jsonl", "+callbacks.kill._target_=resume_helpers.KillAt",
-                       *kill),
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300,
+        _train_command(
+            killed_dir, data_dir, tmp_path / "killed.jsonl", "+callbacks.kill._target_=resume_helpers.KillAt", *kill
+        ),
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     if "sigterm" in point:
         assert victim.returncode == 143, victim.stderr[-3000:]
@@ -236,7 +259,10 @@ def test_two_seeded_runs_give_identical_metrics_and_another_seed_does_not(make_c
     # the augmentation of the synthetic recipe stays on; it is seeded per sample by the sampler
     def run(seed: int) -> dict[str, float]:
         cfg = make_cfg(
-            f"seed={seed}", "trainer.deterministic=true", "trainer.max_epochs=1", f"data.num_workers={num_workers}",
+            f"seed={seed}",
+            "trainer.deterministic=true",
+            "trainer.max_epochs=1",
+            f"data.num_workers={num_workers}",
             *AUGMENTATION,
         )
         return runner.train(cfg)
@@ -264,7 +290,9 @@ def test_checkpoint_carrying_code_is_refused_and_the_code_never_runs(make_cfg, t
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"num_classes": 6}, "extra": _CodePayload(marker)}, evil)
 
-    with pytest.raises(checkpoints.CheckpointLoadError, match=r"refusing to load .*evil\.ckpt: it is not a plain weights"):
+    with pytest.raises(
+        checkpoints.CheckpointLoadError, match=r"refusing to load .*evil\.ckpt: it is not a plain weights"
+    ):
         checkpoints.load_checkpoint(evil)
     with pytest.raises(checkpoints.CheckpointLoadError, match="refusing to load"):
         AtomicCheckpointIO().load_checkpoint(evil, weights_only=False)  # what resuming a fit goes through
@@ -349,8 +377,11 @@ def test_resolve_ckpt_path_understands_last_auto_directories_and_files(tmp_path)
     run_dir = tmp_path / "run"
     assert resolve_ckpt_path(None, run_dir) is None
     assert resolve_ckpt_path("auto", run_dir) is None  # nothing to resume: start afresh
-    with pytest.raises(FileNotFoundError, match=r"ckpt_path=last: no checkpoints/last.ckpt in the run directory .*run; "
-                       r"resume a run with `python train.py hydra.run.dir=<that run's directory> ckpt_path=last`"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"ckpt_path=last: no checkpoints/last.ckpt in the run directory .*run; "
+        r"resume a run with `python train.py hydra.run.dir=<that run's directory> ckpt_path=last`",
+    ):
         resolve_ckpt_path("last", run_dir)
     AtomicCheckpointIO().save_checkpoint({"global_step": 3}, run_dir / "checkpoints" / "last.ckpt")
     expected = str(run_dir / "checkpoints" / "last.ckpt")

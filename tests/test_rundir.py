@@ -13,14 +13,19 @@ from conftest import ROOT, TINY_OVERRIDES
 from reid.rundir import config_changes, lock_folder, release_folder
 
 COMMON = [o for o in TINY_OVERRIDES if not o.startswith("callbacks=")] + [
-    "callbacks=model_checkpoint", "trainer.max_epochs=1",
+    "callbacks=model_checkpoint",
+    "trainer.max_epochs=1",
 ]
 
 
 def _train(*overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *COMMON, *overrides], cwd=ROOT, capture_output=True, text=True,
-        timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [sys.executable, str(ROOT / "train.py"), *COMMON, *overrides],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
 
 
@@ -32,10 +37,20 @@ def _refused(result: subprocess.CompletedProcess, start: str) -> str:
 
 @pytest.mark.slow
 def test_two_runs_started_together_with_default_folders_keep_both_results(tmp_path, data_dir):
-    command = [sys.executable, str(ROOT / "train.py"), *COMMON, f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}"]
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *COMMON,
+        f"paths.log_dir={tmp_path}",
+        f"paths.data_dir={data_dir}",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    runs = [subprocess.Popen(command + [f"seed={seed}"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE) for seed in (1, 2)]
+    runs = [
+        subprocess.Popen(
+            command + [f"seed={seed}"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        for seed in (1, 2)
+    ]
     assert [run.wait(timeout=300) for run in runs] == [0, 0]
     folders = sorted((tmp_path / "train" / "runs").iterdir())
     assert len(folders) == 2
@@ -65,9 +80,13 @@ def test_a_finished_run_is_never_overwritten_or_resumed_with_another_config_sile
     log = (folder / "train.log").read_bytes()
 
     _refused(_train(*where), f"{folder} already holds a run's results")
-    stderr = _refused(_train(*where, "ckpt_path=last", "model=baseline"), f"cannot resume the run in {folder} with another")
+    stderr = _refused(
+        _train(*where, "ckpt_path=last", "model=baseline"), f"cannot resume the run in {folder} with another"
+    )
     assert "model.regions: pose -> strips" in stderr
-    stderr = _refused(_train(*where, "ckpt_path=last", "data.batch_size=4"), f"resuming the run in {folder} with changed")
+    stderr = _refused(
+        _train(*where, "ckpt_path=last", "data.batch_size=4"), f"resuming the run in {folder} with changed"
+    )
     assert "data.batch_size: 8 -> 4" in stderr and "resume_with_changes=true" in stderr
     # nothing of the refused runs reached the folder
     assert (folder / "metrics.json").read_bytes() == metrics
@@ -87,9 +106,21 @@ def test_a_finished_run_is_never_overwritten_or_resumed_with_another_config_sile
 
 
 def test_config_changes_separates_the_network_from_other_settings():
-    stored = OmegaConf.create({"model": {"net": {"width": 1.0}, "lambda_intra": 0.5}, "data": {"batch_size": 32},
-                               "ckpt_path": None, "paths": {"output_dir": "a"}})
-    new = OmegaConf.create({"model": {"net": {"width": 0.5}, "lambda_intra": 0.5}, "data": {"batch_size": 64},
-                            "ckpt_path": "last", "paths": {"output_dir": "b"}})
+    stored = OmegaConf.create(
+        {
+            "model": {"net": {"width": 1.0}, "lambda_intra": 0.5},
+            "data": {"batch_size": 32},
+            "ckpt_path": None,
+            "paths": {"output_dir": "a"},
+        }
+    )
+    new = OmegaConf.create(
+        {
+            "model": {"net": {"width": 0.5}, "lambda_intra": 0.5},
+            "data": {"batch_size": 64},
+            "ckpt_path": "last",
+            "paths": {"output_dir": "b"},
+        }
+    )
     assert config_changes(stored, new) == (["model.net.width: 1.0 -> 0.5"], ["data.batch_size: 32 -> 64"])
     assert config_changes(stored, stored) == ([], [])

@@ -205,7 +205,11 @@ def test_loader_state_resumes_after_the_batches_the_consumer_processed(num_worke
     def loader() -> ResumableDataLoader:
         sampler = ShuffleSampler(40, seed=1)
         return ResumableDataLoader(
-            _Indices(40), batch_size=4, sampler=sampler, drop_last=True, position=lambda: (1, done["batches"]),
+            _Indices(40),
+            batch_size=4,
+            sampler=sampler,
+            drop_last=True,
+            position=lambda: (1, done["batches"]),
             num_workers=num_workers,
         )
 
@@ -270,17 +274,39 @@ def test_lightning_ddp_keeps_our_sampler_and_each_rank_trains_its_own_batches(tm
     record = tmp_path / "steps.jsonl"
     tiny = [o for o in TINY_OVERRIDES if not o.startswith("data.batch_size=")]
     command = [
-        sys.executable, str(ROOT / "train.py"), *tiny, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-        "trainer.max_epochs=2", "seed=7", "data.sampler=identity", "data.batch_size=4", "data.num_instances=2",
-        "+callbacks.recorder._target_=resume_helpers.StepRecorder", f"+callbacks.recorder.path={record}",
-        f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'run'}",
+        sys.executable,
+        str(ROOT / "train.py"),
+        *tiny,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=2",
+        "seed=7",
+        "data.sampler=identity",
+        "data.batch_size=4",
+        "data.num_instances=2",
+        "+callbacks.recorder._target_=resume_helpers.StepRecorder",
+        f"+callbacks.recorder.path={record}",
+        f"paths.data_dir={data_dir}",
+        f"hydra.run.dir={tmp_path / 'run'}",
     ]
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 
-    pids = [r.pid for r in load("synthetic", data_dir, num_train_ids=6, num_test_ids=4, images_per_train_id=4,
-                                images_per_test_id=4, num_distractors=3, num_junk=2).train]
+    pids = [
+        r.pid
+        for r in load(
+            "synthetic",
+            data_dir,
+            num_train_ids=6,
+            num_test_ids=4,
+            images_per_train_id=4,
+            images_per_test_id=4,
+            num_distractors=3,
+            num_junk=2,
+        ).train
+    ]
     ranks = [read_steps(record), read_steps(record.with_name(record.name + ".rank1"))]
     assert len(ranks[0]) == len(ranks[1]) == 6  # 6 batches of 2 x 2 per epoch, 3 per rank, 2 epochs
     for rank, steps in enumerate(ranks):

@@ -94,12 +94,17 @@ def test_the_tiny_test_config_and_the_trainer_presets_validate(make_cfg):
         ("data.batch_size=abc", "config key 'data.batch_size': expected int, got 'abc' (fix: e.g. data.batch_size=32)"),
         ("data.batch_size=true", "config key 'data.batch_size': expected int, got True"),
         ("data.beta=small", "config key 'data.beta': expected float, got 'small' (fix: e.g. data.beta=0.1)"),
-        ("data.pin_memory=often", "config key 'data.pin_memory': expected bool, got 'often' (fix: e.g. data.pin_memory=false)"),
+        (
+            "data.pin_memory=often",
+            "config key 'data.pin_memory': expected bool, got 'often' (fix: e.g. data.pin_memory=false)",
+        ),
         ("data.whole_size=[384,192,3]", "config key 'data.whole_size': expected a list of 2 int, got [384, 192, 3]"),
         ("data.part_size=[96,wide]", "config key 'data.part_size': expected a list of 2 int, got [96, 'wide']"),
         ("data.pose.min_joints=6.5", "config key 'data.pose.min_joints': expected int, got 6.5"),
-        ("data.on_bad_sample=skp", "config key 'data.on_bad_sample': expected one of 'error', 'skip', got 'skp' "
-         "(fix: did you mean 'skip'?)"),
+        (
+            "data.on_bad_sample=skp",
+            "config key 'data.on_bad_sample': expected one of 'error', 'skip', got 'skp' (fix: did you mean 'skip'?)",
+        ),
         ("data.verify_images=full", "config key 'data.verify_images': expected one of 'decode', 'header', got 'full'"),
         ("eval.pictures.query_rows=3", "config key 'eval.pictures.query_rows': expected list of int or null, got 3"),
         ("model.net.width=wide", "config key 'model.net.width': expected float, got 'wide'"),
@@ -156,10 +161,15 @@ def test_every_problem_is_reported_in_one_line(make_cfg):
         ("+model.lamda_intra=0.2", "unknown config key 'model.lamda_intra' (did you mean 'model.lambda_intra'?)"),
         ("+eval.distanse=cosine", "unknown config key 'eval.distanse' (did you mean 'eval.distance'?)"),
         ("+trainer.max_epoch=3", "unknown config key 'trainer.max_epoch' (did you mean 'trainer.max_epochs'?)"),
-        ("+model.optimizer.weight_decy=0.1", "unknown config key 'model.optimizer.weight_decy' "
-         "(did you mean 'model.optimizer.weight_decay'?)"),
-        ("+callbacks.model_checkpoint.monitr=x", "unknown config key 'callbacks.model_checkpoint.monitr' "
-         "(did you mean 'callbacks.model_checkpoint.monitor'?)"),
+        (
+            "+model.optimizer.weight_decy=0.1",
+            "unknown config key 'model.optimizer.weight_decy' (did you mean 'model.optimizer.weight_decay'?)",
+        ),
+        (
+            "+callbacks.model_checkpoint.monitr=x",
+            "unknown config key 'callbacks.model_checkpoint.monitr' "
+            "(did you mean 'callbacks.model_checkpoint.monitor'?)",
+        ),
         ("+callbacks.nonfinite_guard.actoin=skip", "(did you mean 'callbacks.nonfinite_guard.action'?)"),
         ("+final_validaton=false", "unknown config key 'final_validaton' (did you mean 'final_validation'?)"),
     ],
@@ -187,8 +197,13 @@ def _user_configs(tmp_path: Path, files: dict[str, str]) -> str:
 
 def test_a_typo_in_a_yaml_file_fails_at_compose_naming_the_file(make_cfg, tmp_path):
     # an experiment file needs no `+` to add a key: the typed schemas catch what Hydra would merge
-    searchpath = _user_configs(tmp_path, {"experiment/mine.yaml": "# @package _global_\ndata:\n  augment:\n"
-                                          "    random_erasin: 0.5\n  batch_size: lots\n"})
+    searchpath = _user_configs(
+        tmp_path,
+        {
+            "experiment/mine.yaml": "# @package _global_\ndata:\n  augment:\n"
+            "    random_erasin: 0.5\n  batch_size: lots\n"
+        },
+    )
     assert _problems(make_cfg, searchpath, "experiment=mine") == [
         "unknown config key 'data.augment.random_erasin' in experiment/mine.yaml "
         "(did you mean 'data.augment.random_erasing'?)"
@@ -200,10 +215,12 @@ def test_a_typo_in_a_yaml_file_fails_at_compose_naming_the_file(make_cfg, tmp_pa
 
 
 def test_an_unknown_group_option_is_one_line_with_the_nearest(make_cfg):
-    assert _problems(make_cfg, "data=markt") == ["config group 'data' has no option 'markt' (fix: did you mean "
-                                                 "'data=market'?)"]
+    assert _problems(make_cfg, "data=markt") == [
+        "config group 'data' has no option 'markt' (fix: did you mean 'data=market'?)"
+    ]
     assert _problems(make_cfg, "model=nothing_like_it")[0].startswith(
-        "config group 'model' has no option 'nothing_like_it' (fix: one of aligned, baseline")
+        "config group 'model' has no option 'nothing_like_it' (fix: one of aligned, baseline"
+    )
 
 
 def test_the_schemas_give_the_options_no_file_sets(make_cfg):
@@ -277,9 +294,14 @@ def test_the_classification_module_schema_adds_top_k():
 # ---------------------------------------------------------------------------- ranges
 
 _RANGED_GROUPS = {
-    "data": schema.ReIDDataConfig, "data.pose": schema.PoseConfig, "data.augment": schema.AugmentConfig,
-    "model": schema.ReIDModuleConfig, "model.net": schema.NetConfig,
-    "eval": schema.EvalConfig, "eval.pictures": schema.PicturesConfig, "trainer": schema.TrainerConfig,
+    "data": schema.ReIDDataConfig,
+    "data.pose": schema.PoseConfig,
+    "data.augment": schema.AugmentConfig,
+    "model": schema.ReIDModuleConfig,
+    "model.net": schema.NetConfig,
+    "eval": schema.EvalConfig,
+    "eval.pictures": schema.PicturesConfig,
+    "trainer": schema.TrainerConfig,
 }
 
 
@@ -340,7 +362,10 @@ def test_each_numeric_option_out_of_range_is_one_line_naming_key_value_and_range
     [
         ("model.optimizer.lr=abc", "config key 'model.optimizer.lr': expected float, got 'abc'"),
         ("model.optimizer.lr=0", "config key 'model.optimizer.lr': 0 is out of range, must be > 0"),
-        ("model.optimizer.momentum=1.5", "config key 'model.optimizer.momentum': 1.5 is out of range, must be in [0, 1]"),
+        (
+            "model.optimizer.momentum=1.5",
+            "config key 'model.optimizer.momentum': 1.5 is out of range, must be in [0, 1]",
+        ),
         ("model.optimizer.weight_decay=-1", "config key 'model.optimizer.weight_decay': -1 is out of range"),
     ],
 )
@@ -350,17 +375,27 @@ def test_optimizer_options_are_numbers_in_range(make_cfg, override, message):
 
 
 def test_values_at_the_edges_of_their_ranges_are_accepted(make_cfg):
-    schema.validate_config(make_cfg(
-        "data.beta=0", "data.beta=0.5", "trainer.max_epochs=-1", "data.num_workers=0", "data.augment.hflip=1.0",
-        "model.lambda_intra=0", tiny=False,
-    ))
+    schema.validate_config(
+        make_cfg(
+            "data.beta=0",
+            "data.beta=0.5",
+            "trainer.max_epochs=-1",
+            "data.num_workers=0",
+            "data.augment.hflip=1.0",
+            "model.lambda_intra=0",
+            tiny=False,
+        )
+    )
 
 
 def test_fusion_names_come_from_the_fusion_registry(make_cfg):
     from reid.models.fusion import FUSION_REGISTRY, ConcatFusion
 
-    with pytest.raises(ConfigError, match=r"model.net.fusion': expected one of 'concat', 'fc', 'inter', got 'intr' "
-                                          r"\(fix: did you mean 'inter'\?\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"model.net.fusion': expected one of 'concat', 'fc', 'inter', got 'intr' "
+        r"\(fix: did you mean 'inter'\?\)",
+    ):
         validate_config(make_cfg("model.net.fusion=intr"))
     FUSION_REGISTRY["concat_again"] = ConcatFusion  # a newly registered fusion is a valid choice at once
     try:
@@ -384,17 +419,23 @@ def test_fusion_names_come_from_the_fusion_registry(make_cfg):
 )
 def test_a_data_sets_recipe_sets_the_trainer_and_optimiser_keys(make_cfg, overrides, expected):
     cfg = make_cfg(*overrides, tiny=False)
-    recipe = (cfg.trainer.max_epochs, cfg.trainer.check_val_every_n_epoch, cfg.model.optimizer.lr,
-              list(cfg.model.scheduler.milestones))
+    recipe = (
+        cfg.trainer.max_epochs,
+        cfg.trainer.check_val_every_n_epoch,
+        cfg.model.optimizer.lr,
+        list(cfg.model.scheduler.milestones),
+    )
     assert recipe == expected
 
 
 def test_a_moved_key_names_where_it_went(make_cfg):
     assert _problems(make_cfg, "data.schedule.max_epochs=3") == [
-        "config key 'data.schedule.max_epochs' has moved (fix: trainer.max_epochs=...)"]
+        "config key 'data.schedule.max_epochs' has moved (fix: trainer.max_epochs=...)"
+    ]
     assert _problems(make_cfg, "+data.schedule.lr=0.1") == [
         "config key 'data.schedule' has moved (fix: its options are now model.optimizer.lr, model.scheduler.milestones, "
-        "trainer.check_val_every_n_epoch, trainer.max_epochs)"]
+        "trainer.check_val_every_n_epoch, trainer.max_epochs)"
+    ]
 
 
 def test_the_paper_experiments_list_only_what_differs_from_the_recipe():

@@ -27,7 +27,9 @@ from reid.data.synthetic.identities import SALIENT_ATTRIBUTES
 from reid.data.synthetic.preview import draw_keypoints, preview_grid
 from reid.data.synthetic.scene import CameraStyle
 
-SMALL = dict(num_train_ids=6, num_test_ids=4, images_per_train_id=2, images_per_test_id=2, num_distractors=3, num_junk=3)
+SMALL = dict(
+    num_train_ids=6, num_test_ids=4, images_per_train_id=2, images_per_test_id=2, num_distractors=3, num_junk=3
+)
 SPLITS = ("bounding_box_train", "bounding_box_test", "query")
 NAME = re.compile(MARKET_NAME_PATTERN)
 
@@ -134,7 +136,9 @@ BRIGHT = IdentitySpec(
     shirt_pattern="plain", pattern_colour="none", sleeves="long", leg_style="trousers", trouser_colour="sky",
     shoe_colour="white", bag="none", bag_colour="none",
 )  # fmt: skip
-EXACT = SyntheticParams(misalignment=0.0, occlusion_prob=0.0, keypoint_jitter=0.0, keypoint_drop_prob=0.0, brightness_jitter=0.0)
+EXACT = SyntheticParams(
+    misalignment=0.0, occlusion_prob=0.0, keypoint_jitter=0.0, keypoint_drop_prob=0.0, brightness_jitter=0.0
+)
 
 
 def _render(yaw: float, gait: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +191,9 @@ def test_differing_parts_is_hand_checkable():
 
 
 def test_siblings_differ_from_their_parent_in_exactly_one_part():
-    plan = plan_dataset(SyntheticParams(num_train_ids=40, num_test_ids=20, sibling_fraction=0.3, num_distractors=5, num_junk=0))
+    plan = plan_dataset(
+        SyntheticParams(num_train_ids=40, num_test_ids=20, sibling_fraction=0.3, num_distractors=5, num_junk=0)
+    )
     siblings = [(i, s) for i, s in enumerate(plan.identities) if s.sibling_of is not None]
     assert len(siblings) == 12 + 6
     assert len({s.sibling_of for _, s in siblings}) == len(siblings)  # one sibling per parent

@@ -21,8 +21,16 @@ def _with_market(cfg, root: Path):
 
 
 def test_test_sets_are_scored_at_every_validation_and_written_per_set(make_cfg, tmp_path):
-    cfg = _with_market(make_cfg("data.test_sets=[market]", "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1",
-                                "logger=csv", "callbacks=model_checkpoint"), tmp_path / "data")
+    cfg = _with_market(
+        make_cfg(
+            "data.test_sets=[market]",
+            "trainer.max_epochs=2",
+            "trainer.check_val_every_n_epoch=1",
+            "logger=csv",
+            "callbacks=model_checkpoint",
+        ),
+        tmp_path / "data",
+    )
     metrics = runner.train(cfg)
     market = metrics["test_sets"]["market"]
     assert set(market) >= {"rank1", "mAP", "mINP"} and all(0.0 <= v <= 1.0 for v in market.values())
@@ -38,8 +46,17 @@ def test_test_sets_are_scored_at_every_validation_and_written_per_set(make_cfg, 
     from conftest import TINY_OVERRIDES
 
     overrides = [o for o in TINY_OVERRIDES if not o.startswith(("callbacks=", "model.", "trainer.enable_model"))]
-    eval_cfg = _with_market(make_cfg(f"ckpt_path={checkpoint}", "data.test_sets=[market]", "eval.pictures.enabled=false",
-                                     *overrides, config_name="evaluate", tiny=False), tmp_path / "data")
+    eval_cfg = _with_market(
+        make_cfg(
+            f"ckpt_path={checkpoint}",
+            "data.test_sets=[market]",
+            "eval.pictures.enabled=false",
+            *overrides,
+            config_name="evaluate",
+            tiny=False,
+        ),
+        tmp_path / "data",
+    )
     scored = runner.evaluate(eval_cfg)
     assert scored["test_sets"]["market"]["mAP"] == pytest.approx(market["mAP"], abs=1e-6)
 

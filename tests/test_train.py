@@ -78,8 +78,11 @@ def test_train_then_evaluate_reproduces_final_metrics(tmp_path, data_dir):
     assert checkpoint.is_file()
 
     # the input sizes and beta are not repeated: they come from the checkpoint
-    eval_common = [o for o in common if not o.startswith(("model.", "trainer.enable_model_summary", "data.whole_size",
-                                                           "data.part_size"))]
+    eval_common = [
+        o
+        for o in common
+        if not o.startswith(("model.", "trainer.enable_model_summary", "data.whole_size", "data.part_size"))
+    ]
     eval_dir = tmp_path / "eval"
     eval_run = _run(
         "evaluate.py",
@@ -98,8 +101,14 @@ def test_train_then_evaluate_reproduces_final_metrics(tmp_path, data_dir):
 
     # an explicit setting wins, with a notice in the log and in metrics.json
     other_dir = tmp_path / "eval_other_beta"
-    other = _run("evaluate.py", *eval_common, "data.beta=0.1", f"ckpt_path={checkpoint}", f"paths.data_dir={data_dir}",
-                 f"hydra.run.dir={other_dir}")
+    other = _run(
+        "evaluate.py",
+        *eval_common,
+        "data.beta=0.1",
+        f"ckpt_path={checkpoint}",
+        f"paths.data_dir={data_dir}",
+        f"hydra.run.dir={other_dir}",
+    )
     assert other.returncode == 0, other.stderr[-3000:]
     notices = json.loads((other_dir / "metrics.json").read_text())["input_differs_from_training"]
     assert notices == ["data.beta=0.1 as given, but the checkpoint was trained with 0.2"]
@@ -110,22 +119,25 @@ def test_a_bad_key_value_or_option_fails_at_compose_with_one_line(tmp_path):
         ("data.no_such_key=1",): "error: unknown config key 'data.no_such_key' (fix: remove it or correct it;",
         ("data.batch_size=many",): "error: config key 'data.batch_size': expected int, got 'many' (fix: e.g.",
         ("model=intra_intre",): "error: config group 'model' has no option 'intra_intre' (fix: did you mean "
-                                "'model=intra_inter'?)",
+        "'model=intra_inter'?)",
         # a sweep is checked with its first job
         ("-m", "model=intra,baseline", "data.pose.min_conff=0.2"): "error: unknown config key 'data.pose.min_conff' "
-                                                                  "(did you mean 'data.pose.min_conf'?)",
+        "(did you mean 'data.pose.min_conf'?)",
     }
     for overrides, expected in cases.items():
         result = _run("train.py", *overrides, f"hydra.run.dir={tmp_path}", f"hydra.sweep.dir={tmp_path}")
         assert result.returncode == 2, result.stderr[-2000:]
-        assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith(expected), \
+        assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith(expected), (
             result.stderr[-2000:]
+        )
     assert not any(tmp_path.iterdir())  # refused before Hydra made any folder
 
 
 def test_missing_data_dir_fails_at_start_with_one_line(tmp_path):
     missing = tmp_path / "nowhere"
-    result = _run("train.py", "data=market", f"paths.data_dir={missing}", "logger=none", f"hydra.run.dir={tmp_path / 'run'}")
+    result = _run(
+        "train.py", "data=market", f"paths.data_dir={missing}", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"
+    )
     assert result.returncode == 2
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1, result.stderr[-2000:]
@@ -205,8 +217,13 @@ def test_load_from_checkpoint_rebuilds_the_module_from_the_checkpoint_alone(make
     from reid.lit.module import ReIDModule
     from reid.checkpoints import CheckpointLoadError
 
-    cfg = make_cfg("model=intra_inter", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-                   "callbacks=model_checkpoint", "final_validation=false")
+    cfg = make_cfg(
+        "model=intra_inter",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "callbacks=model_checkpoint",
+        "final_validation=false",
+    )
     train(cfg)
     path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     module = ReIDModule.load_from_checkpoint(path)
@@ -228,9 +245,20 @@ def test_a_sweep_with_the_default_folders_runs_every_job(tmp_path, data_dir):
     # the sweep's folder is ${paths.log_dir}/...: resolvable before Hydra sets up a job (no ${hydra:runtime.cwd})
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "-m", "model=intra,baseline", *TINY_OVERRIDES,
-         "trainer.fast_dev_run=true", f"paths.data_dir={data_dir}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "-m",
+            "model=intra,baseline",
+            *TINY_OVERRIDES,
+            "trainer.fast_dev_run=true",
+            f"paths.data_dir={data_dir}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     written = sorted(tmp_path.glob("outputs/train/multiruns/*/*/metrics.json"))

@@ -9,7 +9,14 @@ import pytest
 from omegaconf import OmegaConf
 
 from reid.tools import bench, report
-from reid.variants import MODEL_GROUP_DIR, UnknownVariantError, build_variant, model_names, model_variant, model_variants
+from reid.variants import (
+    MODEL_GROUP_DIR,
+    UnknownVariantError,
+    build_variant,
+    model_names,
+    model_variant,
+    model_variants,
+)
 
 PAPER_TABLE_6 = ["baseline", "aligned", "intra", "inter", "intra_inter"]
 
@@ -44,8 +51,9 @@ def test_an_unknown_model_is_one_line_naming_the_models():
 def new_model_file() -> Iterator[Path]:
     """A model added the way a contributor would: one YAML file in conf/model/ (removed afterwards)."""
     path = MODEL_GROUP_DIR / "zz_full_mask.yaml"
-    path.write_text("# Table 8's full h x w x c mask on the intra model.\ndefaults:\n  - intra\n"
-                    "net:\n  decompose: false\n")
+    path.write_text(
+        "# Table 8's full h x w x c mask on the intra model.\ndefaults:\n  - intra\nnet:\n  decompose: false\n"
+    )
     model_variants.cache_clear()
     try:
         yield path
@@ -89,12 +97,19 @@ def test_a_new_data_set_module_is_found_by_the_package(tmp_path):
     from conftest import ROOT
 
     module = ROOT / "reid" / "data" / "datasets" / "zz_new_set.py"
-    module.write_text("from reid.data.datasets.registry import register\n\n\n@register('zz_new_set')\n"
-                      "def load_zz(root, **options):\n    raise NotImplementedError\n")
+    module.write_text(
+        "from reid.data.datasets.registry import register\n\n\n@register('zz_new_set')\n"
+        "def load_zz(root, **options):\n    raise NotImplementedError\n"
+    )
     try:
-        found = subprocess.run([sys.executable, "-c", "from reid.data.datasets import available; print(available())"],
-                               cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                               env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+        found = subprocess.run(
+            [sys.executable, "-c", "from reid.data.datasets import available; print(available())"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        )
     finally:
         module.unlink()
     assert "'zz_new_set'" in found.stdout, found.stderr[-2000:]

@@ -12,7 +12,7 @@ def test_draw_regions_marks_boxes_and_joints_on_an_enlarged_padded_canvas():
     image = np.zeros((40, 20, 3), dtype=np.uint8)
     boxes = np.array([[2, 2, 18, 38], [2, 2, 18, 10], [2, 8, 18, 22], [2, 20, 18, 30], [2, 28, 18, 38]], dtype=float)
     keypoints = np.zeros((18, 3))
-    keypoints[1] = (10, 9, 0.9)   # neck, confident: filled dot
+    keypoints[1] = (10, 9, 0.9)  # neck, confident: filled dot
     keypoints[8] = (8, 20, 0.05)  # r-hip, filled in from a canonical pose: hollow dot
     tile = draw_regions(image, boxes, keypoints, min_conf=0.1, scale=2, pad=5)
     assert tile.size == ((20 + 10) * 2, (40 + 10) * 2)
@@ -33,12 +33,18 @@ def test_region_grid_lays_out_rows_and_columns():
 
 def test_regions_cli_writes_a_png(tmp_path, data_dir):
     out = tmp_path / "regions.png"
-    assert regions_main(
-        [
-            "overrides=[data.options.num_train_ids=6,data.options.num_test_ids=4,data.options.images_per_train_id=4,"
-            "data.options.images_per_test_id=4,data.options.num_distractors=3,data.options.num_junk=2]",
-            f"data_dir={data_dir}", "n=4", "columns=2", f"out={out}",
-        ]
-    ) == 0
+    assert (
+        regions_main(
+            [
+                "overrides=[data.options.num_train_ids=6,data.options.num_test_ids=4,data.options.images_per_train_id=4,"
+                "data.options.images_per_test_id=4,data.options.num_distractors=3,data.options.num_junk=2]",
+                f"data_dir={data_dir}",
+                "n=4",
+                "columns=2",
+                f"out={out}",
+            ]
+        )
+        == 0
+    )
     picture = Image.open(out)
     assert picture.size[0] > 100 and picture.size[1] > 100

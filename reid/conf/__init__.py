@@ -50,8 +50,11 @@ def compose_configs(override_lists: Sequence[Sequence[str]], config_name: str | 
         GlobalHydra.instance().clear()
     try:
         # a tool's config is its dataclass alone: the run config's groups (`paths`, `data`...) are not its options
-        setup = (initialize(config_path=None, version_base="1.3") if config_name in ROOT_SCHEMAS
-                 else initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"))
+        setup = (
+            initialize(config_path=None, version_base="1.3")
+            if config_name in ROOT_SCHEMAS
+            else initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3")
+        )
         with setup:
             configs = [compose(config_name=config_name, overrides=list(overrides)) for overrides in override_lists]
     except HydraException as err:

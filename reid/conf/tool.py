@@ -63,8 +63,9 @@ def tool_options(options_type: type[Options], argv: Sequence[str], name: str) ->
     return options_type(**values)
 
 
-def run_tool(function: Callable[[Options], int | None], options_type: type[Options], name: str,
-             argv: Sequence[str] | None = None) -> int:
+def run_tool(
+    function: Callable[[Options], int | None], options_type: type[Options], name: str, argv: Sequence[str] | None = None
+) -> int:
     """Runs ``function`` on the tool's options; returns the exit status.
 
     ``--help`` prints the options; bad options or input print one ``error:`` line and return 2
@@ -90,8 +91,11 @@ def usage(options_type: type, name: str, function: Callable[..., Any] | None = N
     lines = [f"reid-{name} [key=value ...]" + (f": {doc[0]}" if doc else ""), "", "options:"]
     positional = _positional_field(options_type)
     for item in dataclasses.fields(options_type):
-        default = item.default if item.default is not dataclasses.MISSING else (
-            item.default_factory() if item.default_factory is not dataclasses.MISSING else "(required)")  # type: ignore[misc]
+        default = (
+            item.default
+            if item.default is not dataclasses.MISSING
+            else (item.default_factory() if item.default_factory is not dataclasses.MISSING else "(required)")
+        )  # type: ignore[misc]
         default = "(required)" if default == "???" else default
         bare = " (also given as bare arguments)" if item.name == positional else ""
         lines.append(f"  {item.name}={_shown(default)}  {item.metadata.get('help', '')}{bare}")
@@ -142,8 +146,9 @@ def _overrides(argv: Sequence[str], options_type: type) -> list[str]:
         if positional is None:
             from reid.schema import ConfigError
 
-            raise ConfigError([f"arguments are key=value, got {bare[0]!r} (fix: e.g. {bare[0]}=... ; --help lists "
-                               "the options)"])
+            raise ConfigError(
+                [f"arguments are key=value, got {bare[0]!r} (fix: e.g. {bare[0]}=... ; --help lists the options)"]
+            )
         overrides.append(f"{positional}=[{','.join(_quoted(item) for item in bare)}]")
     return overrides
 
@@ -156,7 +161,9 @@ def _is_text(annotation: Any) -> bool:
 def _is_text_list(annotation: Any) -> bool:
     """A ``List[str]`` or ``Optional[List[str]]`` option."""
     return annotation in ("List[str]", "Optional[List[str]]", "list[str]", "list[str] | None") or annotation in (
-        typing.List[str], typing.Optional[typing.List[str]])
+        typing.List[str],
+        typing.Optional[typing.List[str]],
+    )
 
 
 def _is_quoted(value: str) -> bool:

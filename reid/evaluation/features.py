@@ -1,6 +1,5 @@
 """Test-time features: per-branch features (Table 7), flip averaging, a data set's features and their file."""
 
-
 from __future__ import annotations
 
 import logging

@@ -19,8 +19,9 @@ from reid.metrics import pairwise_distance
 log = logging.getLogger(__name__)
 
 
-
-def choose_query_rows(num_queries_available: int, count: int, seed: int, rows: Sequence[int] | None = None) -> list[int]:
+def choose_query_rows(
+    num_queries_available: int, count: int, seed: int, rows: Sequence[int] | None = None
+) -> list[int]:
     """Query numbers to show: ``rows`` when given, else ``count`` drawn at random with ``seed`` (sorted)."""
     if rows is not None:
         bad = [r for r in rows if not 0 <= int(r) < num_queries_available]
@@ -32,8 +33,9 @@ def choose_query_rows(num_queries_available: int, count: int, seed: int, rows: S
     return sorted(int(i) for i in generator.choice(num_queries_available, size=count, replace=False))
 
 
-def ranked_list_image(features: FeatureSet, query_rows: Sequence[int], topk: int, row: str = "all",
-                      distance: str = "euclidean") -> Image.Image | None:
+def ranked_list_image(
+    features: FeatureSet, query_rows: Sequence[int], topk: int, row: str = "all", distance: str = "euclidean"
+) -> Image.Image | None:
     """Fig. 6 for the chosen queries (numbers within the query set); None when the images are gone."""
     from reid.viz.ranked import ranked_list_picture
 
@@ -48,10 +50,14 @@ def ranked_list_image(features: FeatureSet, query_rows: Sequence[int], topk: int
     distmat = pairwise_distance(feats[chosen], feats[g], distance).numpy()
     return ranked_list_picture(
         distmat,
-        features.pids[chosen].numpy(), features.pids[g].numpy(),
-        features.camids[chosen].numpy(), features.camids[g].numpy(),
-        [features.paths[int(i)] for i in chosen], [features.paths[int(i)] for i in g],
-        query_rows=list(range(len(chosen))), topk=topk,
+        features.pids[chosen].numpy(),
+        features.pids[g].numpy(),
+        features.camids[chosen].numpy(),
+        features.camids[g].numpy(),
+        [features.paths[int(i)] for i in chosen],
+        [features.paths[int(i)] for i in g],
+        query_rows=list(range(len(chosen))),
+        topk=topk,
     )
 
 
@@ -84,7 +90,9 @@ def attention_image(
     images, part_boxes = [], []
     for i in sample_rows:
         image = read_image(eval_set.records[int(i)].image_path)
-        crop, _ = crop_regions(image, eval_set.boxes[int(i)], whole_size=eval_set.whole_size, part_size=eval_set.part_size)
+        crop, _ = crop_regions(
+            image, eval_set.boxes[int(i)], whole_size=eval_set.whole_size, part_size=eval_set.part_size
+        )
         images.append(crop)
         part_boxes.append(parts_in_whole_crop(eval_set.boxes[int(i)], eval_set.whole_size))
     attention = {name: [m.detach().float().cpu() for m in masks] for name, masks in output.attention.items()}
@@ -97,7 +105,8 @@ def cmc_image(results: Mapping[str, Mapping[str, Any]], max_rank: int = 50) -> I
 
     curves = {
         ROW_LABELS.get(row, row.replace("_", " ")): np.asarray(r["cmc"])
-        for row, r in results.items() if "cmc" in r and len(r["cmc"])
+        for row, r in results.items()
+        if "cmc" in r and len(r["cmc"])
     }
     return cmc_curve_picture(curves, max_rank=max_rank) if curves else None
 
@@ -134,8 +143,9 @@ def evaluation_pictures(
 ) -> dict[str, Image.Image | None]:
     """Every picture of an evaluation (``options``: the ``eval.pictures`` config)."""
     num_queries = len(features.query)
-    shown = choose_query_rows(num_queries, int(options.get("num_queries", 8)), int(options.get("seed", 0)),
-                              options.get("query_rows"))
+    shown = choose_query_rows(
+        num_queries, int(options.get("num_queries", 8)), int(options.get("seed", 0)), options.get("query_rows")
+    )
     pictures: dict[str, Image.Image | None] = {
         "ranked_list": ranked_list_image(features, shown, int(options.get("topk", 10)), distance=distance),
         "cmc": cmc_image(results, max_rank),
@@ -166,15 +176,27 @@ def write_evaluation_outputs(
     written: dict[str, Path] = {}
     if options.get("enabled", True):
         pictures = evaluation_pictures(
-            features, results, options, module=module, eval_set=eval_set,
-            distance=str(cfg.eval.distance), max_rank=int(cfg.eval.max_rank), attention_health=attention_health,
+            features,
+            results,
+            options,
+            module=module,
+            eval_set=eval_set,
+            distance=str(cfg.eval.distance),
+            max_rank=int(cfg.eval.max_rank),
+            attention_health=attention_health,
         )
         written = save_pictures(pictures, output_dir / "pictures")
     return write_report_md(cfg, features, table, written, output_dir, attention_health)
 
 
-def write_report_md(cfg: DictConfig, features: FeatureSet, table: str, pictures: Mapping[str, Path],
-                    output_dir: Path, attention_health: Mapping[str, Any] | None = None) -> Path:
+def write_report_md(
+    cfg: DictConfig,
+    features: FeatureSet,
+    table: str,
+    pictures: Mapping[str, Path],
+    output_dir: Path,
+    attention_health: Mapping[str, Any] | None = None,
+) -> Path:
     """report.md: what was scored, how, the table, and the pictures."""
     e = cfg.eval
     source = cfg.get("features_path") or cfg.get("ckpt_path")
@@ -209,4 +231,3 @@ def write_report_md(cfg: DictConfig, features: FeatureSet, table: str, pictures:
     report = atomic_write_text(output_dir / "report.md", "\n".join(lines))
     log.info("wrote %s", report)
     return report
-

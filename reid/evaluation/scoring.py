@@ -1,6 +1,5 @@
 """Scoring test-time features: CMC/mAP/mINP per Table 7 row, re-ranking, a data module's query/gallery, the results table."""
 
-
 from __future__ import annotations
 
 import logging
@@ -45,9 +44,18 @@ def score_features(
     for row in rows or features.features:
         feats = features.features[row]
         results[row] = evaluate_features(
-            feats[q], feats[g], features.pids[q], features.pids[g], features.camids[q], features.camids[g],
-            metric=distance, max_rank=max_rank, protocol=features.protocol, chunk_size=chunk_size,
-            device=device, **protocol_kw,
+            feats[q],
+            feats[g],
+            features.pids[q],
+            features.pids[g],
+            features.camids[q],
+            features.camids[g],
+            metric=distance,
+            max_rank=max_rank,
+            protocol=features.protocol,
+            chunk_size=chunk_size,
+            device=device,
+            **protocol_kw,
         )
     return results
 
@@ -84,11 +92,20 @@ def rerank_scores(
         pairwise_distance(qf, gf, distance).numpy(),
         pairwise_distance(qf, qf, distance).numpy(),
         pairwise_distance(gf, gf, distance).numpy(),
-        k1=k1, k2=k2, lambda_value=lambda_value,
+        k1=k1,
+        k2=k2,
+        lambda_value=lambda_value,
     )
     cmc, mean_ap, minp = evaluate_rank(
-        distmat, features.pids[q], features.pids[g], features.camids[q], features.camids[g],
-        max_rank=max_rank, protocol=features.protocol, return_minp=True, **protocol_kw,
+        distmat,
+        features.pids[q],
+        features.pids[g],
+        features.camids[q],
+        features.camids[g],
+        max_rank=max_rank,
+        protocol=features.protocol,
+        return_minp=True,
+        **protocol_kw,
     )
     out: dict[str, Any] = {"cmc": cmc, "mAP": mean_ap, "mINP": minp}
     for k in (1, 5, 10, 20):
@@ -119,8 +136,13 @@ def score_datamodule(
     """Rank-1, mAP... of ``module``'s test feature (Table 7's ``all`` row) on a data module's query/gallery."""
     eval_set = datamodule.eval_set
     features = extract_features(
-        module, datamodule.val_dataloader(), paths=[r.image_path for r in eval_set.records],
-        protocol=datamodule.dataset.protocol, flip=bool(eval_options.get("flip", False)), device=device, rows=["all"],
+        module,
+        datamodule.val_dataloader(),
+        paths=[r.image_path for r in eval_set.records],
+        protocol=datamodule.dataset.protocol,
+        flip=bool(eval_options.get("flip", False)),
+        device=device,
+        rows=["all"],
     )
     return plain_metrics(score_features(features, rows=["all"], **scoring_options(eval_options))["all"])
 
@@ -134,6 +156,8 @@ def results_table(results: Mapping[str, Mapping[str, Any]]) -> str:
         cells = []
         for _, key in columns:
             value = result.get(key)
-            cells.append("–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}")
+            cells.append(
+                "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
+            )
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -59,7 +59,9 @@ def _as_rgb_array(image: ImageInput, index: int) -> np.ndarray:
             return np.asarray(image.convert("RGB"))
     except ImportError:  # pragma: no cover - Pillow is a dependency
         pass
-    raise FeatureInputError(f"image {index}: expected a path, an H x W x 3 uint8 array or a PIL image, got {type(image)}")
+    raise FeatureInputError(
+        f"image {index}: expected a path, an H x W x 3 uint8 array or a PIL image, got {type(image)}"
+    )
 
 
 class FeatureExtractor:
@@ -146,7 +148,9 @@ class FeatureExtractor:
             except PoseEstimatorUnavailable:
                 self._estimator_choice = "none"
         else:
-            raise FeatureInputError(f"pose_estimator must be 'auto', 'none' or a callable, got {self._estimator_choice!r}")
+            raise FeatureInputError(
+                f"pose_estimator must be 'auto', 'none' or a callable, got {self._estimator_choice!r}"
+            )
         return self._estimator
 
     def _keypoints(self, given: KeypointInput, image: np.ndarray, index: int) -> tuple[np.ndarray | None, str]:
@@ -165,7 +169,9 @@ class FeatureExtractor:
             return keypoints, "given" if keypoints is not None else "none"
         keypoints = np.asarray(given, dtype=np.float64)  # as the JSON reader gives them: same boxes to the bit
         if keypoints.shape != (18, 3):
-            raise FeatureInputError(f"keypoints {index}: expected an (18, 3) COCO-18 array, got shape {keypoints.shape}")
+            raise FeatureInputError(
+                f"keypoints {index}: expected an (18, 3) COCO-18 array, got shape {keypoints.shape}"
+            )
         return keypoints, "given"
 
     # ------------------------------------------------------------------ batches
@@ -179,8 +185,12 @@ class FeatureExtractor:
         else:
             batch = regions_for_images(
                 [(f"image {i}", k, size) for i, (k, size) in enumerate(zip(keypoints, sizes))],
-                beta=self.beta, min_conf=self.min_conf, min_joints=self.min_joints, strip_options=self.strips,
-                max_outside=self.max_outside, log_name="FeatureExtractor",
+                beta=self.beta,
+                min_conf=self.min_conf,
+                min_joints=self.min_joints,
+                strip_options=self.strips,
+                max_outside=self.max_outside,
+                log_name="FeatureExtractor",
             )
             boxes = batch.boxes
             for status, count in batch.counts.items():
@@ -210,7 +220,9 @@ class FeatureExtractor:
         for start in range(0, n, self.batch_size):
             yield range(start, min(n, start + self.batch_size))
 
-    def __call__(self, images: Sequence[ImageInput] | ImageInput, keypoints: Sequence[KeypointInput] | None = None) -> Tensor:
+    def __call__(
+        self, images: Sequence[ImageInput] | ImageInput, keypoints: Sequence[KeypointInput] | None = None
+    ) -> Tensor:
         """The ``(N, D)`` features of ``images`` (on the CPU, float32).
 
         Args:
@@ -240,7 +252,9 @@ class FeatureExtractor:
             arrays = [_as_rgb_array(images[i], i) for i in chunk]
             joints = []
             for i, image in zip(chunk, arrays):
-                found, source = (None, "unused") if self.regions == "strips" else self._keypoints(keypoints[i], image, i)
+                found, source = (
+                    (None, "unused") if self.regions == "strips" else self._keypoints(keypoints[i], image, i)
+                )
                 if source != "unused":
                     self.last_counts[f"keypoints_{source}"] += 1
                 joints.append(found)
@@ -251,8 +265,8 @@ class FeatureExtractor:
             log.warning(
                 "%d of %d images had no keypoints (none given, %s): their regions come from the canonical-pose / "
                 "strip fallback, which this pose-trained model was not trained on; pass keypoints for better features",
-                missing, len(images),
+                missing,
+                len(images),
                 "no pose estimator (install MediaPipe: make pose)" if self._estimator is None else "no person found",
             )
         return torch.cat(out) if out else torch.zeros(0, self.feature_dim)
-

@@ -61,8 +61,12 @@ def keypoint_file(keypoints: Path | None, image: Path, root: Path | None) -> str
     if keypoints is None:
         return None
     relative = image.relative_to(root).parent if root is not None and image.is_relative_to(root) else Path()
-    for candidate in (keypoints / relative / f"{image.stem}_keypoints.json", keypoints / f"{image.stem}_keypoints.json",
-                      keypoints / relative / f"{image.stem}.json", keypoints / f"{image.stem}.json"):
+    for candidate in (
+        keypoints / relative / f"{image.stem}_keypoints.json",
+        keypoints / f"{image.stem}_keypoints.json",
+        keypoints / relative / f"{image.stem}.json",
+        keypoints / f"{image.stem}.json",
+    ):
         if candidate.is_file():
             return str(candidate)
     return None
@@ -113,8 +117,17 @@ def _load_cache(path: Path, key: str) -> Tensor | None:
 
 
 def search(
-    checkpoint: Path, queries: Sequence[Path], gallery: Path, out: Path, *, keypoints: Path | None = None,
-    topk: int = 10, batch_size: int = 64, chunk: int = 65536, device: str = "auto", flip: bool = False,
+    checkpoint: Path,
+    queries: Sequence[Path],
+    gallery: Path,
+    out: Path,
+    *,
+    keypoints: Path | None = None,
+    topk: int = 10,
+    batch_size: int = 64,
+    chunk: int = 65536,
+    device: str = "auto",
+    flip: bool = False,
 ) -> dict:
     """Runs a search and writes its outputs (see the module doc); returns what it wrote and whether the cache served."""
     from reid.inference.extractor import FeatureExtractor
@@ -133,12 +146,17 @@ def search(
     if gallery_features is None:
         gallery_keypoints = [keypoint_file(keypoints, image, gallery) for image in images]
         gallery_features = extractor([str(p) for p in images], keypoints=gallery_keypoints)
-        payload = {"format": CACHE_FORMAT, "fingerprint": key, "features": gallery_features,
-                   "paths": [str(p) for p in images]}
+        payload = {
+            "format": CACHE_FORMAT,
+            "fingerprint": key,
+            "features": gallery_features,
+            "paths": [str(p) for p in images],
+        }
         atomic_write(cache, lambda stream: torch.save(payload, stream))
         log.info("gallery features of %d images written to %s", len(images), cache)
-    query_features = extractor([str(q) for q in queries],
-                               keypoints=[keypoint_file(keypoints, Path(q), None) for q in queries])
+    query_features = extractor(
+        [str(q) for q in queries], keypoints=[keypoint_file(keypoints, Path(q), None) for q in queries]
+    )
     distances, indices = topk_search(query_features, gallery_features, topk, chunk)
     rows = io.StringIO()
     writer = csv.writer(rows)
@@ -147,11 +165,18 @@ def search(
         for rank, (d, i) in enumerate(zip(distances[q].tolist(), indices[q].tolist()), start=1):
             writer.writerow([str(query), rank, str(images[i]), f"{d:.6f}"])
     table = atomic_write_text(out / "ranked.csv", rows.getvalue())
-    picture = search_picture([str(q) for q in queries], [[str(images[i]) for i in row] for row in indices.tolist()],
-                             distances.tolist())
+    picture = search_picture(
+        [str(q) for q in queries], [[str(images[i]) for i in row] for row in indices.tolist()], distances.tolist()
+    )
     atomic_save_image(picture, out / "ranked_list.png")
-    return {"ranked": table, "picture": out / "ranked_list.png", "cache": cache, "cached": cached,
-            "indices": indices, "distances": distances}
+    return {
+        "ranked": table,
+        "picture": out / "ranked_list.png",
+        "cache": cache,
+        "cached": cached,
+        "indices": indices,
+        "distances": distances,
+    }
 
 
 @dataclass
@@ -174,11 +199,22 @@ def search_command(options: SearchOptions) -> int:
     """Searches the gallery with the query images; prints what it wrote."""
     if not options.query:
         raise SearchInputError("no query image given (fix: reid-search ckpt_path=... gallery=<folder> <query.jpg> ...)")
-    result = search(Path(options.ckpt_path), [Path(q) for q in options.query], Path(options.gallery), Path(options.out),
-                    keypoints=Path(options.keypoints) if options.keypoints else None, topk=options.topk,
-                    batch_size=options.batch_size, chunk=options.chunk, device=options.device, flip=options.flip)
-    print(f"wrote {result['ranked']} and {result['picture']} (gallery features "
-          f"{'from the cache' if result['cached'] else 'computed'}: {result['cache']})")
+    result = search(
+        Path(options.ckpt_path),
+        [Path(q) for q in options.query],
+        Path(options.gallery),
+        Path(options.out),
+        keypoints=Path(options.keypoints) if options.keypoints else None,
+        topk=options.topk,
+        batch_size=options.batch_size,
+        chunk=options.chunk,
+        device=options.device,
+        flip=options.flip,
+    )
+    print(
+        f"wrote {result['ranked']} and {result['picture']} (gallery features "
+        f"{'from the cache' if result['cached'] else 'computed'}: {result['cache']})"
+    )
     return 0
 
 

@@ -88,7 +88,9 @@ class NonFiniteLossGuard(pl.Callback):
         self._pending: list[tuple[_BatchInfo | None, torch.Tensor]] = []
 
     # ------------------------------------------------------------------ hooks
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         """Remembers the batch index and the batch's ``index`` / ``pid`` entries for the message."""
         # kept as references; turned into lists only when a message needs them
         indices = pids = None
@@ -204,7 +206,9 @@ class TrainThroughput(pl.Callback):
             torch.cuda.synchronize(trainer.strategy.root_device)
         return time.perf_counter()
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self.started is None:
             self.started, self.images, self.validation_seconds = self._now(trainer), 0, 0.0
 
@@ -221,5 +225,10 @@ class TrainThroughput(pl.Callback):
         self.last = self.images / max(seconds, 1e-9)
         self.started = None
         pl_module.log("train/images_per_s", self.last, rank_zero_only=True)
-        log.info("epoch %d: %.1f training images/s (%d images in %.1f s)", trainer.current_epoch, self.last,
-                 self.images, seconds)
+        log.info(
+            "epoch %d: %.1f training images/s (%d images in %.1f s)",
+            trainer.current_epoch,
+            self.last,
+            self.images,
+            seconds,
+        )

@@ -45,7 +45,9 @@ class CrossDatasetValidation(pl.Callback):
         trainer.strategy.barrier("cross_dataset_validation")
 
 
-def score_test_sets(module: Any, test_sets: Mapping[str, Any], eval_options: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+def score_test_sets(
+    module: Any, test_sets: Mapping[str, Any], eval_options: Mapping[str, Any]
+) -> dict[str, dict[str, float]]:
     """Rank-1, mAP... of ``module``'s test feature on each test set (the ``all`` row of Table 7)."""
     from reid.evaluation import score_datamodule
 

@@ -53,8 +53,11 @@ class ValidationDashboard(pl.Callback):
         self.pictures = pictures
         self.every_n_validations = max(1, int(every_n_validations))
         self.picture_options = {
-            "num_queries": num_queries, "query_rows": list(query_rows) if query_rows is not None else None,
-            "topk": topk, "num_attention": num_attention, "seed": seed,
+            "num_queries": num_queries,
+            "query_rows": list(query_rows) if query_rows is not None else None,
+            "topk": topk,
+            "num_attention": num_attention,
+            "seed": seed,
         }
         self.validations = 0
         self.last_results: dict[str, dict[str, float]] = {}
@@ -82,8 +85,13 @@ class ValidationDashboard(pl.Callback):
         if self.pictures and (self.validations - 1) % self.every_n_validations == 0:
             root = Path(self.output_dir or trainer.default_root_dir)
             pictures = evaluation_pictures(
-                features, results, self.picture_options, module=pl_module, eval_set=eval_set,
-                distance=metric.distance, max_rank=metric.max_rank,
+                features,
+                results,
+                self.picture_options,
+                module=pl_module,
+                eval_set=eval_set,
+                distance=metric.distance,
+                max_rank=metric.max_rank,
                 attention_health=getattr(pl_module, "last_attention_health", None),
             )
             self.last_pictures = save_pictures(pictures, root / "pictures" / f"epoch{trainer.current_epoch:03d}")
@@ -96,16 +104,21 @@ class ValidationDashboard(pl.Callback):
         order = [r for r in ROW_LABELS if r in slices]
         return FeatureSet(
             features={row: feature[:, slices[row]] for row in order},
-            pids=gathered["pids"], camids=gathered["camids"], is_query=gathered["is_query"],
-            paths=[r.image_path for r in eval_set.records], protocol=pl_module.val_metric.protocol,
+            pids=gathered["pids"],
+            camids=gathered["camids"],
+            is_query=gathered["is_query"],
+            paths=[r.image_path for r in eval_set.records],
+            protocol=pl_module.val_metric.protocol,
             part_weights=gathered.get("part_weights"),
         )
 
     def _log_scalars(self, trainer: pl.Trainer) -> None:
         scalars = {
             f"val_branch/{row}/{key}": value
-            for row, metrics in self.last_results.items() if row != "all"
-            for key, value in metrics.items() if key in ("rank1", "mAP")
+            for row, metrics in self.last_results.items()
+            if row != "all"
+            for key, value in metrics.items()
+            if key in ("rank1", "mAP")
         }
         for logger in trainer.loggers:
             if scalars:

@@ -38,7 +38,6 @@ POSE_KEYS = ("source", "path", "min_conf", "min_joints", "max_outside")
 KEYPOINT_FIX = "or set data.on_bad_sample=skip to drop such images at set-up"
 
 
-
 def worker_start_method(num_workers: int) -> str | None:
     """``fork`` where the platform has it but the process defaults to another start method, else None.
 
@@ -50,6 +49,7 @@ def worker_start_method(num_workers: int) -> str | None:
     if num_workers == 0 or "fork" not in multiprocessing.get_all_start_methods():
         return None
     return "fork" if multiprocessing.get_start_method(allow_none=True) not in (None, "fork") else None
+
 
 class CropDataset(Dataset):
     """Images with precomputed boxes; returns the whole-body crop and four part crops as tensors."""
@@ -136,10 +136,12 @@ class CropLoadersMixin:
         if sampler not in SAMPLERS:
             raise ConfigError([f"data.sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}"])
         if sampler == "identity" and (int(num_instances) < 1 or self.batch_size % int(num_instances)):
-            raise ConfigError([
-                f"data.batch_size={self.batch_size} must be a multiple of data.num_instances={num_instances} "
-                "with data.sampler=identity (a batch is P identities x K images)"
-            ])
+            raise ConfigError(
+                [
+                    f"data.batch_size={self.batch_size} must be a multiple of data.num_instances={num_instances} "
+                    "with data.sampler=identity (a batch is P identities x K images)"
+                ]
+            )
         self.sampler_name = sampler
         self.num_instances = int(num_instances)
         self.sampler_seed = None if sampler_seed is None else int(sampler_seed)
@@ -353,7 +355,9 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
         eval_transform = SampleTransform(train=False, **self.augment)
         self.eval_set = CropDataset(
             query_recs + gallery_recs,
-            np.concatenate([query_boxes, gallery_boxes]) if len(query_boxes) + len(gallery_boxes) else np.zeros((0, 5, 4)),
+            np.concatenate([query_boxes, gallery_boxes])
+            if len(query_boxes) + len(gallery_boxes)
+            else np.zeros((0, 5, 4)),
             eval_transform,
             self.whole_size,
             self.part_size,
@@ -510,9 +514,14 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
                 (gallery_of.setdefault(record.pid, []) if record.pid in queries_of else others).append(i)
         identity_images = total - len(others)
         identity_budget = budget * identity_images // max(1, total)
+
         def scorable(group: list[int]) -> bool:
-            return matched_queries([records[i] for i in group if is_query[i]],
-                                   [records[i] for i in group if not is_query[i]]) > 0
+            return (
+                matched_queries(
+                    [records[i] for i in group if is_query[i]], [records[i] for i in group if not is_query[i]]
+                )
+                > 0
+            )
 
         kept: list[int] = []
         identities = 0
@@ -523,13 +532,17 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
             kept += group
             identities += 1
         if not scorable(kept) and at_least_one:
-            first = next((q + gallery_of.get(p, []) for p, q in queries_of.items() if scorable(q + gallery_of.get(p, []))), [])
+            first = next(
+                (q + gallery_of.get(p, []) for p, q in queries_of.items() if scorable(q + gallery_of.get(p, []))), []
+            )
             kept, identities = first, int(bool(first))
         if not scorable(kept):
-            raise ConfigError([
-                f"{setting}={limit} keeps {budget} of the {total} query/gallery images, too few for "
-                "one identity with a query and a gallery match in another camera; raise it, or use 1.0 (all)"
-            ])
+            raise ConfigError(
+                [
+                    f"{setting}={limit} keeps {budget} of the {total} query/gallery images, too few for "
+                    "one identity with a query and a gallery match in another camera; raise it, or use 1.0 (all)"
+                ]
+            )
         kept += others[: max(0, budget - len(kept))]
         kept.sort()
         old = self.eval_set
@@ -555,9 +568,15 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
             "total_identities": len(queries_of),
         }
         log.info(
-            "validating on a subset (%s=%s): %d of %d queries, %d of %d gallery images, "
-            "%d of %d query identities", setting, limit, subset["queries"], subset["total_queries"], subset["gallery"],
-            subset["total_gallery"], identities, subset["total_identities"],
+            "validating on a subset (%s=%s): %d of %d queries, %d of %d gallery images, %d of %d query identities",
+            setting,
+            limit,
+            subset["queries"],
+            subset["total_queries"],
+            subset["gallery"],
+            subset["total_gallery"],
+            identities,
+            subset["total_identities"],
         )
         return subset
 
@@ -568,6 +587,7 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
             self.setup("fit")
         assert self.dataset is not None
         return self.dataset.num_train_pids
+
 
 def matched_queries(query: Sequence[Record], gallery: Sequence[Record]) -> int:
     """How many queries have a true match in the gallery: the same identity seen by another camera."""

@@ -21,7 +21,6 @@ from reid.names import BRANCH_NAMES, RANK_METRICS
 log = logging.getLogger(__name__)
 
 
-
 class ReIDModule(pl.LightningModule):
     """Trains the five-branch network with one cross-entropy loss per branch (and the fused one).
 
@@ -73,7 +72,9 @@ class ReIDModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.lambda_intra = float(lambda_intra)
         self.label_smoothing = float(label_smoothing)
-        self.fused_label_smoothing = self.label_smoothing if fused_label_smoothing is None else float(fused_label_smoothing)
+        self.fused_label_smoothing = (
+            self.label_smoothing if fused_label_smoothing is None else float(fused_label_smoothing)
+        )
         self.channels_last = bool(channels_last)
         self.val_metric = ReIDMetric(**(eval_options or {}))
         # mask saturation, working range, spatial spread and mu on the query images (reid.metrics.attention_health)
@@ -106,7 +107,9 @@ class ReIDModule(pl.LightningModule):
         from reid.checkpoints import load_checkpoint
 
         if hparams_file is not None:
-            raise ValueError("hparams_file is not supported: the model config stored in the checkpoint builds the module")
+            raise ValueError(
+                "hparams_file is not supported: the model config stored in the checkpoint builds the module"
+            )
         module = cls.from_checkpoint(load_checkpoint(checkpoint_path), checkpoint_path, strict=strict, **kwargs)
         if map_location is not None:
             module = module.to(map_location)
@@ -114,7 +117,11 @@ class ReIDModule(pl.LightningModule):
 
     @classmethod
     def from_checkpoint(
-        cls, checkpoint: dict[str, Any], source: str | Path = "the checkpoint", strict: bool | None = None, **kwargs: Any
+        cls,
+        checkpoint: dict[str, Any],
+        source: str | Path = "the checkpoint",
+        strict: bool | None = None,
+        **kwargs: Any,
     ) -> "ReIDModule":
         """The module of an already loaded checkpoint of ``train.py`` (see :meth:`load_from_checkpoint`)."""
         from hydra.utils import instantiate

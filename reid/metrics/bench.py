@@ -16,17 +16,28 @@ from reid.metrics.distance import squared_euclidean
 from reid.metrics.rank import evaluate_features, evaluate_rank
 
 
-def market_sized_problem(seed: int, num_query: int = 3368, num_gallery: int = 15913, num_ids: int = 751,
-                         num_cams: int = 6) -> tuple[np.ndarray, ...]:
+def market_sized_problem(
+    seed: int, num_query: int = 3368, num_gallery: int = 15913, num_ids: int = 751, num_cams: int = 6
+) -> tuple[np.ndarray, ...]:
     """A random distance matrix (float32) with Market-1501's sizes, ids and cameras."""
     rng = np.random.default_rng(seed)
-    return (rng.random((num_query, num_gallery), dtype=np.float32),
-            rng.integers(0, num_ids, num_query), rng.integers(0, num_ids, num_gallery),
-            rng.integers(0, num_cams, num_query), rng.integers(0, num_cams, num_gallery))
+    return (
+        rng.random((num_query, num_gallery), dtype=np.float32),
+        rng.integers(0, num_ids, num_query),
+        rng.integers(0, num_ids, num_gallery),
+        rng.integers(0, num_cams, num_query),
+        rng.integers(0, num_cams, num_gallery),
+    )
 
 
-def numpy_reference(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray,
-                    g_camids: np.ndarray, max_rank: int = 50) -> tuple[np.ndarray, float]:
+def numpy_reference(
+    distmat: np.ndarray,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+    max_rank: int = 50,
+) -> tuple[np.ndarray, float]:
     """The plain per-query NumPy evaluation (torchreid's Python path, with a stable sort)."""
     indices = np.argsort(distmat, axis=1, kind="stable")
     all_cmc, all_ap = [], []
@@ -65,8 +76,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="timings keep the best of this many runs")
-    parser.add_argument("--reference-queries", type=int, default=300,
-                        help="queries timed for the NumPy reference (extrapolated to all queries)")
+    parser.add_argument(
+        "--reference-queries",
+        type=int,
+        default=300,
+        help="queries timed for the NumPy reference (extrapolated to all queries)",
+    )
     parser.add_argument("--large-gallery", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=768, help="feature dimension of the large case")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -74,8 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"1-min load average {load:.2f}; peak RSS after imports {peak_rss_mib():.0f} MiB")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        f"1-min load average {load:.2f}; peak RSS after imports {peak_rss_mib():.0f} MiB"
+    )
 
     distmat, q_pids, g_pids, q_camids, g_camids = market_sized_problem(args.seed)
     num_q, num_g = distmat.shape
@@ -83,41 +100,56 @@ def main(argv: list[str] | None = None) -> None:
     # num_threads=1 is evaluate_rank's default; None runs the ranking on torch's thread setting
     for num_threads, repeats in ((1, args.repeats), (None, 1)):
         seconds, (cmc, mean_ap, minp) = _timed(
-            lambda: evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, 50, return_minp=True,
-                                  num_threads=num_threads), repeats)
+            lambda: evaluate_rank(
+                distmat, q_pids, g_pids, q_camids, g_camids, 50, return_minp=True, num_threads=num_threads
+            ),
+            repeats,
+        )
         threads = num_threads or torch.get_num_threads()
-        print(f"  evaluate_rank (CMC+mAP+mINP), {threads} thread(s): {seconds:.3f} s (best of {repeats}); "
-              f"rank1={cmc[0]:.5f} mAP={mean_ap:.6f} mINP={minp:.6f}; peak RSS so far {peak_rss_mib():.0f} MiB")
+        print(
+            f"  evaluate_rank (CMC+mAP+mINP), {threads} thread(s): {seconds:.3f} s (best of {repeats}); "
+            f"rank1={cmc[0]:.5f} mAP={mean_ap:.6f} mINP={minp:.6f}; peak RSS so far {peak_rss_mib():.0f} MiB"
+        )
 
     n_ref = min(args.reference_queries, num_q)
     ref_seconds, (ref_cmc, ref_ap) = _timed(
-        lambda: numpy_reference(distmat[:n_ref], q_pids[:n_ref], g_pids, q_camids[:n_ref], g_camids), 1)
+        lambda: numpy_reference(distmat[:n_ref], q_pids[:n_ref], g_pids, q_camids[:n_ref], g_camids), 1
+    )
     sub_cmc, sub_ap = evaluate_rank(distmat[:n_ref], q_pids[:n_ref], g_pids, q_camids[:n_ref], g_camids, 50)
     agree = max(float(np.abs(sub_cmc - ref_cmc).max()), abs(sub_ap - ref_ap))
-    print(f"  NumPy per-query reference: {ref_seconds:.3f} s on {n_ref} queries -> "
-          f"~{ref_seconds * num_q / n_ref:.1f} s extrapolated to {num_q} (linear in queries); "
-          f"max |difference| from evaluate_rank on those queries {agree:.1e}")
+    print(
+        f"  NumPy per-query reference: {ref_seconds:.3f} s on {n_ref} queries -> "
+        f"~{ref_seconds * num_q / n_ref:.1f} s extrapolated to {num_q} (linear in queries); "
+        f"max |difference| from evaluate_rank on those queries {agree:.1e}"
+    )
     distmat = np.empty((0, 0), np.float32)  # free the Market-sized matrix before the large-gallery case
 
     rng = np.random.default_rng(args.seed + 1)
     g_large = args.large_gallery
-    print(f"[large gallery] {num_q} queries x {g_large} gallery, features of dim {args.dim} (float32), "
-          f"squared Euclidean, distances computed per query block on {torch.get_num_threads()} thread(s), "
-          f"ranking on 1")
+    print(
+        f"[large gallery] {num_q} queries x {g_large} gallery, features of dim {args.dim} (float32), "
+        f"squared Euclidean, distances computed per query block on {torch.get_num_threads()} thread(s), "
+        f"ranking on 1"
+    )
     q_feats = torch.from_numpy(rng.standard_normal((num_q, args.dim), dtype=np.float32))
     g_feats = torch.from_numpy(rng.standard_normal((g_large, args.dim), dtype=np.float32))
     g_pids_large = rng.integers(0, 751, g_large)
     g_cams_large = rng.integers(0, 6, g_large)
-    seconds, out = _timed(lambda: evaluate_features(q_feats, g_feats, q_pids, g_pids_large, q_camids, g_cams_large,
-                                                    max_rank=50), 1)
-    print(f"  evaluate_features: {seconds:.3f} s; rank1={out['rank1']:.5f} mAP={out['mAP']:.6f}; "
-          f"peak RSS so far {peak_rss_mib():.0f} MiB "
-          f"(features alone: {(q_feats.numel() + g_feats.numel()) * 4 / 2**20:.0f} MiB)")
+    seconds, out = _timed(
+        lambda: evaluate_features(q_feats, g_feats, q_pids, g_pids_large, q_camids, g_cams_large, max_rank=50), 1
+    )
+    print(
+        f"  evaluate_features: {seconds:.3f} s; rank1={out['rank1']:.5f} mAP={out['mAP']:.6f}; "
+        f"peak RSS so far {peak_rss_mib():.0f} MiB "
+        f"(features alone: {(q_feats.numel() + g_feats.numel()) * 4 / 2**20:.0f} MiB)"
+    )
     block = max(1, (1 << 25) // g_large)  # evaluate_features' default query block
     g_sqnorm = g_feats.pow(2).sum(1)
     block_seconds, _ = _timed(lambda: squared_euclidean(q_feats[:block], g_feats, g_sqnorm), 1)
-    print(f"  of which distances take about {block_seconds * num_q / block:.1f} s "
-          f"(one {block}-query block timed and scaled)")
+    print(
+        f"  of which distances take about {block_seconds * num_q / block:.1f} s "
+        f"(one {block}-query block timed and scaled)"
+    )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,9 @@ def check_metric(metric: str) -> None:
         raise ValueError(f"unknown distance metric {metric!r}; use one of {METRICS}")
 
 
-def pairwise_distance(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray,
-                      metric: str = "euclidean") -> torch.Tensor:
+def pairwise_distance(
+    x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, metric: str = "euclidean"
+) -> torch.Tensor:
     """Distances between every row of `x` and every row of `y`.
 
     ``"euclidean"`` is the *squared* Euclidean distance ``|x|^2 + |y|^2 - 2 x.y``, as torchreid

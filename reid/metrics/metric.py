@@ -54,8 +54,14 @@ class ReIDMetric(Metric):
     is_query: list[torch.Tensor]
     indices: list[torch.Tensor]
 
-    def __init__(self, metric: str = "euclidean", protocol: str = "market", max_rank: int = 50,
-                 chunk_size: int | None = None, **protocol_kw: Any) -> None:
+    def __init__(
+        self,
+        metric: str = "euclidean",
+        protocol: str = "market",
+        max_rank: int = 50,
+        chunk_size: int | None = None,
+        **protocol_kw: Any,
+    ) -> None:
         allowed = {"num_repeats", "seed", "exact", "num_buckets", "num_threads"}
         metric_kw = {k: protocol_kw.pop(k) for k in list(protocol_kw) if k not in allowed}
         super().__init__(**metric_kw)
@@ -71,8 +77,14 @@ class ReIDMetric(Metric):
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self.gathered: dict[str, torch.Tensor] = {}
 
-    def update(self, features: torch.Tensor, pids: torch.Tensor, camids: torch.Tensor,
-               is_query: torch.Tensor, indices: torch.Tensor) -> None:
+    def update(
+        self,
+        features: torch.Tensor,
+        pids: torch.Tensor,
+        camids: torch.Tensor,
+        is_query: torch.Tensor,
+        indices: torch.Tensor,
+    ) -> None:
         """Add a batch.
 
         Args:
@@ -113,18 +125,32 @@ class ReIDMetric(Metric):
         if repeated:
             logger.debug("dropped %d repeated samples (distributed padding)", repeated)
             if not (torch.equal(pids, pids[first][inverse]) and torch.equal(camids, camids[first][inverse])):
-                raise ValueError("the same (is_query, index) sample was seen with different pids or camids: "
-                                 "indices must number the samples of each split uniquely")
+                raise ValueError(
+                    "the same (is_query, index) sample was seen with different pids or camids: "
+                    "indices must number the samples of each split uniquely"
+                )
         features, pids, camids, is_query = features[first], pids[first], camids[first], is_query[first].bool()
         if not bool(is_query.any()) or bool(is_query.all()):
-            raise ValueError(f"ReIDMetric needs both query and gallery samples; got {int(is_query.sum())} "
-                             f"queries and {int((~is_query).sum())} gallery images")
+            raise ValueError(
+                f"ReIDMetric needs both query and gallery samples; got {int(is_query.sum())} "
+                f"queries and {int((~is_query).sum())} gallery images"
+            )
         # kept for pictures and per-branch tables after compute (queries first, each split in index order)
         self.gathered = {"features": features, "pids": pids, "camids": camids, "is_query": is_query}
-        result = evaluate_features(features[is_query], features[~is_query], pids[is_query], pids[~is_query],
-                                   camids[is_query], camids[~is_query], metric=self.distance,
-                                   max_rank=self.max_rank, protocol=self.protocol, chunk_size=self.chunk_size,
-                                   device=features.device, **self.protocol_kw)
+        result = evaluate_features(
+            features[is_query],
+            features[~is_query],
+            pids[is_query],
+            pids[~is_query],
+            camids[is_query],
+            camids[~is_query],
+            metric=self.distance,
+            max_rank=self.max_rank,
+            protocol=self.protocol,
+            chunk_size=self.chunk_size,
+            device=features.device,
+            **self.protocol_kw,
+        )
         out = {k: torch.tensor(v, dtype=torch.float32, device=self.device) for k, v in result.items() if k != "cmc"}
         out["cmc"] = torch.as_tensor(result["cmc"], dtype=torch.float32).to(self.device)
         return out

@@ -95,8 +95,7 @@ class _Matches:
     slot: torch.Tensor  # (B, M) which slots are real
 
 
-def _true_matches(dist: torch.Tensor, gallery: _Gallery, q_pids: torch.Tensor,
-                  q_camids: torch.Tensor) -> _Matches:
+def _true_matches(dist: torch.Tensor, gallery: _Gallery, q_pids: torch.Tensor, q_camids: torch.Tensor) -> _Matches:
     """Gallery entries of each query's identity, and among them the true matches (other cameras)."""
     dev = dist.device
     own = gallery.identity_of(q_pids)
@@ -118,8 +117,7 @@ def _true_matches(dist: torch.Tensor, gallery: _Gallery, q_pids: torch.Tensor,
     matches_first = torch.sort((~is_match).gather(1, by_dist).to(torch.uint8), dim=1, stable=True).indices
     order = by_dist.gather(1, matches_first)[:, :m]
     slot = torch.arange(m, device=dev) < count[:, None]
-    return _Matches(own, same_index, same_mask, same_dist.gather(1, order), same_index.gather(1, order),
-                    count, slot)
+    return _Matches(own, same_index, same_mask, same_dist.gather(1, order), same_index.gather(1, order), count, slot)
 
 
 class _Workspace:
@@ -171,9 +169,14 @@ def _row_buckets(dist: torch.Tensor, num_buckets: int, workspace: _Workspace | N
     return buckets.copy_(scaled)  # float -> int copy truncates, like .to(torch.int64)
 
 
-def _match_ranks(dist: torch.Tensor, gallery: _Gallery, q_pids: torch.Tensor, q_camids: torch.Tensor,
-                 num_buckets: int | None = None,
-                 workspace: _Workspace | None = None) -> tuple[torch.Tensor, _Matches]:
+def _match_ranks(
+    dist: torch.Tensor,
+    gallery: _Gallery,
+    q_pids: torch.Tensor,
+    q_camids: torch.Tensor,
+    num_buckets: int | None = None,
+    workspace: _Workspace | None = None,
+) -> tuple[torch.Tensor, _Matches]:
     """1-based rank of every true match among the valid gallery entries of its query.
 
     `dist` must be contiguous (entries are addressed by flat index).
@@ -203,16 +206,22 @@ def _match_ranks(dist: torch.Tensor, gallery: _Gallery, q_pids: torch.Tensor, q_
     flagged.scatter_(1, match_bucket, True)
     flagged[:, spare] = False
     padded = workspace.get("shared", (-(-b * g // 8) * 8,), torch.bool, dev)
-    padded[b * g:] = False
-    torch.gather(flagged, 1, buckets, out=padded[:b * g].view(b, g))
+    padded[b * g :] = False
+    torch.gather(flagged, 1, buckets, out=padded[: b * g].view(b, g))
     flat = _sparse_nonzero(padded)
     same_bucket_before = _same_bucket_counts(dist, flat, buckets, match_bucket, matches, k + 2)
     ranks = below + same_bucket_before + torch.arange(1, m + 1, device=dev)
     return ranks, matches
 
 
-def _same_bucket_counts(dist: torch.Tensor, flat: torch.Tensor, buckets: torch.Tensor, match_bucket: torch.Tensor,
-                        matches: _Matches, buckets_per_row: int) -> torch.Tensor:
+def _same_bucket_counts(
+    dist: torch.Tensor,
+    flat: torch.Tensor,
+    buckets: torch.Tensor,
+    match_bucket: torch.Tensor,
+    matches: _Matches,
+    buckets_per_row: int,
+) -> torch.Tensor:
     """For each true match, how many of the entries at `flat` (flat indices into `dist`) share its
     bucket and come before it in (distance, gallery index) order.
 
@@ -263,8 +272,14 @@ def _default_buckets(num_gallery: int) -> int:
     return min(max(num_gallery // 4, 16), 8192)
 
 
-def _cuhk03_sampled(dist: torch.Tensor, gallery: _Gallery, q_pids: torch.Tensor, q_camids: torch.Tensor,
-                    uniforms: torch.Tensor, max_rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _cuhk03_sampled(
+    dist: torch.Tensor,
+    gallery: _Gallery,
+    q_pids: torch.Tensor,
+    q_camids: torch.Tensor,
+    uniforms: torch.Tensor,
+    max_rank: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Single-shot CMC per query, averaged over repeats; `uniforms` is (B, repeats, identities)."""
     dev = dist.device
     b = dist.shape[0]
@@ -291,8 +306,9 @@ def _cuhk03_sampled(dist: torch.Tensor, gallery: _Gallery, q_pids: torch.Tensor,
     return cmc, valid
 
 
-def _cuhk03_exact(dist: torch.Tensor, gallery: _Gallery, q_pids: torch.Tensor, q_camids: torch.Tensor,
-                  max_rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _cuhk03_exact(
+    dist: torch.Tensor, gallery: _Gallery, q_pids: torch.Tensor, q_camids: torch.Tensor, max_rank: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Expected single-shot CMC over all samplings (Poisson-binomial DP), per query."""
     dev = dist.device
     b, g = dist.shape
@@ -304,8 +320,9 @@ def _cuhk03_exact(dist: torch.Tensor, gallery: _Gallery, q_pids: torch.Tensor, q
         return cmc, valid
     identities = gallery.group_pids.numel()
     mv = matches.value[:, :, None]
-    before = (dist[:, None, :] < mv) | ((dist[:, None, :] == mv)
-                                         & (torch.arange(g, device=dev) < matches.index[:, :, None]))
+    before = (dist[:, None, :] < mv) | (
+        (dist[:, None, :] == mv) & (torch.arange(g, device=dev) < matches.index[:, :, None])
+    )
     counts = torch.zeros(b, m, identities, dtype=torch.float64, device=dev)
     counts.scatter_add_(2, gallery.group_of.expand(b, m, g), before.to(torch.float64))
     p = counts / gallery.group_size.to(torch.float64)
@@ -314,7 +331,7 @@ def _cuhk03_exact(dist: torch.Tensor, gallery: _Gallery, q_pids: torch.Tensor, q
     dp = torch.zeros(b, m, max_rank, dtype=torch.float64, device=dev)
     dp[..., 0] = 1.0
     for j in range(identities):
-        pj = p[..., j:j + 1]
+        pj = p[..., j : j + 1]
         shifted = torch.nn.functional.pad(dp[..., :-1], (1, 0))
         dp = dp * (1.0 - pj) + shifted * pj
     within = dp.cumsum(-1)  # P(rank <= k) at index k - 1
@@ -326,8 +343,18 @@ def _cuhk03_exact(dist: torch.Tensor, gallery: _Gallery, q_pids: torch.Tensor, q
 class _RankEvaluator:
     """Accumulates per-query results chunk by chunk (queries must arrive in order)."""
 
-    def __init__(self, g_pids: torch.Tensor, g_camids: torch.Tensor, *, max_rank: int, protocol: str,
-                 num_repeats: int, seed: int, exact: bool, num_buckets: int | None = None) -> None:
+    def __init__(
+        self,
+        g_pids: torch.Tensor,
+        g_camids: torch.Tensor,
+        *,
+        max_rank: int,
+        protocol: str,
+        num_repeats: int,
+        seed: int,
+        exact: bool,
+        num_buckets: int | None = None,
+    ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown evaluation protocol {protocol!r}; use one of {PROTOCOLS}")
         if max_rank < 1:
@@ -359,13 +386,12 @@ class _RankEvaluator:
             per_row = max(g, self.num_repeats * self.gallery.group_pids.numel())
         rows = max(1, _ELEMENTS_PER_STEP // per_row)
         for s in range(0, dist.shape[0], rows):
-            self._add_step(dist[s:s + rows], q_pids[s:s + rows], q_camids[s:s + rows])
+            self._add_step(dist[s : s + rows], q_pids[s : s + rows], q_camids[s : s + rows])
 
     def _add_step(self, dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor) -> None:
         dist = dist.contiguous()  # a copy only for transposed or strided inputs
         if self.protocol == "market":
-            ranks, matches = _match_ranks(dist, self.gallery, q_pids, q_camids, self.num_buckets,
-                                          self.workspace)
+            ranks, matches = _match_ranks(dist, self.gallery, q_pids, q_camids, self.num_buckets, self.workspace)
             valid = matches.count > 0
             if ranks.shape[1]:
                 slot = matches.slot
@@ -394,14 +420,16 @@ class _RankEvaluator:
         if num_valid == 0:
             raise ValueError(
                 f"no query has a true match in the gallery (0 of {valid.numel()} queries; a true match "
-                "has the query's pid and another camera): check that query and gallery ids overlap")
+                "has the query's pid and another camera): check that query and gallery ids overlap"
+            )
         skipped = valid.numel() - num_valid
         if skipped:
-            logger.warning("%d of %d queries have no true match in the gallery and were skipped",
-                           skipped, valid.numel())
+            logger.warning(
+                "%d of %d queries have no true match in the gallery and were skipped", skipped, valid.numel()
+            )
         if self.protocol == "market":
             first = torch.cat(self.first_rank).clamp_(max=self.max_rank + 1)
-            hits = torch.bincount(first - 1, minlength=self.max_rank + 1)[:self.max_rank]
+            hits = torch.bincount(first - 1, minlength=self.max_rank + 1)[: self.max_rank]
             cmc = (torch.cumsum(hits, 0).to(torch.float64) / num_valid).numpy()
             return cmc, float(torch.cat(self.ap).mean()), float(torch.cat(self.inp).mean())
         cmc = torch.cat(self.cmc_rows).mean(0).numpy()
@@ -422,10 +450,21 @@ def _cpu_threads(num_threads: int | None, device: torch.device) -> Iterator[None
         torch.set_num_threads(previous)
 
 
-def _check_ids(q_pids: IdVector, g_pids: IdVector, q_camids: IdVector, g_camids: IdVector, num_q: int,
-               num_g: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    ids = (_as_int_vector(q_pids, "q_pids", device), _as_int_vector(g_pids, "g_pids", device),
-           _as_int_vector(q_camids, "q_camids", device), _as_int_vector(g_camids, "g_camids", device))
+def _check_ids(
+    q_pids: IdVector,
+    g_pids: IdVector,
+    q_camids: IdVector,
+    g_camids: IdVector,
+    num_q: int,
+    num_g: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, ...]:
+    ids = (
+        _as_int_vector(q_pids, "q_pids", device),
+        _as_int_vector(g_pids, "g_pids", device),
+        _as_int_vector(q_camids, "q_camids", device),
+        _as_int_vector(g_camids, "g_camids", device),
+    )
     for t, n, name in zip(ids, (num_q, num_g, num_q, num_g), ("q_pids", "g_pids", "q_camids", "g_camids")):
         if t.numel() != n:
             side = "queries" if name.startswith("q") else "gallery images"
@@ -434,24 +473,72 @@ def _check_ids(q_pids: IdVector, g_pids: IdVector, q_camids: IdVector, g_camids:
 
 
 @overload
-def evaluate_rank(distmat: Array, q_pids: IdVector, g_pids: IdVector, q_camids: IdVector, g_camids: IdVector,
-                  max_rank: int = 50, protocol: str = "market", *, num_repeats: int = 10, seed: int = 0,
-                  exact: bool = False, return_minp: Literal[False] = False, num_buckets: int | None = None,
-                  num_threads: int | None = 1) -> tuple[np.ndarray, float]: ...
+def evaluate_rank(
+    distmat: Array,
+    q_pids: IdVector,
+    g_pids: IdVector,
+    q_camids: IdVector,
+    g_camids: IdVector,
+    max_rank: int = 50,
+    protocol: str = "market",
+    *,
+    num_repeats: int = 10,
+    seed: int = 0,
+    exact: bool = False,
+    return_minp: Literal[False] = False,
+    num_buckets: int | None = None,
+    num_threads: int | None = 1,
+) -> tuple[np.ndarray, float]: ...
 @overload
-def evaluate_rank(distmat: Array, q_pids: IdVector, g_pids: IdVector, q_camids: IdVector, g_camids: IdVector,
-                  max_rank: int = 50, protocol: str = "market", *, num_repeats: int = 10, seed: int = 0,
-                  exact: bool = False, return_minp: Literal[True], num_buckets: int | None = None,
-                  num_threads: int | None = 1) -> tuple[np.ndarray, float, float]: ...
+def evaluate_rank(
+    distmat: Array,
+    q_pids: IdVector,
+    g_pids: IdVector,
+    q_camids: IdVector,
+    g_camids: IdVector,
+    max_rank: int = 50,
+    protocol: str = "market",
+    *,
+    num_repeats: int = 10,
+    seed: int = 0,
+    exact: bool = False,
+    return_minp: Literal[True],
+    num_buckets: int | None = None,
+    num_threads: int | None = 1,
+) -> tuple[np.ndarray, float, float]: ...
 @overload
-def evaluate_rank(distmat: Array, q_pids: IdVector, g_pids: IdVector, q_camids: IdVector, g_camids: IdVector,
-                  max_rank: int = 50, protocol: str = "market", *, num_repeats: int = 10, seed: int = 0,
-                  exact: bool = False, return_minp: bool = False, num_buckets: int | None = None,
-                  num_threads: int | None = 1) -> tuple[np.ndarray, float] | tuple[np.ndarray, float, float]: ...
-def evaluate_rank(distmat: Array, q_pids: IdVector, g_pids: IdVector, q_camids: IdVector, g_camids: IdVector,
-                  max_rank: int = 50, protocol: str = "market", *, num_repeats: int = 10, seed: int = 0,
-                  exact: bool = False, return_minp: bool = False, num_buckets: int | None = None,
-                  num_threads: int | None = 1) -> tuple[np.ndarray, float] | tuple[np.ndarray, float, float]:
+def evaluate_rank(
+    distmat: Array,
+    q_pids: IdVector,
+    g_pids: IdVector,
+    q_camids: IdVector,
+    g_camids: IdVector,
+    max_rank: int = 50,
+    protocol: str = "market",
+    *,
+    num_repeats: int = 10,
+    seed: int = 0,
+    exact: bool = False,
+    return_minp: bool = False,
+    num_buckets: int | None = None,
+    num_threads: int | None = 1,
+) -> tuple[np.ndarray, float] | tuple[np.ndarray, float, float]: ...
+def evaluate_rank(
+    distmat: Array,
+    q_pids: IdVector,
+    g_pids: IdVector,
+    q_camids: IdVector,
+    g_camids: IdVector,
+    max_rank: int = 50,
+    protocol: str = "market",
+    *,
+    num_repeats: int = 10,
+    seed: int = 0,
+    exact: bool = False,
+    return_minp: bool = False,
+    num_buckets: int | None = None,
+    num_threads: int | None = 1,
+) -> tuple[np.ndarray, float] | tuple[np.ndarray, float, float]:
     """CMC and mAP (and optionally mINP) from a query x gallery distance matrix.
 
     ``protocol="market"`` (Market-1501, DukeMTMC-reID, CUHK03 767/700): for each query, gallery
@@ -499,20 +586,40 @@ def evaluate_rank(distmat: Array, q_pids: IdVector, g_pids: IdVector, q_camids: 
     dist = torch.as_tensor(distmat)
     if dist.dim() != 2:
         raise ValueError(f"distmat must be 2-D (num_query, num_gallery), got shape {tuple(dist.shape)}")
-    q_pids, g_pids, q_camids, g_camids = _check_ids(q_pids, g_pids, q_camids, g_camids, dist.shape[0],
-                                                    dist.shape[1], dist.device)
-    evaluator = _RankEvaluator(g_pids, g_camids, max_rank=max_rank, protocol=protocol,
-                               num_repeats=num_repeats, seed=seed, exact=exact, num_buckets=num_buckets)
+    q_pids, g_pids, q_camids, g_camids = _check_ids(
+        q_pids, g_pids, q_camids, g_camids, dist.shape[0], dist.shape[1], dist.device
+    )
+    evaluator = _RankEvaluator(
+        g_pids,
+        g_camids,
+        max_rank=max_rank,
+        protocol=protocol,
+        num_repeats=num_repeats,
+        seed=seed,
+        exact=exact,
+        num_buckets=num_buckets,
+    )
     with _cpu_threads(num_threads, dist.device):
         evaluator.add(dist, q_pids, q_camids)
     cmc, mean_ap, minp = evaluator.result()
     return (cmc, mean_ap, minp) if return_minp else (cmc, mean_ap)
 
 
-def evaluate_features(q_feats: Array, g_feats: Array, q_pids: IdVector, g_pids: IdVector, q_camids: IdVector,
-                      g_camids: IdVector, *, metric: str = "euclidean", max_rank: int = 50,
-                      protocol: str = "market", chunk_size: int | None = None,
-                      device: torch.device | str | None = None, **protocol_kw: Any) -> dict:
+def evaluate_features(
+    q_feats: Array,
+    g_feats: Array,
+    q_pids: IdVector,
+    g_pids: IdVector,
+    q_camids: IdVector,
+    g_camids: IdVector,
+    *,
+    metric: str = "euclidean",
+    max_rank: int = 50,
+    protocol: str = "market",
+    chunk_size: int | None = None,
+    device: torch.device | str | None = None,
+    **protocol_kw: Any,
+) -> dict:
     """Rank a gallery for each query from features, computing distances one query block at a time.
 
     The full query x gallery matrix is never built: each block of `chunk_size` queries is compared
@@ -545,11 +652,17 @@ def evaluate_features(q_feats: Array, g_feats: Array, q_pids: IdVector, g_pids: 
     dev = torch.device(device) if device is not None else q.device
     dtype = torch.float64 if torch.float64 in (q.dtype, g.dtype) else torch.float32
     g = g.to(device=dev, dtype=dtype)
-    q_pids, g_pids, q_camids, g_camids = _check_ids(q_pids, g_pids, q_camids, g_camids, q.shape[0],
-                                                    g.shape[0], dev)
-    evaluator = _RankEvaluator(g_pids, g_camids, max_rank=max_rank, protocol=protocol,
-                               num_repeats=protocol_kw.get("num_repeats", 10), seed=protocol_kw.get("seed", 0),
-                               exact=protocol_kw.get("exact", False), num_buckets=protocol_kw.get("num_buckets"))
+    q_pids, g_pids, q_camids, g_camids = _check_ids(q_pids, g_pids, q_camids, g_camids, q.shape[0], g.shape[0], dev)
+    evaluator = _RankEvaluator(
+        g_pids,
+        g_camids,
+        max_rank=max_rank,
+        protocol=protocol,
+        num_repeats=protocol_kw.get("num_repeats", 10),
+        seed=protocol_kw.get("seed", 0),
+        exact=protocol_kw.get("exact", False),
+        num_buckets=protocol_kw.get("num_buckets"),
+    )
     if chunk_size is None:
         chunk_size = max(1, _DISTANCE_ELEMENTS_PER_CHUNK // max(g.shape[0], 1))
     if chunk_size < 1:
@@ -560,13 +673,13 @@ def evaluate_features(q_feats: Array, g_feats: Array, q_pids: IdVector, g_pids: 
         g_sqnorm = g.pow(2).sum(1)
     with torch.no_grad():
         for s in range(0, q.shape[0], chunk_size):
-            block = q[s:s + chunk_size].to(device=dev, dtype=dtype)
+            block = q[s : s + chunk_size].to(device=dev, dtype=dtype)
             if metric == "cosine":
                 dist = 1.0 - torch.nn.functional.normalize(block, dim=1) @ g.t()
             else:
                 dist = squared_euclidean(block, g, g_sqnorm)
             with _cpu_threads(protocol_kw.get("num_threads", 1), dev):
-                evaluator.add(dist, q_pids[s:s + chunk_size], q_camids[s:s + chunk_size])
+                evaluator.add(dist, q_pids[s : s + chunk_size], q_camids[s : s + chunk_size])
     cmc, mean_ap, minp = evaluator.result()
     out: dict[str, np.ndarray | float] = {"cmc": cmc}
     for k in _REPORTED_RANKS:

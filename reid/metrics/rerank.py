@@ -55,15 +55,15 @@ def nearest_neighbours(dist: np.ndarray, k: int, block_rows: int | None = None) 
     block_rows = block_rows or max(1, (1 << 22) // max(n_cols, 1))
     out = np.empty((n_rows, k), dtype=np.int64)
     for start in range(0, n_rows, block_rows):
-        rows = dist[start:start + block_rows]
-        kth = np.partition(rows, k - 1, axis=1)[:, k - 1:k]
+        rows = dist[start : start + block_rows]
+        kth = np.partition(rows, k - 1, axis=1)[:, k - 1 : k]
         below = rows < kth
         at_kth = rows == kth
         room = k - below.sum(1, keepdims=True)
         chosen = below | (at_kth & (np.cumsum(at_kth, axis=1) <= room))
         cols = np.nonzero(chosen)[1].reshape(len(rows), k)  # ascending column order per row
         order = np.argsort(np.take_along_axis(rows, cols, 1), axis=1, kind="stable")
-        out[start:start + len(rows)] = np.take_along_axis(cols, order, 1)
+        out[start : start + len(rows)] = np.take_along_axis(cols, order, 1)
     return out
 
 
@@ -74,9 +74,17 @@ def _reciprocal(neighbours: np.ndarray, n: int) -> sp.csr_matrix:
     return a.multiply(a.T).tocsr()
 
 
-def re_ranking(q_g_dist: npt.ArrayLike, q_q_dist: npt.ArrayLike, g_g_dist: npt.ArrayLike, k1: int = 20,
-               k2: int = 6, lambda_value: float = 0.3, *, kernel_normalize: bool = True,
-               strict_expansion: bool = False) -> np.ndarray:
+def re_ranking(
+    q_g_dist: npt.ArrayLike,
+    q_q_dist: npt.ArrayLike,
+    g_g_dist: npt.ArrayLike,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    *,
+    kernel_normalize: bool = True,
+    strict_expansion: bool = False,
+) -> np.ndarray:
     """Re-rank with k-reciprocal encoding (see the module docstring for each step and choice).
 
     Args:
@@ -101,8 +109,10 @@ def re_ranking(q_g_dist: npt.ArrayLike, q_q_dist: npt.ArrayLike, g_g_dist: npt.A
     g_g = _as_matrix(g_g_dist, "g_g_dist")
     num_q, num_g = q_g.shape
     if q_q.shape != (num_q, num_q) or g_g.shape != (num_g, num_g):
-        raise ValueError(f"q_g_dist is {q_g.shape}, so q_q_dist must be {(num_q, num_q)} and g_g_dist "
-                         f"{(num_g, num_g)}; got {q_q.shape} and {g_g.shape}")
+        raise ValueError(
+            f"q_g_dist is {q_g.shape}, so q_q_dist must be {(num_q, num_q)} and g_g_dist "
+            f"{(num_g, num_g)}; got {q_q.shape} and {g_g.shape}"
+        )
     dist = np.block([[q_q, q_g], [q_g.T, g_g]])  # float32 only if all three are
     n = num_q + num_g
 
@@ -111,8 +121,8 @@ def re_ranking(q_g_dist: npt.ArrayLike, q_q_dist: npt.ArrayLike, g_g_dist: npt.A
 
     half = int(np.around(k1 / 2.0))
     neighbours = nearest_neighbours(dist, max(k1, half, k2 - 1) + 1)
-    recip = _reciprocal(neighbours[:, :k1 + 1], n)
-    recip_half = _reciprocal(neighbours[:, :half + 1], n)
+    recip = _reciprocal(neighbours[:, : k1 + 1], n)
+    recip_half = _reciprocal(neighbours[:, : half + 1], n)
     # overlap[p, q] = |R(p, k1) & R(q, k1/2)|, needed only where q is in R(p, k1)
     overlap = recip.multiply(recip @ recip_half.T).tocoo()
     half_size = np.asarray(recip_half.sum(1)).ravel()
@@ -127,14 +137,16 @@ def re_ranking(q_g_dist: npt.ArrayLike, q_q_dist: npt.ArrayLike, g_g_dist: npt.A
     v = sp.diags(1.0 / np.asarray(v.sum(1)).ravel()) @ v
     if k2 > 1:
         qe_rows = np.repeat(np.arange(n), k2)
-        averaging = sp.csr_matrix((np.full(qe_rows.size, 1.0 / k2), (qe_rows, neighbours[:, :k2].ravel())),
-                                  shape=(n, n))
+        averaging = sp.csr_matrix(
+            (np.full(qe_rows.size, 1.0 / k2), (qe_rows, neighbours[:, :k2].ravel())), shape=(n, n)
+        )
         v = (averaging @ v).tocsr()
     v.eliminate_zeros()
 
     jaccard = _jaccard(v[:num_q].tocsr(), v[num_q:].tocsc(), num_g)
-    logger.debug("re-ranked %d queries against %d gallery images (k1=%d, k2=%d, lambda=%g)",
-                 num_q, num_g, k1, k2, lambda_value)
+    logger.debug(
+        "re-ranked %d queries against %d gallery images (k1=%d, k2=%d, lambda=%g)", num_q, num_g, k1, k2, lambda_value
+    )
     return (1.0 - lambda_value) * jaccard + lambda_value * q_g.astype(np.float64)
 
 

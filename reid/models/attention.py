@@ -267,12 +267,8 @@ class AttentionPath(nn.Module):
         self.upsample_mode = upsample_mode
         self.entry = Bottleneck(in_channels, mid, out_channels, stride, groups)
         self.pool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.encoder = nn.ModuleList(
-            Bottleneck(out_channels, mid, out_channels, 1, groups) for _ in range(num_pools)
-        )
-        self.decoder = nn.ModuleList(
-            Bottleneck(out_channels, mid, out_channels, 1, groups) for _ in range(num_pools)
-        )
+        self.encoder = nn.ModuleList(Bottleneck(out_channels, mid, out_channels, 1, groups) for _ in range(num_pools))
+        self.decoder = nn.ModuleList(Bottleneck(out_channels, mid, out_channels, 1, groups) for _ in range(num_pools))
         self.head: nn.Module = (
             DecomposedAttentionHead(out_channels, groups, spatial_kernel, channel_reduction, norm)
             if decompose
@@ -338,9 +334,7 @@ class AttentionBlock(nn.Module):
         residual: output ``(1 + m) * a`` (Eq. 7) if True, else ``m * a`` (Eq. 5).
     """
 
-    def __init__(
-        self, units: nn.Sequential, attention: AttentionPath | None = None, residual: bool = True
-    ) -> None:
+    def __init__(self, units: nn.Sequential, attention: AttentionPath | None = None, residual: bool = True) -> None:
         super().__init__()
         self.units = units
         self.attention = attention

@@ -102,9 +102,7 @@ class Bottleneck(nn.Module):
         g = groups
         self.conv1 = nn.Conv2d(g * in_channels, g * mid_channels, 1, bias=False, groups=g)
         self.bn1 = nn.BatchNorm2d(g * mid_channels)
-        self.conv2 = nn.Conv2d(
-            g * mid_channels, g * mid_channels, 3, stride=stride, padding=1, bias=False, groups=g
-        )
+        self.conv2 = nn.Conv2d(g * mid_channels, g * mid_channels, 3, stride=stride, padding=1, bias=False, groups=g)
         self.bn2 = nn.BatchNorm2d(g * mid_channels)
         self.conv3 = nn.Conv2d(g * mid_channels, g * out_channels, 1, bias=False, groups=g)
         self.bn3 = nn.BatchNorm2d(g * out_channels)

@@ -24,9 +24,7 @@ def count_parameters(net: nn.Module, exclude_classifier: bool = False) -> int:
     Classifiers are the modules named ``classifier`` (the convention of every model in reid.models).
     """
     return sum(
-        param.numel()
-        for name, param in net.named_parameters()
-        if not (exclude_classifier and _is_classifier(name))
+        param.numel() for name, param in net.named_parameters() if not (exclude_classifier and _is_classifier(name))
     )
 
 

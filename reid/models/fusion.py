@@ -57,8 +57,16 @@ class Fusion(nn.Module):
     has_fused_classifier: bool = True
 
     @classmethod
-    def build(cls, *, global_dim: int, part_dim: int, num_classes: int, fusion_dim: int | None, dropout: float,
-              inter_norm: str) -> "Fusion":
+    def build(
+        cls,
+        *,
+        global_dim: int,
+        part_dim: int,
+        num_classes: int,
+        fusion_dim: int | None,
+        dropout: float,
+        inter_norm: str,
+    ) -> "Fusion":
         """The fusion from the network's options (each fusion takes the ones it needs)."""
         raise NotImplementedError
 
@@ -136,8 +144,9 @@ class FCFusion(Fusion):
     keeps_branch_columns = False  # the fusion layer mixes the branches
 
     @classmethod
-    def build(cls, *, global_dim: int, part_dim: int, num_classes: int, fusion_dim: int | None, dropout: float,
-              **_: object) -> "FCFusion":
+    def build(
+        cls, *, global_dim: int, part_dim: int, num_classes: int, fusion_dim: int | None, dropout: float, **_: object
+    ) -> "FCFusion":
         """An FC fusion layer with its own classifier."""
         return cls(global_dim, part_dim, num_classes, fusion_dim, dropout)
 
@@ -182,8 +191,9 @@ class InterAttentionFusion(Fusion):
         self.classifier = nn.Linear(self.out_dim, num_classes)
 
     @classmethod
-    def build(cls, *, global_dim: int, part_dim: int, num_classes: int, dropout: float, inter_norm: str,
-              **_: object) -> "InterAttentionFusion":
+    def build(
+        cls, *, global_dim: int, part_dim: int, num_classes: int, dropout: float, inter_norm: str, **_: object
+    ) -> "InterAttentionFusion":
         """Inter-attention with its fused classifier."""
         return cls(global_dim, part_dim, num_classes, dropout, inter_norm)
 
@@ -214,7 +224,11 @@ def make_fusion(
     if fusion not in FUSION_REGISTRY:
         raise ValueError(f"fusion must be one of {tuple(FUSION_REGISTRY)}, got {fusion!r}")
     return FUSION_REGISTRY[fusion].build(
-        global_dim=global_dim, part_dim=part_dim, num_classes=num_classes, fusion_dim=fusion_dim, dropout=dropout,
+        global_dim=global_dim,
+        part_dim=part_dim,
+        num_classes=num_classes,
+        fusion_dim=fusion_dim,
+        dropout=dropout,
         inter_norm=inter_norm,
     )
 

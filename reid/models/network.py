@@ -32,6 +32,7 @@ STEM_CHANNELS = 32
 GLOBAL_STAGE_WIDTHS = (32, 64, 128, 256)
 PART_STAGE_WIDTHS = (16, 32, 64, 128)
 
+
 @dataclass
 class NetworkOutput:
     """Everything one forward pass produces.

@@ -449,7 +449,9 @@ class ExtractOptions:
     overwrite: bool = option(False, "extract again images that already have a keypoint file")
     limit: Optional[int] = option(None, "extract at most this many images (a trial run)", low=1)
     estimator: str = option("mediapipe", "the pose estimator (reid.pose.extract.register_estimator)")
-    estimator_options: Dict[str, Any] = option({}, "the estimator's options, added as +estimator_options.min_visibility=0.3")
+    estimator_options: Dict[str, Any] = option(
+        {}, "the estimator's options, added as +estimator_options.min_visibility=0.3"
+    )
 
 
 def extract_dataset(options: ExtractOptions) -> ExtractionCounts:

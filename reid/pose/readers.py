@@ -200,9 +200,7 @@ def _parse_csv_list(field: str, column: str, where: str) -> np.ndarray:
     try:
         values = json.loads(field)
     except json.JSONDecodeError:
-        raise KeypointFormatError(
-            f"{where}: {column} {field.strip()[:40]!r} is not a JSON list of integers"
-        ) from None
+        raise KeypointFormatError(f"{where}: {column} {field.strip()[:40]!r} is not a JSON list of integers") from None
     array = _numbers_or_raise(values, column, where)
     if array.size != NUM_JOINTS:
         raise KeypointFormatError(f"{where}: {column} has {array.size} joints, expected {NUM_JOINTS} (OpenPose order)")

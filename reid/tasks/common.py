@@ -135,8 +135,20 @@ def build_datamodule(cfg: DictConfig) -> Any:
 
 
 # what a test set takes from the training set's config: the network's input and the loaders
-TEST_SET_KEYS = ("whole_size", "part_size", "beta", "regions", "pose", "strips", "augment", "eval_batch_size",
-                 "num_workers", "pin_memory", "on_bad_sample", "verify_images")
+TEST_SET_KEYS = (
+    "whole_size",
+    "part_size",
+    "beta",
+    "regions",
+    "pose",
+    "strips",
+    "augment",
+    "eval_batch_size",
+    "num_workers",
+    "pin_memory",
+    "on_bad_sample",
+    "verify_images",
+)
 
 
 def build_test_sets(cfg: DictConfig) -> dict[str, Any]:
@@ -163,8 +175,11 @@ def build_test_sets(cfg: DictConfig) -> dict[str, Any]:
         data_cfg = OmegaConf.create(OmegaConf.to_container(option.data, resolve=True))
         for key in TEST_SET_KEYS:
             if key in cfg.data:
-                data_cfg[key] = OmegaConf.to_container(cfg.data[key], resolve=True) if isinstance(
-                    cfg.data[key], (DictConfig, ListConfig)) else cfg.data[key]
+                data_cfg[key] = (
+                    OmegaConf.to_container(cfg.data[key], resolve=True)
+                    if isinstance(cfg.data[key], (DictConfig, ListConfig))
+                    else cfg.data[key]
+                )
         data_cfg.root = str(cfg.data.root)
         data_cfg.sampler_seed = None  # evaluation only: no training order
         data_cfg.test_sets = []
@@ -212,7 +227,9 @@ def format_table(metrics: dict[str, float]) -> str:
 
 
 @contextmanager
-def terminated_as_error(trainer: pl.Trainer, output_dir: Path, stage: str, saver: InterruptCheckpoint) -> Iterator[None]:
+def terminated_as_error(
+    trainer: pl.Trainer, output_dir: Path, stage: str, saver: InterruptCheckpoint
+) -> Iterator[None]:
     """Turns Lightning's SIGTERM exit (a ``SystemExit`` with status 0) into :class:`RunInterrupted`, logged."""
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -228,7 +245,9 @@ def terminated_as_error(trainer: pl.Trainer, output_dir: Path, stage: str, saver
         where = f"at epoch {trainer.current_epoch}, step {trainer.global_step}"
         resume = (
             f"the last checkpoint is {checkpoint}: resume with `python train.py <same overrides> "
-            f"hydra.run.dir={output_dir} ckpt_path=last`" if checkpoint else "no checkpoint was written yet"
+            f"hydra.run.dir={output_dir} ckpt_path=last`"
+            if checkpoint
+            else "no checkpoint was written yet"
         )
         message = f"terminated by SIGTERM during {stage} {where}; {resume}"
         log.error(message)

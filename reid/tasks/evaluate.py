@@ -19,6 +19,7 @@ from reid.tasks.common import (
 
 log = logging.getLogger(__name__)
 
+
 def _eval_device(cfg: DictConfig) -> torch.device:
     """``eval.device``: ``auto`` takes the GPU when there is one and the trainer may use it."""
     choice = str(cfg.eval.get("device", "auto"))
@@ -40,8 +41,16 @@ def _use_stored_model_config(cfg: DictConfig, checkpoint: dict[str, Any]) -> Non
 
 # what the network saw in training: evaluate.py takes them from the checkpoint unless given explicitly
 INPUT_KEYS = (
-    "whole_size", "part_size", "beta", "augment.normalize", "augment.mean", "augment.scale",
-    "pose.min_conf", "pose.min_joints", "pose.max_outside", "strips.layout",
+    "whole_size",
+    "part_size",
+    "beta",
+    "augment.normalize",
+    "augment.mean",
+    "augment.scale",
+    "pose.min_conf",
+    "pose.min_joints",
+    "pose.max_outside",
+    "strips.layout",
 )
 
 
@@ -78,7 +87,9 @@ def use_stored_input_config(cfg: DictConfig, checkpoint: dict[str, Any], explici
         shown_trained = OmegaConf.to_container(trained) if isinstance(trained, (DictConfig, ListConfig)) else trained
         if f"data.{key}" in explicit:
             notices.append(f"data.{key}={current} as given, but the checkpoint was trained with {shown_trained}")
-            log.warning("evaluating with data.%s=%s as given; the checkpoint was trained with %s", key, current, shown_trained)
+            log.warning(
+                "evaluating with data.%s=%s as given; the checkpoint was trained with %s", key, current, shown_trained
+            )
             continue
         with open_dict(cfg):
             OmegaConf.update(cfg.data, key, trained, merge=False)
@@ -138,8 +149,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         log.info("scoring the saved features %s (no model)", cfg.features_path)
     else:
         if not cfg.get("ckpt_path"):
-            raise FileNotFoundError("nothing to evaluate: pass ckpt_path=<run dir>/checkpoints/last.ckpt "
-                                    "or features_path=<features.pt>")
+            raise FileNotFoundError(
+                "nothing to evaluate: pass ckpt_path=<run dir>/checkpoints/last.ckpt or features_path=<features.pt>"
+            )
         checkpoint = load_checkpoint(cfg.ckpt_path)
         _use_stored_model_config(cfg, checkpoint)  # before the data: data.regions follows model.regions
         input_notices = use_stored_input_config(cfg, checkpoint)
@@ -148,9 +160,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         eval_set = datamodule.eval_set
         health = AttentionHealth(keep_mu_values=False)
         features = extract_features(
-            module, datamodule.val_dataloader(), paths=[r.image_path for r in eval_set.records],
-            boxes=eval_set.boxes, protocol=datamodule.dataset.protocol, flip=bool(e.flip), device=_eval_device(cfg),
-            rows=None if e.branches else ["all"], attention_health=health,
+            module,
+            datamodule.val_dataloader(),
+            paths=[r.image_path for r in eval_set.records],
+            boxes=eval_set.boxes,
+            protocol=datamodule.dataset.protocol,
+            flip=bool(e.flip),
+            device=_eval_device(cfg),
+            rows=None if e.branches else ["all"],
+            attention_health=health,
         )
         attention = health.compute()
         if e.attention_knockout and getattr(module.net, "intra_attention", False):
@@ -165,8 +183,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     results = score_features(features, rows=rows, **options, **protocol_kw)
     if e.rerank:
         results["all_rerank"] = rerank_scores(
-            features, distance=options["distance"], k1=int(e.rerank_k1), k2=int(e.rerank_k2),
-            lambda_value=float(e.rerank_lambda), max_images=int(e.rerank_max_images), max_rank=options["max_rank"],
+            features,
+            distance=options["distance"],
+            k1=int(e.rerank_k1),
+            k2=int(e.rerank_k2),
+            lambda_value=float(e.rerank_lambda),
+            max_images=int(e.rerank_max_images),
+            max_rank=options["max_rank"],
             **protocol_kw,
         )
     metrics: dict[str, Any] = dict(plain_metrics(results["all"]))
@@ -187,7 +210,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     table = results_table({("Global + part, re-ranked" if k == "all_rerank" else k): v for k, v in results.items()})
     write_metrics(metrics, output_dir)
     write_evaluation_outputs(
-        cfg, features, results, table, output_dir, module=module, attention_health=attention,
+        cfg,
+        features,
+        results,
+        table,
+        output_dir,
+        module=module,
+        attention_health=attention,
         eval_set=datamodule.eval_set if datamodule is not None else None,
     )
     print(table)

@@ -27,6 +27,7 @@ from reid.tasks.common import (
 
 log = logging.getLogger(__name__)
 
+
 def warn_if_pretraining_missing(cfg: DictConfig) -> bool:
     """One warning line when the recipe expects pre-trained weights (``expect_pretrained``) and none are given."""
     if not cfg.get("expect_pretrained") or cfg.model.get("pretrained") or cfg.get("ckpt_path"):
@@ -61,10 +62,12 @@ def _limit_validation(cfg: DictConfig, datamodule: Any) -> dict[str, Any] | None
         subset = datamodule.limit_eval(batches, at_least_one=True, setting="trainer.fast_dev_run")
     elif overfit:
         if isinstance(overfit, float) and not overfit.is_integer():
-            raise ConfigError([
-                f"trainer.overfit_batches={overfit}: give a number of batches (e.g. 3); a fraction would cut "
-                "validation between the queries and their gallery"
-            ])
+            raise ConfigError(
+                [
+                    f"trainer.overfit_batches={overfit}: give a number of batches (e.g. 3); a fraction would cut "
+                    "validation between the queries and their gallery"
+                ]
+            )
         subset = datamodule.limit_eval(int(overfit), at_least_one=True, setting="trainer.overfit_batches")
     else:
         limit = trainer_cfg.get("limit_val_batches", 1.0)
@@ -142,7 +145,10 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
         # Lightning refuses a LearningRateMonitor without a logger; logger=none should just work
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
         # the data module serves the subset whole
         **({"limit_val_batches": 1.0} if eval_subset and eval_subset["setting"] == "trainer.limit_val_batches" else {}),
     )

@@ -40,7 +40,6 @@ SIZES = {
 """Named input sizes: (whole H x W, part h x w)."""
 
 
-
 def distinct_networks() -> list[str]:
     """The models of ``conf/model/`` whose networks differ (``aligned`` is ``baseline``'s network on other crops)."""
     names: list[str] = []
@@ -253,10 +252,15 @@ def bench(options: BenchOptions) -> int:
     for name in options.variants:
         model_variant(name)  # an unknown model is one error line naming the models
     unknown = [size for size in options.sizes if size not in SIZES] + [
-        layout for layout in options.parts_layout or [] if layout not in ("grouped", "separate")]
+        layout for layout in options.parts_layout or [] if layout not in ("grouped", "separate")
+    ]
     if unknown:
-        raise ConfigError([f"unknown size or parts layout {unknown[0]!r} (fix: sizes from {', '.join(SIZES)}, "
-                           "parts_layout from grouped, separate)"])
+        raise ConfigError(
+            [
+                f"unknown size or parts layout {unknown[0]!r} (fix: sizes from {', '.join(SIZES)}, "
+                "parts_layout from grouped, separate)"
+            ]
+        )
     options.threads = options.threads or max(1, torch.get_num_threads())
     options.device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
     rows = run(options)

@@ -111,8 +111,9 @@ class ExportOptions:
     opset: Optional[int] = option(None, "ONNX opset (default: 17; 18 with exporter=dynamo)", low=7)
     check: bool = option(True, "run the exported model in onnxruntime and compare with PyTorch")
     batch: int = option(2, "the example batch traced; the check runs batches 1 and batch + 1", low=1)
-    tolerance: float = option(1e-3, "largest difference accepted, relative to the largest feature", low=0.0,
-                              low_open=True)
+    tolerance: float = option(
+        1e-3, "largest difference accepted, relative to the largest feature", low=0.0, low_open=True
+    )
     seed: int = option(0, "seed of the check's random inputs")
     exporter: str = option("torchscript", "torchscript, or dynamo (needs `pip install onnxscript`)")
 
@@ -168,7 +169,9 @@ def parse_options(argv: Sequence[str]) -> ExportOptions:
 
 def _validate(options: ExportOptions) -> None:
     if not options.ckpt_path:
-        raise ExportError("ckpt_path is required: python -m reid.tools.export ckpt_path=<run dir>/checkpoints/last.ckpt")
+        raise ExportError(
+            "ckpt_path is required: python -m reid.tools.export ckpt_path=<run dir>/checkpoints/last.ckpt"
+        )
     if options.format not in FORMATS:
         raise ExportError(f"format={options.format} is not supported; the only export format is onnx (format=onnx)")
     if options.exporter not in EXPORTERS:
@@ -468,9 +471,7 @@ def export_and_check(options: ExportOptions) -> int:
             f"(largest |feature| {check.max_abs_feature:.3g}, allowed {check.allowed(options.tolerance):.3g})"
         )
         if check.onnx_error is not None:
-            line += (
-                f"; vs float64: onnxruntime {check.onnx_error:.3g}, PyTorch float32 {check.torch_error:.3g}"
-            )
+            line += f"; vs float64: onnxruntime {check.onnx_error:.3g}, PyTorch float32 {check.torch_error:.3g}"
         print(f"{line}: {'ok' if check.passed(options.tolerance) else 'FAILED'}")
     if not result.passed(options.tolerance):
         print(

@@ -42,8 +42,12 @@ log = logging.getLogger(__name__)
 
 #: Table 6's column order (data config groups); other data sets follow, sorted by name.
 DATA_ORDER = ("market", "duke", "cuhk03_labeled", "cuhk03_detected")
-DATA_LABELS = {"market": "Market-1501", "duke": "DukeMTMC-reID", "cuhk03_labeled": "CUHK03-L",
-               "cuhk03_detected": "CUHK03-D"}
+DATA_LABELS = {
+    "market": "Market-1501",
+    "duke": "DukeMTMC-reID",
+    "cuhk03_labeled": "CUHK03-L",
+    "cuhk03_detected": "CUHK03-D",
+}
 #: data.name values -> data config group, for runs without hydra.yaml
 DATASET_GROUPS = {"market1501": "market", "dukemtmcreid": "duke"}
 UNKNOWN = "?"
@@ -53,8 +57,10 @@ BETA_KEY = "data.beta"
 
 def sweep_command() -> str:
     """The command that trains every model (for the message of a report without runs)."""
-    return (f"python train.py -m model={','.join(model_names())} "
-            "(or model.lambda_intra=0,0.1,0.5 / data.beta=0,0.0625,0.125)")
+    return (
+        f"python train.py -m model={','.join(model_names())} "
+        "(or model.lambda_intra=0,0.1,0.5 / data.beta=0,0.0625,0.125)"
+    )
 
 
 class ReportError(ReidError):
@@ -130,8 +136,9 @@ def _model_variant(config: DictConfig | None) -> str:
     if config is None or _select(config, "model") is None:
         return UNKNOWN
     variants = model_variants()
-    distinguishing = sorted({key for variant in variants for key in variant.net
-                             if len({repr(v.net.get(key)) for v in variants}) > 1})
+    distinguishing = sorted(
+        {key for variant in variants for key in variant.net if len({repr(v.net.get(key)) for v in variants}) > 1}
+    )
     regions = _select(config, "model.regions")
     for variant in variants:
         if regions == variant.regions and all(
@@ -144,7 +151,9 @@ def _model_variant(config: DictConfig | None) -> str:
 
 def _model_overrides(overrides: Sequence[str]) -> list[str]:
     """Command-line changes to the model other than lambda: they make a different variant."""
-    return sorted(o for o in overrides if o.lstrip("+~").startswith("model.") and not o.lstrip("+~").startswith(LAMBDA_KEY))
+    return sorted(
+        o for o in overrides if o.lstrip("+~").startswith("model.") and not o.lstrip("+~").startswith(LAMBDA_KEY)
+    )
 
 
 def _describe_run(run_dir: Path) -> tuple[str, str, float | None, float | None, list[str], list[str]]:
@@ -156,7 +165,9 @@ def _describe_run(run_dir: Path) -> tuple[str, str, float | None, float | None, 
     overrides_cfg = _load_yaml(hydra_dir / "overrides.yaml")
     overrides = [str(o) for o in overrides_cfg] if isinstance(overrides_cfg, ListConfig) else []
     if config is None:
-        notes.append(f"{run_dir}: no readable .hydra/config.yaml, so model, data set, lambda and beta are unknown ({UNKNOWN})")
+        notes.append(
+            f"{run_dir}: no readable .hydra/config.yaml, so model, data set, lambda and beta are unknown ({UNKNOWN})"
+        )
         return UNKNOWN, UNKNOWN, None, None, overrides, notes
 
     model_choice = _select(hydra, "hydra.runtime.choices.model")
@@ -177,8 +188,10 @@ def _describe_run(run_dir: Path) -> tuple[str, str, float | None, float | None, 
         # group is only a default, so take the variant from the training run that made the checkpoint
         trained = _training_run_of(config, hydra)
         if trained is None:
-            notes.append(f"{run_dir}: evaluation run whose checkpoint's training run was not found "
-                         f"(ckpt_path={_select(config, 'ckpt_path')}): model and lambda unknown ({UNKNOWN})")
+            notes.append(
+                f"{run_dir}: evaluation run whose checkpoint's training run was not found "
+                f"(ckpt_path={_select(config, 'ckpt_path')}): model and lambda unknown ({UNKNOWN})"
+            )
             model, lambda_intra, model_overrides = UNKNOWN, None, []
         else:
             model, _, lambda_intra, train_beta, _, _ = _describe_run(trained)  # model names its overrides
@@ -210,7 +223,9 @@ def _read_metrics(path: Path) -> tuple[dict[str, float], dict[str, Any]]:
     except (OSError, ValueError) as err:
         raise ReportError(f"{path} is not valid JSON ({err}): delete it or re-run that job") from None
     if not isinstance(raw, dict):
-        raise ReportError(f"{path} must hold a JSON object of metrics, got {type(raw).__name__}: delete it or re-run that job")
+        raise ReportError(
+            f"{path} must hold a JSON object of metrics, got {type(raw).__name__}: delete it or re-run that job"
+        )
     metrics = {}
     for key, value in raw.items():
         number = _as_float(value)
@@ -229,8 +244,9 @@ def _metrics_files(root: Path) -> list[Path]:
     """metrics.json files below ``root``, leaving out any inside another run's folder (e.g. a logger's)."""
     found = []
     for path in sorted(root.rglob("metrics.json"), key=_natural_key):
-        nested = any((parent / ".hydra").is_dir() for parent in path.parent.parents
-                     if parent == root or root in parent.parents)
+        nested = any(
+            (parent / ".hydra").is_dir() for parent in path.parent.parents if parent == root or root in parent.parents
+        )
         if not nested:
             found.append(path)
     return found
@@ -248,10 +264,14 @@ def collect_runs(paths: Iterable[str | Path]) -> list[RunResult]:
     """
     roots = [Path(p) for p in paths]
     if not roots:
-        raise ReportError("no folder given: pass a multirun folder (outputs/train/multiruns/<date_time>) or run folders")
+        raise ReportError(
+            "no folder given: pass a multirun folder (outputs/train/multiruns/<date_time>) or run folders"
+        )
     for root in roots:
         if not root.is_dir():
-            raise ReportError(f"{root} is not a folder: pass a multirun folder (outputs/train/multiruns/<date_time>) or run folders")
+            raise ReportError(
+                f"{root} is not a folder: pass a multirun folder (outputs/train/multiruns/<date_time>) or run folders"
+            )
     seen: set[Path] = set()
     runs: list[RunResult] = []
     for root in roots:
@@ -265,8 +285,10 @@ def collect_runs(paths: Iterable[str | Path]) -> list[RunResult]:
             runs.append(RunResult(run_dir, model, data, lambda_intra, beta, metrics, overrides, notes, attention))
     if not runs:
         names = ", ".join(str(r) for r in roots)
-        raise ReportError(f"no metrics.json below {names}: train first, e.g. `{sweep_command()}` "
-                          "(runs write metrics.json when training ends)")
+        raise ReportError(
+            f"no metrics.json below {names}: train first, e.g. `{sweep_command()}` "
+            "(runs write metrics.json when training ends)"
+        )
     return runs
 
 
@@ -319,7 +341,7 @@ def _metric_values(runs: Sequence[RunResult], key: str) -> list[float]:
 
 
 def _r1_map_cell(runs: Sequence[RunResult], spread: bool = True) -> str:
-    """"R1 / mAP" in percent, averaged over ``runs``; with ``spread``, ``± std`` when several;
+    """ "R1 / mAP" in percent, averaged over ``runs``; with ``spread``, ``± std`` when several;
     ``(n=...)`` when several."""
     if not runs:
         return ""
@@ -367,15 +389,21 @@ def ablation_table(runs: Sequence[RunResult]) -> str:
     variant's settings by lambda then beta. Cells are "R1 / mAP" in percent; runs sharing a cell
     are averaged, shown with ± the sample standard deviation and their number n.
     """
-    cells: dict[tuple[str, float | None, float | None], dict[str, list[RunResult]]] = defaultdict(lambda: defaultdict(list))
+    cells: dict[tuple[str, float | None, float | None], dict[str, list[RunResult]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
     for run in runs:
         cells[(run.model, _setting(run.lambda_intra), _setting(run.beta))][run.data].append(run)
     columns = sorted({run.data for run in runs}, key=_data_rank)
     keys = sorted(cells, key=lambda k: (_model_rank(k[0]), _sort_setting(k[1]), _sort_setting(k[2])))
-    rows = [[model, format_lambda(lam), format_beta(beta)] + [_r1_map_cell(cells[(model, lam, beta)].get(d, [])) for d in columns]
-            for model, lam, beta in keys]
-    return _markdown_table(["model", "λ", "β"] + [data_label(d) for d in columns], rows,
-                           [":---", "---:", "---:"] + ["---:"] * len(columns))
+    rows = [
+        [model, format_lambda(lam), format_beta(beta)]
+        + [_r1_map_cell(cells[(model, lam, beta)].get(d, [])) for d in columns]
+        for model, lam, beta in keys
+    ]
+    return _markdown_table(
+        ["model", "λ", "β"] + [data_label(d) for d in columns], rows, [":---", "---:", "---:"] + ["---:"] * len(columns)
+    )
 
 
 def _health_values(runs: Sequence[RunResult]) -> dict[str, list[float]]:
@@ -423,16 +451,31 @@ def attention_health_table(runs: Sequence[RunResult]) -> str:
             return f"{mean:.{digits}f}"
         return f"{mean:.{digits}f} ± {float(np.std(scaled, ddof=1)):.{digits}f}"
 
-    knockouts = sorted({mode for group in cells.values() for run in group for mode in run.attention.get("knockout") or {}},
-                       key=lambda mode: (mode != "spatial", mode))
+    knockouts = sorted(
+        {mode for group in cells.values() for run in group for mode in run.attention.get("knockout") or {}},
+        key=lambda mode: (mode != "spatial", mode),
+    )
     rows = []
-    for key in sorted(cells, key=lambda k: (_model_rank(k[0]), _sort_setting(k[1]), _sort_setting(k[2]), _data_rank(k[3]))):
+    for key in sorted(
+        cells, key=lambda k: (_model_rank(k[0]), _sort_setting(k[1]), _sort_setting(k[2]), _data_rank(k[3]))
+    ):
         model, lam, beta, data = key
         values = _health_values(cells[key])
-        rows.append([model, format_lambda(lam), format_beta(beta), data_label(data), str(len(cells[key])),
-                     show(values["saturated"], 100.0, 1), show(values["working"]), show(values["spatial_std"]),
-                     show(values["mu"]), show(values["mu_std"])]
-                    + [show(values[f"knockout_{mode}"], 100.0, 1) for mode in knockouts])
+        rows.append(
+            [
+                model,
+                format_lambda(lam),
+                format_beta(beta),
+                data_label(data),
+                str(len(cells[key])),
+                show(values["saturated"], 100.0, 1),
+                show(values["working"]),
+                show(values["spatial_std"]),
+                show(values["mu"]),
+                show(values["mu_std"]),
+            ]
+            + [show(values[f"knockout_{mode}"], 100.0, 1) for mode in knockouts]
+        )
     header = ["model", "λ", "β", "data", "n", "saturated %", "mean m(1-m)", "spatial std", "μ", "μ std over images"]
     header += [f"mAP lost, masks flat over {'positions' if mode == 'spatial' else 'channels'}" for mode in knockouts]
     return _markdown_table(header, rows, [":---", "---:", "---:", ":---"] + ["---:"] * (len(header) - 4))
@@ -486,8 +529,10 @@ def _grid_table(title: str, runs: Sequence[RunResult]) -> str:
             grid[(lam, beta)].append(run)
     lambdas = sorted({k[0] for k in grid})
     betas = sorted({k[1] for k in grid})
-    rows = [[format_lambda(lam)] + [_r1_map_cell(grid.get((lam, beta), []), spread=False) or "–" for beta in betas]
-            for lam in lambdas]
+    rows = [
+        [format_lambda(lam)] + [_r1_map_cell(grid.get((lam, beta), []), spread=False) or "–" for beta in betas]
+        for lam in lambdas
+    ]
     header = ["λ \\ β"] + [format_beta(b) for b in betas]
     return f"**{title}**\n\n" + _markdown_table(header, rows, ["---:"] * len(header))
 
@@ -509,17 +554,27 @@ def _sweeps(runs: Sequence[RunResult]) -> list[Sweep]:
             sweeps.append(Sweep(model, data, "beta", "", _plot_lines(beta_lines)))
             continue
         if lambda_lines:
-            tables = [_one_sweep_table(f"{where}: R1 / mAP (%) against λ (Table 10), β = {format_beta(fixed)}",
-                                       "λ", by_x, format_lambda) for fixed, by_x in lambda_lines.items()]
+            tables = [
+                _one_sweep_table(
+                    f"{where}: R1 / mAP (%) against λ (Table 10), β = {format_beta(fixed)}", "λ", by_x, format_lambda
+                )
+                for fixed, by_x in lambda_lines.items()
+            ]
             sweeps.append(Sweep(model, data, "lambda_intra", "\n\n".join(tables), _plot_lines(lambda_lines)))
         if beta_lines:
-            tables = [_one_sweep_table(f"{where}: R1 / mAP (%) against β (Table 11), λ = {format_lambda(fixed)}",
-                                       "β", by_x, format_beta) for fixed, by_x in beta_lines.items()]
+            tables = [
+                _one_sweep_table(
+                    f"{where}: R1 / mAP (%) against β (Table 11), λ = {format_lambda(fixed)}", "β", by_x, format_beta
+                )
+                for fixed, by_x in beta_lines.items()
+            ]
             sweeps.append(Sweep(model, data, "beta", "\n\n".join(tables), _plot_lines(beta_lines)))
     return sweeps
 
 
-def _plot_lines(lines: dict[float, dict[float, list[RunResult]]]) -> dict[float | None, tuple[list[float], list[list[RunResult]]]]:
+def _plot_lines(
+    lines: dict[float, dict[float, list[RunResult]]],
+) -> dict[float | None, tuple[list[float], list[list[RunResult]]]]:
     return {fixed: (list(by_x), list(by_x.values())) for fixed, by_x in lines.items()}
 
 
@@ -542,10 +597,20 @@ def _sweep_plot(sweep: Sweep) -> Image.Image:
             stats = [_stats(_metric_values(g, key)) for g in groups]
             series[f"{metric} ({setting})"] = (xs, [s[0] for s in stats])
             errors[f"{metric} ({setting})"] = [s[1] for s in stats]
-    ticks = None if lambda_sweep else {x: format_beta(x).split(" (")[-1].rstrip(")") for xs, _ in sweep.lines.values() for x in xs}
-    return line_plot_picture(series, xlabel="λ (Eq. 11)" if lambda_sweep else "β (fraction of the body height)",
-                             ylabel="%", title=f"{sweep.model} on {data_label(sweep.data)}", errors=errors,
-                             xticklabels=ticks, pair_colours=True)
+    ticks = (
+        None
+        if lambda_sweep
+        else {x: format_beta(x).split(" (")[-1].rstrip(")") for xs, _ in sweep.lines.values() for x in xs}
+    )
+    return line_plot_picture(
+        series,
+        xlabel="λ (Eq. 11)" if lambda_sweep else "β (fraction of the body height)",
+        ylabel="%",
+        title=f"{sweep.model} on {data_label(sweep.data)}",
+        errors=errors,
+        xticklabels=ticks,
+        pair_colours=True,
+    )
 
 
 def _curve_points(run: RunResult) -> dict[str, dict[int, float]]:
@@ -583,13 +648,19 @@ def training_curves(runs: Sequence[RunResult]) -> dict[str, Image.Image]:
                 epochs = sorted({e for points in models[model] for e in points.get(key, {})})
                 if not epochs:
                     continue
-                means = [100 * float(np.mean([p[key][e] for p in models[model] if e in p.get(key, {})])) for e in epochs]
+                means = [
+                    100 * float(np.mean([p[key][e] for p in models[model] if e in p.get(key, {})])) for e in epochs
+                ]
                 series[f"{model} {label}"] = (epochs, means)
         if series:
             safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", data).strip("_")
             pictures[f"curves_{safe}.png"] = line_plot_picture(
-                series, xlabel="epoch", ylabel="%", title=f"training curves on {data_label(data)} (mean over runs)",
-                pair_colours=True, size=(7.0, 4.5),
+                series,
+                xlabel="epoch",
+                ylabel="%",
+                title=f"training curves on {data_label(data)} (mean over runs)",
+                pair_colours=True,
+                size=(7.0, 4.5),
             )
     return pictures
 
@@ -602,10 +673,20 @@ def _runs_table(runs: Sequence[RunResult]) -> str:
     rows = []
     for run in runs:
         r1, mean_ap = run.metrics.get("rank1", math.nan), run.metrics.get("mAP", math.nan)
-        rows.append([f"`{run.path}`", run.model, run.data, format_lambda(run.lambda_intra), format_beta(run.beta),
-                     _number(100 * r1, math.nan, int(math.isfinite(r1))), _number(100 * mean_ap, math.nan, int(math.isfinite(mean_ap)))])
-    return _markdown_table(["run", "model", "data", "λ", "β", "R1", "mAP"], rows,
-                           [":---", ":---", ":---", "---:", "---:", "---:", "---:"])
+        rows.append(
+            [
+                f"`{run.path}`",
+                run.model,
+                run.data,
+                format_lambda(run.lambda_intra),
+                format_beta(run.beta),
+                _number(100 * r1, math.nan, int(math.isfinite(r1))),
+                _number(100 * mean_ap, math.nan, int(math.isfinite(mean_ap))),
+            ]
+        )
+    return _markdown_table(
+        ["run", "model", "data", "λ", "β", "R1", "mAP"], rows, [":---", ":---", ":---", "---:", "---:", "---:", "---:"]
+    )
 
 
 def _lambda_note() -> str:
@@ -614,22 +695,38 @@ def _lambda_note() -> str:
 
     trained = [v.name for v in model_variants() if FUSION_REGISTRY[str(v.net["fusion"])].has_fused_classifier]
     untouched = [v.name for v in model_variants() if v.name not in trained]
-    return ("λ (Eq. 11) weighs the five branch losses against the fused one, so it changes only models "
-            f"with a trained fusion ({', '.join(trained)}); {', '.join(untouched)} ignore it.")
+    return (
+        "λ (Eq. 11) weighs the five branch losses against the fused one, so it changes only models "
+        f"with a trained fusion ({', '.join(trained)}); {', '.join(untouched)} ignore it."
+    )
 
 
 def render_report(runs: Sequence[RunResult], plots: dict[str, str] | None = None) -> str:
     """The report's Markdown; ``plots`` maps a sweep's plot name to the file to link (none: no images)."""
-    parts = ["# Ablation report", "", f"{len(runs)} runs. Metrics in percent; a cell with n > 1 runs gives "
-             "mean ± sample standard deviation.", "", "## Table 6: R1 / mAP per model and data set", "",
-             ablation_table(runs), "",
-             _lambda_note(), ""]
+    parts = [
+        "# Ablation report",
+        "",
+        f"{len(runs)} runs. Metrics in percent; a cell with n > 1 runs gives mean ± sample standard deviation.",
+        "",
+        "## Table 6: R1 / mAP per model and data set",
+        "",
+        ablation_table(runs),
+        "",
+        _lambda_note(),
+        "",
+    ]
     health = attention_health_table(runs)
     if health:
-        parts += ["## Attention health of the final models", "",
-                  "On the query images: intra-attention masks outside [0.01, 0.99] (saturated), mean m(1-m) "
-                  "(0.25 for a sigmoid at 0.5, 0 when saturated), the masks' std over positions (0 = a "
-                  "per-channel constant), and inter-attention's μ (mean, and std over images).", "", health, ""]
+        parts += [
+            "## Attention health of the final models",
+            "",
+            "On the query images: intra-attention masks outside [0.01, 0.99] (saturated), mean m(1-m) "
+            "(0.25 for a sigmoid at 0.5, 0 when saturated), the masks' std over positions (0 = a "
+            "per-channel constant), and inter-attention's μ (mean, and std over images).",
+            "",
+            health,
+            "",
+        ]
     parts += ["## Sweeps of λ and β (Tables 10 and 11)", ""]
     sweeps = _sweeps(runs)
     if not sweeps:
@@ -704,8 +801,11 @@ class ReportOptions:
 
     paths: List[str] = option([], "multirun folders, run folders, or folders above them", positional=True)
     out: Optional[str] = option(None, "where report.md and the plots go (default: the first folder)")
-    into: Optional[str] = option(None, "also write Table 6 and the attention health table into this Markdown file "
-                                       "(e.g. README.md), between <!-- reid.report:NAME --> and <!-- /reid.report:NAME -->")
+    into: Optional[str] = option(
+        None,
+        "also write Table 6 and the attention health table into this Markdown file "
+        "(e.g. README.md), between <!-- reid.report:NAME --> and <!-- /reid.report:NAME -->",
+    )
     name: str = option("ablation", "the marked block of `into` to replace")
     command: Optional[str] = option(None, "the command that produced the runs, quoted in the `into` block")
 

@@ -145,7 +145,7 @@ def fuse_part_maps(
         cx1, cy1, cx2, cy2 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
         if cx2 <= cx1 or cy2 <= cy1:
             continue
-        piece = resized[cy1 - y1:cy2 - y1, cx1 - x1:cx2 - x1]
+        piece = resized[cy1 - y1 : cy2 - y1, cx1 - x1 : cx2 - x1]
         canvas[cy1:cy2, cx1:cx2] = np.maximum(canvas[cy1:cy2, cx1:cx2], piece)
     covered = np.isfinite(canvas)
     canvas[~covered] = canvas[covered].min() if covered.any() else 0.0
@@ -231,8 +231,10 @@ def attention_picture(
     if any(p.shape[:2] != (crop_h, crop_w) for p in pictures):
         raise ValueError(f"all images must have one size, got {sorted({p.shape[:2] for p in pictures})}")
     if GLOBAL_BRANCH not in attention:
-        raise ValueError(f"attention has no {GLOBAL_BRANCH!r} branch (keys {sorted(attention)}): "
-                         "was the model built with intra_attention and called with return_attention=True?")
+        raise ValueError(
+            f"attention has no {GLOBAL_BRANCH!r} branch (keys {sorted(attention)}): "
+            "was the model built with intra_attention and called with return_attention=True?"
+        )
     count = len(pictures)
     global_maps = _batch_maps(attention, GLOBAL_BRANCH, count)
     with_parts = part_boxes is not None and all(name in attention for name in PART_NAMES)
@@ -242,7 +244,9 @@ def attention_picture(
             raise ValueError(f"part_boxes must have shape ({count}, {len(PART_NAMES)}, 4), got {part_boxes.shape}")
         part_maps = {name: _batch_maps(attention, name, count) for name in PART_NAMES}
 
-    titles = ["image"] + [f"global {b}" for b in BLOCK_NAMES] + ([f"parts {b}" for b in BLOCK_NAMES] if with_parts else [])
+    titles = (
+        ["image"] + [f"global {b}" for b in BLOCK_NAMES] + ([f"parts {b}" for b in BLOCK_NAMES] if with_parts else [])
+    )
     if health:
         from reid.metrics.attention_health import block_caption
 
@@ -253,31 +257,41 @@ def attention_picture(
     title_height = TITLE_HEIGHT * max(title.count("\n") + 1 for title in titles)
     tile_w = max(1, int(round(crop_w * tile_height / crop_h)))
     gap = TILE_GAP
-    canvas = Image.new("RGB", (len(titles) * (tile_w + gap) - gap, title_height + count * (tile_height + gap)), BACKGROUND)
+    canvas = Image.new(
+        "RGB", (len(titles) * (tile_w + gap) - gap, title_height + count * (tile_height + gap)), BACKGROUND
+    )
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
     for column, title in enumerate(titles):
         for line_number, line in enumerate(title.split("\n")):
-            draw.text((column * (tile_w + gap) + 2, 2 + line_number * TITLE_HEIGHT), line, fill=(230, 230, 230), font=font)
+            draw.text(
+                (column * (tile_w + gap) + 2, 2 + line_number * TITLE_HEIGHT), line, fill=(230, 230, 230), font=font
+            )
 
     for row, picture in enumerate(pictures):
         tiles = [picture]
         tiles += [overlay_heatmap(picture, maps[row], alpha=alpha, cmap=cmap) for maps in global_maps]
         if with_parts:
             for block in range(len(BLOCK_NAMES)):
-                fused = fuse_part_maps([part_maps[name][block][row] for name in PART_NAMES], part_boxes[row], (crop_h, crop_w),
-                                       normalise_parts=normalise_parts)
+                fused = fuse_part_maps(
+                    [part_maps[name][block][row] for name in PART_NAMES],
+                    part_boxes[row],
+                    (crop_h, crop_w),
+                    normalise_parts=normalise_parts,
+                )
                 tiles.append(overlay_heatmap(picture, fused, alpha=alpha, cmap=cmap))
         y = title_height + row * (tile_height + gap)
         for column, tile in enumerate(tiles):
-            canvas.paste(Image.fromarray(tile).resize((tile_w, tile_height), Image.BILINEAR), (column * (tile_w + gap), y))
+            canvas.paste(
+                Image.fromarray(tile).resize((tile_w, tile_height), Image.BILINEAR), (column * (tile_w + gap), y)
+            )
     return canvas
 
 
-def attention_picture_size(num_images: int, crop_size: tuple[int, int], *, with_parts: bool = True,
-                           tile_height: int = 192) -> tuple[int, int]:
+def attention_picture_size(
+    num_images: int, crop_size: tuple[int, int], *, with_parts: bool = True, tile_height: int = 192
+) -> tuple[int, int]:
     """(width, height) of the ``attention_picture`` of ``num_images`` crops of ``crop_size`` (h, w)."""
     columns = 1 + len(BLOCK_NAMES) * (2 if with_parts else 1)
     tile_w = max(1, int(round(crop_size[1] * tile_height / crop_size[0])))
     return columns * (tile_w + TILE_GAP) - TILE_GAP, TITLE_HEIGHT + num_images * (tile_height + TILE_GAP)
-

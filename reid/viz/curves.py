@@ -62,8 +62,13 @@ def cmc_curve_picture(
         if values.size == 0:
             raise ValueError(f"CMC curve {label!r} is empty")
         ranks = np.arange(1, values.size + 1)
-        ax.plot(ranks, values, marker="o" if values.size <= 20 else None, markersize=3,
-                label=f"{label} (R1 {values[0]:.2f}%)")
+        ax.plot(
+            ranks,
+            values,
+            marker="o" if values.size <= 20 else None,
+            markersize=3,
+            label=f"{label} (R1 {values[0]:.2f}%)",
+        )
     ax.set_xlabel("rank")
     ax.set_ylabel("matching rate (%)")
     ax.set_xlim(1, max_rank)
@@ -146,9 +151,17 @@ def line_plot_picture(
         yerr = None
         if errors and label in errors:
             yerr = np.nan_to_num(np.asarray(errors[label], dtype=np.float64), nan=0.0)
-        ax.errorbar(np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64), yerr=yerr,
-                    linestyle=style, marker="o", markersize=4, capsize=3, label=label,
-                    color=f"C{k // 2 if pair_colours else k}")
+        ax.errorbar(
+            np.asarray(xs, dtype=np.float64),
+            np.asarray(ys, dtype=np.float64),
+            yerr=yerr,
+            linestyle=style,
+            marker="o",
+            markersize=4,
+            capsize=3,
+            label=label,
+            color=f"C{k // 2 if pair_colours else k}",
+        )
     if xticklabels:
         ax.set_xticks(list(xticklabels), [xticklabels[x] for x in xticklabels])
     ax.set_xlabel(xlabel)

@@ -57,8 +57,9 @@ def ranked_gallery(
     """Indices of the ``topk`` nearest valid gallery entries of one query (fewer if the gallery
     has fewer); ties are broken by gallery index, as in ``reid.metrics.evaluate_rank``."""
     distances = _numpy(distances).astype(np.float64)
-    keep = np.flatnonzero(valid_gallery_mask(query_pid, query_camid, _numpy(gallery_pids), _numpy(gallery_camids),
-                                             exclude_same_camera))
+    keep = np.flatnonzero(
+        valid_gallery_mask(query_pid, query_camid, _numpy(gallery_pids), _numpy(gallery_camids), exclude_same_camera)
+    )
     order = np.argsort(distances[keep], kind="stable")
     return keep[order[:topk]]
 
@@ -78,9 +79,12 @@ def choose_queries(
     q_pids, q_camids = _numpy(query_pids), _numpy(query_camids)
     g_pids, g_camids = _numpy(gallery_pids), _numpy(gallery_camids)
     candidates = [
-        q for q in range(len(q_pids))
+        q
+        for q in range(len(q_pids))
         if q_pids[q] != JUNK_PID
-        and np.any(valid_gallery_mask(q_pids[q], q_camids[q], g_pids, g_camids, exclude_same_camera) & (g_pids == q_pids[q]))
+        and np.any(
+            valid_gallery_mask(q_pids[q], q_camids[q], g_pids, g_camids, exclude_same_camera) & (g_pids == q_pids[q])
+        )
     ]
     if not candidates:
         raise ValueError("no query has a true match in the gallery: nothing to show")
@@ -97,8 +101,9 @@ def _load(source: ImageSource) -> np.ndarray:
     return read_image(source)
 
 
-def _framed_tile(source: ImageSource | None, tile_size: tuple[int, int], frame: int,
-                 colour: tuple[int, int, int]) -> Image.Image:
+def _framed_tile(
+    source: ImageSource | None, tile_size: tuple[int, int], frame: int, colour: tuple[int, int, int]
+) -> Image.Image:
     """The image resized to ``tile_size`` (h, w) inside a frame of ``frame`` pixels."""
     height, width = tile_size
     tile = Image.new("RGB", (width + 2 * frame, height + 2 * frame), colour)
@@ -167,8 +172,12 @@ def ranked_list_picture(
         if shape != (num_query, num_gallery):
             name = f"distmat[{label!r}]" if label else "distmat"
             raise ValueError(f"{name} has shape {shape}, expected (queries, gallery) = ({num_query}, {num_gallery})")
-    for name, values, expected in (("query_camids", q_camids, num_query), ("gallery_camids", g_camids, num_gallery),
-                                   ("query_images", query_images, num_query), ("gallery_images", gallery_images, num_gallery)):
+    for name, values, expected in (
+        ("query_camids", q_camids, num_query),
+        ("gallery_camids", g_camids, num_gallery),
+        ("query_images", query_images, num_query),
+        ("gallery_images", gallery_images, num_gallery),
+    ):
         if len(values) != expected:
             raise ValueError(f"{name} has {len(values)} entries, expected {expected}")
     if topk < 1:
@@ -192,15 +201,20 @@ def ranked_list_picture(
     for q in rows:
         query_tile = _framed_tile(query_images[q], tile_size, frame, QUERY_COLOUR)
         for label, matrix in matrices.items():
-            ranked = ranked_gallery(matrix[q], int(q_pids[q]), int(q_camids[q]), g_pids, g_camids,
-                                    topk, exclude_same_camera)
+            ranked = ranked_gallery(
+                matrix[q], int(q_pids[q]), int(q_camids[q]), g_pids, g_camids, topk, exclude_same_camera
+            )
             if ranked.size == 0:
                 verdict = "no gallery image"
             else:
                 verdict = "rank-1 hit" if g_pids[ranked[0]] == q_pids[q] else "rank-1 miss"
             prefix = f"{label}: " if label else ""
-            draw.text((2, y + 2), f"{prefix}query {q} (pid {q_pids[q]}, cam {q_camids[q]}): {verdict}",
-                      fill=(230, 230, 230), font=font)
+            draw.text(
+                (2, y + 2),
+                f"{prefix}query {q} (pid {q_pids[q]}, cam {q_camids[q]}): {verdict}",
+                fill=(230, 230, 230),
+                font=font,
+            )
             canvas.paste(query_tile, (0, y + HEADER_HEIGHT))
             for rank in range(topk):
                 if rank < ranked.size:
@@ -214,8 +228,9 @@ def ranked_list_picture(
     return canvas
 
 
-def tile_origin(row: int, column: int, tile_size: tuple[int, int] = (128, 64),
-                frame: int = 4, gap: int = 12) -> tuple[int, int]:
+def tile_origin(
+    row: int, column: int, tile_size: tuple[int, int] = (128, 64), frame: int = 4, gap: int = 12
+) -> tuple[int, int]:
     """Top-left (x, y) of a framed tile in a ``ranked_list_picture`` made with the same settings:
     ``column`` 0 is the query, 1..topk the ranked gallery images; ``row`` counts picture rows."""
     tile_w, tile_h = tile_size[1] + 2 * frame, tile_size[0] + 2 * frame
@@ -255,5 +270,7 @@ def search_picture(
         draw.text((2, q * row_h + 2), f"{name}: nearest distances {shown}", fill=QUERY_COLOUR, font=font)
         canvas.paste(_framed_tile(query, tile_size, frame, QUERY_COLOUR), tile_origin(q, 0, tile_size, frame, gap))
         for rank, result in enumerate(row, start=1):
-            canvas.paste(_framed_tile(result, tile_size, frame, SEARCH_FRAME), tile_origin(q, rank, tile_size, frame, gap))
+            canvas.paste(
+                _framed_tile(result, tile_size, frame, SEARCH_FRAME), tile_origin(q, rank, tile_size, frame, gap)
+            )
     return canvas
