@@ -183,3 +183,28 @@ def test_extraction_keeps_only_the_requested_rows(make_cfg):
     only_all = extract_features(module, datamodule.val_dataloader(), paths=paths, rows=["all"])
     assert list(only_all.features) == ["all"]
     assert list(score_features(only_all)) == ["all"]
+
+
+def test_scoring_options_are_built_once_from_the_eval_group(make_cfg):
+    from reid.evaluation import ScoringOptions
+    from reid.metrics import ReIDMetric
+    from reid.tasks.common import eval_options
+
+    cfg = make_cfg("eval.distance=cosine", "eval.max_rank=20", "eval.cuhk03_exact=true", "eval.flip=true")
+    options = ScoringOptions.from_config(cfg.eval)
+    assert (options.distance, options.max_rank, options.exact, options.flip) == ("cosine", 20, True, True)
+    assert (
+        eval_options(cfg, "cuhk03")
+        == options.metric_kwargs("cuhk03")
+        == {
+            "metric": "cosine",
+            "max_rank": 20,
+            "protocol": "cuhk03",
+            "chunk_size": 1024,
+            "num_repeats": 10,
+            "seed": 0,
+            "exact": True,
+        }
+    )
+    assert ReIDMetric(**options.metric_kwargs("market")).max_rank == 20
+    assert ScoringOptions.from_config({}) == ScoringOptions()  # a mapping without the keys: the defaults

@@ -13,7 +13,7 @@ from reid.evaluation.scoring import (
     results_table,
     score_datamodule,
     score_features,
-    scoring_options,
+    ScoringOptions,
 )
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "ROW_LABELS",
     "FeatureSet",
     "RerankTooLargeError",
+    "ScoringOptions",
     "branch_features",
     "extract_features",
     "plain_metrics",
@@ -30,5 +31,4 @@ __all__ = [
     "results_table",
     "score_datamodule",
     "score_features",
-    "scoring_options",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 import math
 from typing import Any, Iterable, Mapping
 
@@ -118,33 +119,76 @@ def plain_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(result[k]) for k in METRIC_NAMES if k in result}
 
 
-def scoring_options(eval_options: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword options of :func:`score_features` from the ``eval`` config group (a mapping)."""
-    return {
-        "distance": str(eval_options.get("distance", "euclidean")),
-        "max_rank": int(eval_options.get("max_rank", 50)),
-        "chunk_size": eval_options.get("chunk_size"),
-        "num_repeats": int(eval_options.get("cuhk03_repeats", 10)),
-        "seed": int(eval_options.get("cuhk03_seed", 0)),
-        "exact": bool(eval_options.get("cuhk03_exact", False)),
-    }
+@dataclass(frozen=True)
+class ScoringOptions:
+    """How query and gallery features are compared and scored: built once from the ``eval`` group.
+
+    Every place that scores (validation's :class:`reid.metrics.ReIDMetric`, ``evaluate.py``,
+    the cross-dataset sets, the attention knockout) reads these from here, not from ``cfg.eval``.
+    """
+
+    distance: str = "euclidean"
+    max_rank: int = 50
+    chunk_size: int | None = 1024
+    num_repeats: int = 10  # CUHK03 single-shot: gallery samplings averaged
+    seed: int = 0
+    exact: bool = False
+    flip: bool = False
+
+    @classmethod
+    def from_config(cls, eval_cfg: Mapping[str, Any]) -> "ScoringOptions":
+        """From the ``eval`` group (a DictConfig or a mapping); absent keys take the defaults above."""
+        chunk = eval_cfg.get("chunk_size", cls.chunk_size)
+        return cls(
+            distance=str(eval_cfg.get("distance", cls.distance)),
+            max_rank=int(eval_cfg.get("max_rank", cls.max_rank)),
+            chunk_size=None if chunk is None else int(chunk),
+            num_repeats=int(eval_cfg.get("cuhk03_repeats", cls.num_repeats)),
+            seed=int(eval_cfg.get("cuhk03_seed", cls.seed)),
+            exact=bool(eval_cfg.get("cuhk03_exact", cls.exact)),
+            flip=bool(eval_cfg.get("flip", cls.flip)),
+        )
+
+    def protocol_kwargs(self) -> dict[str, Any]:
+        """The CUHK03 single-shot options of :func:`score_features` and :func:`rerank_scores`."""
+        return {"num_repeats": self.num_repeats, "seed": self.seed, "exact": self.exact}
+
+    def score_kwargs(self) -> dict[str, Any]:
+        """The keyword options of :func:`score_features`."""
+        return {
+            "distance": self.distance,
+            "max_rank": self.max_rank,
+            "chunk_size": self.chunk_size,
+            **self.protocol_kwargs(),
+        }
+
+    def metric_kwargs(self, protocol: str) -> dict[str, Any]:
+        """The keyword options of :class:`reid.metrics.ReIDMetric` (stored in checkpoints as ``eval_options``)."""
+        return {
+            "metric": self.distance,
+            "max_rank": self.max_rank,
+            "protocol": protocol,
+            "chunk_size": self.chunk_size,
+            **self.protocol_kwargs(),
+        }
 
 
 def score_datamodule(
     module: nn.Module, datamodule: Any, eval_options: Mapping[str, Any], device: torch.device | str
 ) -> dict[str, float]:
     """Rank-1, mAP... of ``module``'s test feature (Table 7's ``all`` row) on a data module's query/gallery."""
+    options = ScoringOptions.from_config(eval_options)
     eval_set = datamodule.eval_set
     features = extract_features(
         module,
         datamodule.val_dataloader(),
         paths=[r.image_path for r in eval_set.records],
         protocol=datamodule.dataset.protocol,
-        flip=bool(eval_options.get("flip", False)),
+        flip=options.flip,
         device=device,
         rows=["all"],
     )
-    return plain_metrics(score_features(features, rows=["all"], **scoring_options(eval_options))["all"])
+    return plain_metrics(score_features(features, rows=["all"], **options.score_kwargs())["all"])
 
 
 def results_table(results: Mapping[str, Mapping[str, Any]]) -> str:

@@ -114,16 +114,9 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
 
 def eval_options(cfg: DictConfig, protocol: str) -> dict[str, Any]:
     """Keyword options of :class:`reid.metrics.ReIDMetric` from the ``eval`` group."""
-    e = cfg.eval
-    return {
-        "metric": str(e.distance),
-        "max_rank": int(e.max_rank),
-        "protocol": protocol,
-        "chunk_size": int(e.chunk_size),
-        "num_repeats": int(e.cuhk03_repeats),
-        "seed": int(e.cuhk03_seed),
-        "exact": bool(e.cuhk03_exact),
-    }
+    from reid.evaluation import ScoringOptions
+
+    return ScoringOptions.from_config(cfg.eval).metric_kwargs(protocol)
 
 
 def build_datamodule(cfg: DictConfig) -> Any:

@@ -128,6 +128,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from reid.evaluation.report import write_evaluation_outputs
     from reid.evaluation import (
         FeatureSet,
+        ScoringOptions,
         extract_features,
         plain_metrics,
         rerank_scores,
@@ -177,20 +178,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if e.save_features:
             features.save(output_dir / "features.pt")
 
-    options = {"distance": str(e.distance), "max_rank": int(e.max_rank), "chunk_size": int(e.chunk_size)}
-    protocol_kw = {"num_repeats": int(e.cuhk03_repeats), "seed": int(e.cuhk03_seed), "exact": bool(e.cuhk03_exact)}
+    scoring = ScoringOptions.from_config(e)
     rows = list(features.features) if e.branches else ["all"]
-    results = score_features(features, rows=rows, **options, **protocol_kw)
+    results = score_features(features, rows=rows, **scoring.score_kwargs())
     if e.rerank:
         results["all_rerank"] = rerank_scores(
             features,
-            distance=options["distance"],
+            distance=scoring.distance,
             k1=int(e.rerank_k1),
             k2=int(e.rerank_k2),
             lambda_value=float(e.rerank_lambda),
             max_images=int(e.rerank_max_images),
-            max_rank=options["max_rank"],
-            **protocol_kw,
+            max_rank=scoring.max_rank,
+            **scoring.protocol_kwargs(),
         )
     metrics: dict[str, Any] = dict(plain_metrics(results["all"]))
     metrics["branches"] = {row: plain_metrics(r) for row, r in results.items() if row != "all_rerank"}
