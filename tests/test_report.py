@@ -396,3 +396,17 @@ def test_the_report_reads_its_options_as_every_tool_does(ablation_multirun, tmp_
     capsys.readouterr()
     assert main(["--help"]) == 0
     assert "into=null" in capsys.readouterr().out
+
+
+def test_a_run_scored_on_a_validation_subset_is_never_averaged_with_full_runs(tmp_path):
+    full = write_run(tmp_path / "a", "intra_inter", "market", rank1=0.90)
+    limited = write_run(tmp_path / "b", "intra_inter", "market", rank1=0.50)
+    metrics = json.loads((limited / "metrics.json").read_text())
+    metrics["eval_subset"] = {"setting": "trainer.limit_val_batches", "limit": 2, "queries": 12, "total_queries": 40}
+    (limited / "metrics.json").write_text(json.dumps(metrics))
+    runs = collect_runs([tmp_path])
+    assert {run.path.name: run.model for run in runs} == {"a": "intra_inter", "b": "intra_inter[eval subset]"}
+    assert any("12 of 40 queries" in note for run in runs for note in run.notes)
+    rows = {row[0]: row for row in table_rows(ablation_table(runs))[1:]}
+    assert rows["intra_inter"][-1].startswith("90.00") and rows["intra_inter[eval subset]"][-1].startswith("50.00")
+    assert full.is_dir()

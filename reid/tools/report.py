@@ -216,8 +216,13 @@ def _training_run_of(config: DictConfig, hydra: DictConfig | None) -> Path | Non
     return run_dir if (run_dir / ".hydra" / "config.yaml").is_file() else None
 
 
-def _read_metrics(path: Path) -> tuple[dict[str, float], dict[str, Any]]:
-    """The numeric metrics of a metrics.json, and its ``attention`` health figures ({} without)."""
+#: the label suffix of a run scored on a validation subset: its own row, never averaged with full runs
+SUBSET_MARK = "[eval subset]"
+
+
+def _read_metrics(path: Path) -> tuple[dict[str, float], dict[str, Any], dict[str, Any] | None]:
+    """The numeric metrics of a metrics.json, its ``attention`` health figures ({} without), and its
+    ``eval_subset`` (None when it was scored on the whole query/gallery)."""
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -232,7 +237,8 @@ def _read_metrics(path: Path) -> tuple[dict[str, float], dict[str, Any]]:
         if number is not None:
             metrics[str(key)] = number
     attention = raw.get("attention")
-    return metrics, attention if isinstance(attention, dict) else {}
+    subset = raw.get("eval_subset")
+    return metrics, attention if isinstance(attention, dict) else {}, subset if isinstance(subset, dict) else None
 
 
 def _natural_key(path: Path) -> list[tuple[int, int | str]]:
@@ -281,7 +287,14 @@ def collect_runs(paths: Iterable[str | Path]) -> list[RunResult]:
             seen.add(metrics_path.resolve())
             run_dir = metrics_path.parent
             model, data, lambda_intra, beta, overrides, notes = _describe_run(run_dir)
-            metrics, attention = _read_metrics(metrics_path)
+            metrics, attention, subset = _read_metrics(metrics_path)
+            if subset is not None:
+                model = f"{model}{SUBSET_MARK}"
+                notes.append(
+                    f"{run_dir}: scored on a validation subset ({subset.get('setting', '?')}: "
+                    f"{subset.get('queries', '?')} of {subset.get('total_queries', '?')} queries), so it has a row "
+                    "of its own, never averaged with runs scored on the whole set"
+                )
             runs.append(RunResult(run_dir, model, data, lambda_intra, beta, metrics, overrides, notes, attention))
     if not runs:
         names = ", ".join(str(r) for r in roots)
