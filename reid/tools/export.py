@@ -46,11 +46,8 @@ ten seconds even for a tiny network.  The network is exported in the contiguous 
 The check passes when the largest absolute difference is at most ``tolerance * max(1, largest
 |feature|)``, or else when onnxruntime is at least half as close to a float64 run of the network
 as PyTorch's float32 run is (rounding, not the export, is then the cause).  The default tolerance
-is 1e-3, not 1e-4, because float32 rounding alone comes near 1e-4: measured with intra_inter at
-384x192 / 96x192, width 1.0, BatchNorm statistics of random batches, PyTorch float32 is up to
-6e-4 from float64 at features up to 8, onnxruntime 2.5e-4, and the two differ by up to 9e-4 at
-features up to 16 (5e-5 relative); a checkpoint after one epoch of the tiny synthetic run has
-features near 1000 and differences near 7e-4.  A wrong operator shows up as 1e-2 relative and more.
+is 1e-3, not 1e-4, because float32 rounding alone comes near 1e-4 (the README's export section
+has the figures); a wrong operator shows up as 1e-2 relative and more.
 """
 
 from __future__ import annotations
