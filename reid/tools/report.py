@@ -1,4 +1,4 @@
-"""Ablation report: `python -m reid.tools.report <multirun dir | run dirs...> [--out DIR]` -> Table 6 and the lambda/beta sweeps.
+"""Ablation report: `reid-report <multirun dir | run dirs...> [out=DIR]` -> Table 6 and the lambda/beta sweeps.
 
 Every ``metrics.json`` below the given folders is one run. Its model variant, data set, lambda
 (``model.lambda_intra``, Eq. 11) and beta (``data.beta``, Eq. 2) come from the run's ``.hydra/``
@@ -761,7 +761,7 @@ def render_report(runs: Sequence[RunResult], plots: dict[str, str] | None = None
 
 
 def summary_markdown(runs: Sequence[RunResult], command: str | None = None) -> str:
-    """Table 6 and the attention health table, for pasting into another document (``--into``)."""
+    """Table 6 and the attention health table, for pasting into another document (``into=``)."""
     parts = []
     if command:
         parts += [f"Produced by `{command}` from {len(runs)} runs (mean ± sample std over n runs).", ""]
@@ -782,9 +782,9 @@ def replace_marked_block(document: str | Path, name: str, text: str) -> Path:
     try:
         content = path.read_text()
     except OSError as err:
-        raise ReportError(f"cannot read {path} ({err.strerror}): pass an existing Markdown file to --into") from None
+        raise ReportError(f"cannot read {path} ({err.strerror}): pass an existing Markdown file as into=") from None
     if content.count(begin) != 1 or content.count(end) != 1 or content.index(begin) > content.index(end):
-        raise ReportError(f"{path} must hold exactly one '{begin}' ... '{end}' block for --name {name}")
+        raise ReportError(f"{path} must hold exactly one '{begin}' ... '{end}' block for name={name}")
     head, rest = content.split(begin, 1)
     _, tail = rest.split(end, 1)
     return atomic_write_text(path, f"{head}{begin}\n{text}{end}{tail}")
