@@ -33,7 +33,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python -m reid.tools.bench $(ARGS)
+	$(BIN)/reid-bench $(ARGS)
 
 # Optional pose estimator for `python -m reid.pose.extract` (MediaPipe Pose, model inside the wheel).
 # --no-deps because mediapipe 0.10.14 declares opencv-contrib-python (clashes with albumentations'
@@ -52,4 +52,4 @@ gpu-check:
 	bash scripts/gpu_check.sh $(ARGS)
 
 clean:
-	rm -rf $(VENV) outputs multirun .pytest_cache
+	rm -rf $(VENV) outputs multirun .pytest_cache .mypy_cache .ruff_cache
