@@ -354,19 +354,19 @@ class RunConfig:
     tags: List[str] = field(default_factory=lambda: ["dev"])
     seed: Optional[int] = 42
     ckpt_path: Optional[str] = None
-    final_validation: bool = True
     overwrite: bool = False
     resume_with_changes: bool = False
+    final_validation: bool = True
     expect_pretrained: bool = False
     optimized_metric: Optional[str] = "val/mAP"
-    features_path: Optional[str] = None
     paths: PathsConfig = field(default_factory=PathsConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     data: Union[ReIDDataConfig, ImageNetDataConfig] = field(default_factory=ReIDDataConfig)
     model: Union[ReIDModuleConfig, ClassificationModuleConfig] = field(default_factory=ReIDModuleConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     callbacks: Optional[Dict[str, Optional[TargetConfig]]] = None
     logger: Optional[Dict[str, Optional[TargetConfig]]] = None
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    features_path: Optional[str] = None  # evaluate.yaml only
     hydra: Any = None  # present only when composed with return_hydra_config
 
 
@@ -815,34 +815,27 @@ def _format(example: Any) -> str:
 SCHEMA_GROUP = "schema"
 
 
-@dataclass
-class TrainRunConfig:
-    """The top level of train.yaml: its own keys typed, each group typed by its own schema."""
-
-    task_name: str = "train"
-    tags: List[str] = field(default_factory=lambda: ["dev"])
-    seed: Optional[int] = 42
-    ckpt_path: Optional[str] = None
-    overwrite: bool = False
-    resume_with_changes: bool = False
-    final_validation: bool = True
-    expect_pretrained: bool = False
-    optimized_metric: Optional[str] = "val/mAP"
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    data: Any = None
-    model: Any = None
-    trainer: Any = None
-    callbacks: Any = None
-    logger: Any = None
+#: RunConfig's fields that are config groups: open at the top level, each typed by its group's own schema
+GROUP_FIELDS = ("data", "model", "trainer", "callbacks", "logger")
 
 
-@dataclass
-class EvaluateRunConfig(TrainRunConfig):
-    """The top level of evaluate.yaml: train.yaml's keys (an experiment file serves both) and saved features."""
+def _root_schema(name: str, leave_out: frozenset[str]) -> type:
+    """:class:`RunConfig` as the root schema of train.yaml or evaluate.yaml: its own keys typed, the groups open."""
+    fields: list[tuple[str, Any, Any]] = []
+    for item in dataclasses.fields(RunConfig):
+        if item.name in leave_out:
+            continue
+        if item.name in GROUP_FIELDS:
+            fields.append((item.name, Any, field(default=None)))
+        else:
+            kept = field(default=item.default, default_factory=item.default_factory, metadata=item.metadata)  # type: ignore[call-overload]
+            fields.append((item.name, _type_hints(RunConfig)[item.name], kept))
+    return dataclasses.make_dataclass(name, fields)
 
-    task_name: str = "evaluate"
-    features_path: Optional[str] = None
+
+#: the top levels of train.yaml (no saved features) and evaluate.yaml; `hydra` is Hydra's own
+TrainRunConfig = _root_schema("TrainRunConfig", frozenset({"features_path", "hydra"}))
+EvaluateRunConfig = _root_schema("EvaluateRunConfig", frozenset({"hydra"}))
 
 
 def _omegaconf_type(annotation: Any) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import types
 import typing
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -127,8 +128,7 @@ def _overrides(argv: Sequence[str], options_type: type) -> list[str]:
     taken as written (``command=python train.py -m model=a,b`` is one string, not a sweep).
     """
     positional = _positional_field(options_type)
-    texts = {item.name for item in dataclasses.fields(options_type) if _is_text(item.type)}
-    text_lists = {item.name for item in dataclasses.fields(options_type) if _is_text_list(item.type)}
+    texts, text_lists = _text_options(options_type)
     bare = [arg for arg in argv if "=" not in arg and not arg.startswith(("+", "~"))]
     overrides = []
     for arg in argv:
@@ -153,17 +153,17 @@ def _overrides(argv: Sequence[str], options_type: type) -> list[str]:
     return overrides
 
 
-def _is_text(annotation: Any) -> bool:
-    """A ``str`` or ``Optional[str]`` option (the annotation may be a string under ``from __future__``)."""
-    return annotation in (str, "str", "Optional[str]", "str | None") or annotation == typing.Optional[str]
-
-
-def _is_text_list(annotation: Any) -> bool:
-    """A ``List[str]`` or ``Optional[List[str]]`` option."""
-    return annotation in ("List[str]", "Optional[List[str]]", "list[str]", "list[str] | None") or annotation in (
-        typing.List[str],
-        typing.Optional[typing.List[str]],
-    )
+def _text_options(options_type: type) -> tuple[set[str], set[str]]:
+    """The options typed ``str`` and those typed ``List[str]`` (either one optional)."""
+    texts, text_lists = set(), set()
+    for name, hint in typing.get_type_hints(options_type).items():
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            hint = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+        if hint is str:
+            texts.add(name)
+        elif typing.get_origin(hint) is list and typing.get_args(hint) == (str,):
+            text_lists.add(name)
+    return texts, text_lists
 
 
 def _is_quoted(value: str) -> bool:
