@@ -8,8 +8,9 @@ the whole check stays within ``--budget-s`` (5 minutes by default):
 1. ``train_bf16``: a short synthetic training at the paper's width and sizes, ``trainer=gpu``
    (bf16-mixed): wall time, training images/s (``reid.lit.callbacks.TrainThroughput``), the
    final rank-1/mAP and attention health, peak GPU memory;
-2. ``train_compiled``: the same with ``model.compile=true``;
-3. ``ddp_nccl``: one epoch with ``trainer=ddp`` on one GPU (the NCCL process group's path);
+2. ``ddp_nccl``: one epoch with ``trainer=ddp`` on one GPU (the NCCL process group's path);
+3. ``train_compiled``: step 1 with ``model.compile=true`` (each training step gets a share of
+   the budget, so a long compile cannot starve the steps after it);
 4. ``bench``: ``reid-bench device=cuda`` (bf16) for the full model and ResNet-50;
 5. ``loader``: images/s the training loader delivers with 8 and 16 workers, against the
    images/s the GPU consumed in step 1: whether the loader keeps up.
@@ -193,8 +194,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     workers = [] if smoke else ["data.num_workers=8"]
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as scratch:
         runs = Path(scratch)
+        # (name, overrides, epochs, share of the budget): torch.compile of the five branches can
+        # take minutes, so it runs last and no step may eat the time of those after it
         plan = [
-            ("train_bf16", [*gpu, *workers, "trainer.precision=bf16-mixed"], args.epochs),
+            ("train_bf16", [*gpu, *workers, "trainer.precision=bf16-mixed"], args.epochs, 0.3),
+            (
+                "ddp_nccl",
+                [
+                    "trainer=ddp",
+                    "trainer.devices=1",
+                    *(["trainer.accelerator=gpu"] if not smoke else []),
+                    *workers,
+                    "trainer.precision=bf16-mixed",
+                ],
+                1,
+                0.2,
+            ),
             # on the CPU the smoke test compiles with the eager backend: the compile path, not inductor's minutes
             (
                 "train_compiled",
@@ -206,24 +221,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     *(["model.compile_options.backend=eager"] if smoke else []),
                 ],
                 args.epochs,
-            ),
-            (
-                "ddp_nccl",
-                [
-                    "trainer=ddp",
-                    "trainer.devices=1",
-                    *(["trainer.accelerator=gpu"] if not smoke else []),
-                    *workers,
-                    "trainer.precision=bf16-mixed",
-                ],
-                1,
+                0.3,
             ),
         ]
-        for name, extra, epochs in plan:
+        for name, extra, epochs, share in plan:
             left = deadline - time.perf_counter()
-            print(f"[gpu-check] {name} ({left:.0f} s left)", flush=True)
+            limit = min(left - 60, share * args.budget_s) if not smoke else left - 30
+            print(f"[gpu-check] {name} ({left:.0f} s left, {limit:.0f} s for this step)", flush=True)
             run_dir = runs / name
-            result = _run_step(_train_command(args.data_dir, run_dir, epochs, smoke, *extra), timeout=left - 30)
+            result = _run_step(_train_command(args.data_dir, run_dir, epochs, smoke, *extra), timeout=limit)
             result.update(_training_figures(run_dir))
             steps[name] = result
             _write_json(figures, args.out)

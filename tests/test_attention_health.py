@@ -92,6 +92,22 @@ def test_health_does_not_depend_on_batching_and_counts_only_selected_images():
 # ----------------------------------------------------------------------------- at initialisation
 
 
+def test_every_state_stays_on_the_batchs_device():
+    """NCCL gathers device tensors only: a state copied to the CPU broke DDP validation on a GPU
+    ("No backend type associated with device type cpu"); the meta device stands in for the GPU."""
+    from reid.metrics import ReIDMetric
+
+    health = AttentionHealth().to("meta")
+    health.update({"global": [torch.rand(4, 1, 8, 4, device="meta")]}, torch.rand(4, 4, device="meta"))
+    metric = ReIDMetric().to("meta")
+    ids = torch.zeros(4, dtype=torch.long, device="meta")
+    metric.update(torch.rand(4, 8, device="meta"), ids, ids, ids.bool(), ids)
+    for states in (health.metric_state, metric.metric_state):
+        for name, value in states.items():
+            for tensor in value if isinstance(value, list) else [value]:
+                assert tensor.device.type == "meta", name
+
+
 def test_the_shipped_attention_models_are_found():
     assert {"intra", "intra_inter"} <= set(ATTENTION_MODELS)
 

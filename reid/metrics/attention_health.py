@@ -104,7 +104,8 @@ class AttentionHealth(Metric):
                 self.mu_square += (mu.double() ** 2).sum(0)
                 self.mu_count += mu.shape[0]
                 if self.keep_mu_values:
-                    self.mu_values.append(mu.cpu() if mu.device.type != "cpu" else mu)
+                    # on the batch's device: NCCL gathers device tensors only (a CPU copy broke DDP on GPUs)
+                    self.mu_values.append(mu)
 
     def compute(self) -> dict[str, Any]:
         """The figures as plain floats.
