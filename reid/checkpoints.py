@@ -10,6 +10,8 @@ from typing import Any
 import torch
 
 from reid.errors import ReidError
+from reid.names import CHECKPOINT_CONFIG_KEY
+from reid.trusted import check_stored_config
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +21,7 @@ RESUME_PATTERN = "last*.ckpt"
 PREVIOUS_SUFFIX = ".prev.ckpt"
 # where checkpoints keep the resolved run config (plain containers): evaluate, export and
 # ReIDModule.load_from_checkpoint rebuild the network from it
-CONFIG_KEY = "reid_config"
+CONFIG_KEY = CHECKPOINT_CONFIG_KEY
 
 
 class CheckpointLoadError(ReidError, RuntimeError):
@@ -100,7 +102,7 @@ class CheckpointCorruptError(ReidError, FileNotFoundError):
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Loads a checkpoint safely (``weights_only=True``): one that needs arbitrary code is refused.
+    """Loads a checkpoint safely: one that needs code to unpickle, or whose stored config names code, is refused.
 
     ``path`` is a checkpoint file or a run folder (its newest intact checkpoint). The archive's
     CRCs are checked first: a truncated or corrupt file is named as such.
@@ -121,9 +123,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "last.prev.ckpt or best_*.ckpt) or train again"
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError or RuntimeError depending on the payload
         raise CheckpointLoadError(
             f"refusing to load {path}: it is not a plain weights checkpoint ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}); only load checkpoints you trust, re-saved as weights"
         ) from None
+    if isinstance(checkpoint, dict):
+        # plain data can still name code for Hydra to run: refused here, before anyone builds from it
+        check_stored_config(checkpoint.get(CONFIG_KEY), str(path))
+    return checkpoint

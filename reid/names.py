@@ -12,3 +12,5 @@ PART_LABELS = tuple(name.replace("_", " ") for name in PART_NAMES)
 RANK_METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
 #: what ImageNet pre-training's validation reports
 CLASSIFICATION_METRICS = ("top1", "top5")
+#: where train.py keeps the resolved run config inside every checkpoint (plain containers)
+CHECKPOINT_CONFIG_KEY = "reid_config"

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import re
 import types
 import typing
@@ -58,9 +59,11 @@ class Range:
     also: tuple[Any, ...] = ()
 
     def contains(self, value: float) -> bool:
-        """Whether ``value`` is valid."""
+        """Whether ``value`` is valid; NaN and infinities never are (``1e400`` reads as inf), even unbounded."""
         if value in self.also:
             return True
+        if isinstance(value, float) and not math.isfinite(value):  # an int is finite (and may not fit a float)
+            return False
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
             return False
         return not (self.high is not None and (value > self.high or (self.high_open and value == self.high)))
@@ -98,6 +101,8 @@ def ranged(
 
 PROBABILITY = {"low": 0.0, "high": 1.0}
 POSITIVE = {"low": 0.0, "low_open": True}
+# what numpy, torch and Lightning take as a seed (an unsigned 32-bit integer)
+SEED = {"low": 0, "high": 2**32 - 1}
 
 
 class ConfigError(ReidError, ValueError):
@@ -152,7 +157,7 @@ class AugmentConfig:
     random_erasing: float = ranged(0.0, **PROBABILITY)
     erasing_area: Tuple[float, float] = ranged((0.02, 0.4), 0.0, 1.0, low_open=True)
     erasing_aspect: Tuple[float, float] = ranged((0.3, 3.3), **POSITIVE)
-    seed: Optional[int] = None
+    seed: Optional[int] = ranged(None, **SEED)
 
 
 @dataclass
@@ -181,7 +186,7 @@ class ReIDDataConfig:
     verify_images: Literal["decode", "header"] = "decode"
     sampler: Literal["random", "identity"] = "random"
     num_instances: int = ranged(4, 1)
-    sampler_seed: Optional[int] = None
+    sampler_seed: Optional[int] = ranged(None, **SEED)
     test_sets: List[str] = field(default_factory=list)
 
 
@@ -281,7 +286,7 @@ class PicturesConfig:
     query_rows: Optional[List[int]] = ranged(None, 0)
     topk: int = ranged(10, 1)
     num_attention: int = ranged(4, 0)
-    seed: int = 0
+    seed: int = ranged(0, **SEED)
 
 
 @dataclass
@@ -291,7 +296,7 @@ class EvalConfig:
     distance: Literal["euclidean", "cosine"] = "euclidean"
     max_rank: int = ranged(50, 1)
     cuhk03_repeats: int = ranged(10, 1)
-    cuhk03_seed: int = 0
+    cuhk03_seed: int = ranged(0, **SEED)
     cuhk03_exact: bool = False
     chunk_size: int = ranged(1024, 1)
     device: str = "auto"
@@ -352,7 +357,7 @@ class RunConfig:
 
     task_name: str = "train"
     tags: List[str] = field(default_factory=lambda: ["dev"])
-    seed: Optional[int] = 42
+    seed: Optional[int] = ranged(42, **SEED)
     ckpt_path: Optional[str] = None
     overwrite: bool = False
     resume_with_changes: bool = False
@@ -614,6 +619,8 @@ def _check_range(value: Any, valid: Range, path: str, findings: _Findings, examp
             shown = _format_value(OmegaConf.to_container(value) if isinstance(value, ListConfig) else value)
             fix = f"e.g. {path}={_format(example)}" if example is not None else f"a value {valid.describe()}"
             bounds = ("in " if valid.low is not None and valid.high is not None else "") + valid.describe()
+            if isinstance(item, float) and not math.isfinite(item):
+                bounds = f"a finite number {bounds}"  # YAML reads .nan, nan and 1e400 (inf) as floats
             findings.add(path, f"config key '{path}': {shown} is out of range, must be {bounds} (fix: {fix})")
             return
 

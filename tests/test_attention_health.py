@@ -252,7 +252,7 @@ def test_training_logs_attention_health_into_metrics_json(make_cfg, tmp_path):
     assert set(attention["intra"]["global"]) == {"b2", "b3", "b4"}
     assert 0.0 <= attention["intra_mean"]["saturated"] <= 1.0
     assert set(attention["inter"]) == {"head", "upper_body", "upper_leg", "lower_leg"}
-    assert metrics["attention"] == attention
+    assert json.dumps(metrics["attention"], sort_keys=True) == json.dumps(attention, sort_keys=True)  # NaN-safe
     csv_files = list(Path(cfg.paths.output_dir).rglob("metrics.csv"))
     header = csv_files[0].read_text().splitlines()[0].split(",")
     assert "val/attention/global/b2/spatial_std" in header and "val/attention/mu/head/mean" in header

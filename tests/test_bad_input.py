@@ -368,3 +368,84 @@ def test_a_gallery_that_matches_no_query_is_found_at_setup(make_cfg, tmp_path, c
 def test_an_identity_sampler_that_cannot_fill_a_batch_is_one_line(make_cfg, capsys):
     err = _one_error_line(make_cfg("data.sampler=identity", "data.batch_size=6", "data.num_instances=4"), capsys)
     assert err.startswith("error: data.batch_size=6 must be a multiple of data.num_instances=4")
+
+
+# ---------------------------------------------------------------------------- symbolic links that lead nowhere
+
+
+def _market_with_a_link_loop(root: Path) -> Path:
+    """A Market tree whose training folder also holds 0002_c2s1_000999_01.jpg, a link to a link to itself."""
+    from fixtures import write_market_tree
+
+    folder = write_market_tree(root)
+    loop = folder / "bounding_box_train" / "0002_c2s1_000999_01.jpg"
+    loop.symlink_to("0002_c2s1_000999_02.jpg")
+    (loop.parent / "0002_c2s1_000999_02.jpg").symlink_to(loop.name)
+    return loop
+
+
+def test_a_symlink_loop_in_a_data_set_folder_is_a_bad_sample_named_in_one_line(make_cfg, tmp_path, capsys):
+    loop = _market_with_a_link_loop(tmp_path)
+    err = _one_error_line(_market_cfg(make_cfg, tmp_path), capsys)
+    assert err.startswith(f"error: image {loop} is a symbolic link loop that never reaches a file"), err
+    assert "set data.on_bad_sample=skip" in err and "[market1501/train has 2 bad samples: 2 unreadable images" in err
+
+
+def test_skip_counts_symlink_loops_with_the_other_unreadable_images(make_cfg, tmp_path, caplog):
+    from reid import tasks as runner
+
+    loop = _market_with_a_link_loop(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="reid.lit.datamodule"):
+        datamodule = runner.build_datamodule(_market_cfg(make_cfg, tmp_path, "data.on_bad_sample=skip"))
+    counts = datamodule.region_counts["train"]
+    assert (counts["skipped"], counts["bad_images"]) == (2, 2)
+    assert "market1501/train: skipped 2 bad samples (2 unreadable images, 0 bad keypoint files)" in caplog.text
+    assert str(loop) in caplog.text
+    assert all(Path(r.image_path).is_file() for r in datamodule.train_set.records)
+
+
+# ---------------------------------------------------------------------------- evaluate.py features_path=
+
+
+def _not_features(kind: str, folder: Path) -> Path:
+    import torch
+
+    path = folder / ("notes.txt" if kind == "text" else f"{kind}.pt")
+    if kind == "text":
+        path.write_text("rank1 0.9\nmAP 0.8\n")
+    elif kind == "checkpoint":
+        torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 3}, path)
+    elif kind == "tensor":
+        torch.save(torch.zeros(4, 8), path)
+    elif kind == "damaged":
+        torch.save({"format": "reid-features-v1", "features": {"all": torch.zeros(3, 8)}, "pids": [1]}, path)
+    elif kind == "folder":
+        path = folder / "run"
+        path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [
+        ("text", "is not a features file: it is not a torch file at all"),
+        ("checkpoint", "is not a features file: it holds a dict with keys ['epoch', 'state_dict']"),
+        ("tensor", "is not a features file: it holds a Tensor"),
+        ("damaged", "is a damaged features file"),
+        ("folder", "is a directory; pass the features file in it"),
+    ],
+)
+def test_evaluate_on_a_file_that_is_not_a_features_file_is_one_line(make_cfg, tmp_path, capsys, kind, says):
+    from reid import tasks as runner
+
+    path = _not_features(kind, tmp_path)
+    cfg = make_cfg(f"features_path={path}", config_name="evaluate", tiny=False)
+    with pytest.raises(SystemExit) as exit_info:
+        runner.run_cli(runner.evaluate, cfg)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: features_path={path} {says}"), err
+    assert (
+        "a features file is the features.pt that `python evaluate.py ckpt_path=<checkpoint> eval.save_features=true`"
+        in err
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import inspect
 import pkgutil
@@ -41,12 +42,20 @@ def test_every_project_error_derives_from_reid_error_and_its_builtin():
 def test_run_cli_turns_each_into_one_error_line(name, capsys):
     cls = _error_classes()[name]
 
+    parameters = inspect.signature(cls.__init__).parameters if cls.__init__ is not Exception.__init__ else {}
+
     def fails(_cfg):
-        if cls.__init__ is not Exception.__init__ and "problems" in inspect.signature(cls.__init__).parameters:
+        if "problems" in parameters:
             raise cls([f"{name} happened: fix it like so"])  # ConfigError takes its problems as a list
+        if "error_number" in parameters:  # DiskFullError writes its own message from the file and errno
+            raise cls(f"/nowhere/{name}", errno.ENOSPC)
         raise cls(f"{name} happened: fix it like so")
 
     with pytest.raises(SystemExit) as exit_info:
         runner.run_cli(fails, None)
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err == f"error: {name} happened: fix it like so\n"
+    err = capsys.readouterr().err
+    if "error_number" in parameters:
+        assert err.startswith("error: ") and f"/nowhere/{name}" in err and err.count("\n") == 1
+    else:
+        assert err == f"error: {name} happened: fix it like so\n"

@@ -176,3 +176,41 @@ def test_errors_are_one_line(make_cfg, tmp_path, capsys, monkeypatch):
 def test_parse_options_types():
     options = parse_options(["ckpt_path=a.ckpt", "check=false", "batch=4", "tolerance=1e-3", "out=x.onnx"])
     assert options == ExportOptions(ckpt_path="a.ckpt", check=False, batch=4, tolerance=1e-3, out="x.onnx")
+
+
+def test_a_read_only_out_folder_is_one_line_naming_it_and_the_fix(make_cfg, tmp_path, capsys, monkeypatch):
+    import builtins
+    import os
+
+    ckpt = save_tiny_checkpoint(make_cfg("model=baseline"), tmp_path / "run.ckpt")
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anywhere: refuse what the kernel would refuse anyone else
+        real_os_open, real_open = os.open, builtins.open
+
+        def refused(path) -> bool:
+            return Path(os.fspath(path)).parent == folder
+
+        def os_open(path, flags, *args, **kwargs):
+            if refused(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+            return real_os_open(path, flags, *args, **kwargs)
+
+        def open_(file, mode="r", *args, **kwargs):
+            if isinstance(file, (str, os.PathLike)) and refused(file) and set(mode) & set("wax+"):
+                raise PermissionError(13, "Permission denied", os.fspath(file))
+            return real_open(file, mode, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", os_open)
+        monkeypatch.setattr(builtins, "open", open_)
+    try:
+        status = main([f"ckpt_path={ckpt}", f"out={folder / 'model.onnx'}", "check=false"])
+    finally:
+        monkeypatch.undo()
+        folder.chmod(0o755)
+    assert status == 2
+    line = _error_line(capsys)
+    assert line.startswith(f"error: out={folder / 'model.onnx'}: cannot write {folder} (Permission denied); ")
+    assert "pass out=<a file in a folder you can write>" in line and f"or make {folder} writable" in line
+    assert list(folder.iterdir()) == []

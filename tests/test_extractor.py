@@ -121,3 +121,35 @@ def test_bad_inputs_are_named(trained, tmp_path):
     with pytest.raises(checkpoints.CheckpointLoadError, match="holds no stored run config"):
         FeatureExtractor(stray)
     assert FeatureExtractor(Path(checkpoint).parents[1], device="cpu").feature_dim == extractor.feature_dim
+
+
+def test_a_directory_given_as_an_image_or_as_the_checkpoint_is_named_as_one(trained, tmp_path):
+    checkpoint, _, _ = trained
+    extractor = FeatureExtractor(checkpoint, device="cpu", pose_estimator="none")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    with pytest.raises(FeatureInputError) as info:
+        extractor([np.zeros((20, 10, 3), dtype=np.uint8), str(folder)])
+    message = str(info.value)
+    assert f"image 1 ({folder}) is a directory, not an image file" in message and "does not exist" not in message
+    assert "pass the image files in it" in message
+    with pytest.raises(FeatureInputError) as info:
+        FeatureExtractor(folder, device="cpu")
+    message = str(info.value)
+    assert f"checkpoint {folder} is a directory with no checkpoint in it" in message
+    assert "pass a .ckpt file, or the run folder of a train.py run" in message
+
+
+def test_a_feature_moves_with_its_batch_by_rounding_only_within_the_documented_tolerance(trained):
+    from reid.inference import extractor as extractor_module
+
+    checkpoint, datamodule, _ = trained
+    paths = [r.image_path for r in datamodule.eval_set.records[:12]]
+    files = _keypoint_files(datamodule)[:12]
+    extractor = FeatureExtractor(checkpoint, device="cpu", batch_size=12, pose_estimator="none")
+    batched = extractor(paths, keypoints=files)
+    alone = torch.cat([extractor(p, keypoints=[f]) for p, f in zip(paths, files)])
+    tolerance = extractor_module.BATCH_TOLERANCE
+    assert tolerance == 1e-5 and "BATCH_TOLERANCE` (1e-5)" in FeatureExtractor.__doc__  # documented where it is used
+    scale = max(1.0, float(batched.abs().max()))
+    assert float((batched - alone).abs().max()) <= tolerance * scale

@@ -34,9 +34,35 @@ FORBIDDEN = [
     ("reid.lit", ("reid.inference", *ENTRY)),
     ("reid.inference", ENTRY),
     ("reid.checkpoints", ("reid.lit", *ENTRY)),
+    # what a file may name is decided below every layer that builds from files
+    ("reid.trusted", ("reid.models", "reid.data", "reid.lit", "reid.checkpoints", "reid.inference", *ENTRY, "hydra")),
     ("reid.tools", ("reid.tasks",)),
     ("reid.errors", ("reid.",)),
-    ("reid.files", ("reid.",)),
+    # below every layer: it may raise the project's errors, nothing more
+    (
+        "reid.files",
+        tuple(
+            f"reid.{name}"
+            for name in (
+                "models",
+                "data",
+                "lit",
+                "pose",
+                "metrics",
+                "evaluation",
+                "inference",
+                "viz",
+                "checkpoints",
+                "trusted",
+                "tasks",
+                "tools",
+                "cli",
+                "conf",
+                "schema",
+                "rundir",
+            )
+        ),
+    ),
     ("reid.names", ("reid.",)),
 ]
 # command-line tools that live beside the layer they serve: `reid-extract-pose` runs an estimator over a

@@ -410,3 +410,117 @@ def test_a_run_scored_on_a_validation_subset_is_never_averaged_with_full_runs(tm
     rows = {row[0]: row for row in table_rows(ablation_table(runs))[1:]}
     assert rows["intra_inter"][-1].startswith("90.00") and rows["intra_inter[eval subset]"][-1].startswith("50.00")
     assert full.is_dir()
+
+
+def _evaluation_of(trained: Path, run_dir: Path, *, recorded_beta: float | None, overrides: list[str] | None = None):
+    """An evaluate.py run of ``trained``'s checkpoint whose own config keeps the default beta 0.1."""
+    run = write_run(
+        run_dir,
+        "intra_inter",
+        "market",
+        beta=0.1,
+        task_name="evaluate",
+        ckpt_path=str(trained / "checkpoints" / "last.ckpt"),
+        overrides=overrides,
+    )
+    if recorded_beta is not None:
+        metrics = json.loads((run / "metrics.json").read_text())
+        metrics["input_settings"] = {"beta": recorded_beta, "whole_size": [384, 192], "regions": "pose"}
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    return run
+
+
+def test_an_evaluation_is_reported_with_the_beta_it_recorded_not_its_config_default(tmp_path, capsys):
+    trained = write_run(tmp_path / "train" / "t1", "intra_inter", "market", beta=0.2)
+    (trained / "checkpoints").mkdir()
+    evaluation = _evaluation_of(trained, tmp_path / "evaluate" / "e1", recorded_beta=0.2)
+    (run,) = collect_runs([evaluation])
+    assert run.beta == pytest.approx(0.2) and not run.notes
+    assert main([str(evaluation)]) == 0
+    captured = capsys.readouterr()
+    assert "| intra_inter | 0.5 | 0.2 (1/5) |" in captured.out
+    assert "0.1 (1/10)" not in captured.out and "scored with beta" not in captured.out + captured.err
+    # a β given on evaluate.py's command line is what it recorded: then the note is true
+    other = _evaluation_of(trained, tmp_path / "evaluate" / "e2", recorded_beta=0.1, overrides=["data.beta=0.1"])
+    (run,) = collect_runs([other])
+    assert run.beta == pytest.approx(0.1)
+    assert run.notes == [f"{other}: scored with beta=0.1 a model trained with beta=0.2"]
+
+
+def test_an_evaluation_that_recorded_no_input_settings_used_the_checkpoints_beta(tmp_path):
+    trained = write_run(tmp_path / "train" / "t1", "intra_inter", "market", beta=0.2)
+    (trained / "checkpoints").mkdir()
+    (run,) = collect_runs([_evaluation_of(trained, tmp_path / "e1", recorded_beta=None)])
+    assert run.beta == pytest.approx(0.2) and not run.notes
+    given = _evaluation_of(trained, tmp_path / "e2", recorded_beta=None, overrides=["data.beta=0.1"])
+    (run,) = collect_runs([given])
+    assert run.beta == pytest.approx(0.1) and "scored with beta=0.1" in run.notes[0]
+
+
+def test_job_folders_without_metrics_are_named_not_silently_left_out(ablation_multirun, capsys):
+    for job in ("9", "10"):
+        (ablation_multirun / job / ".hydra").mkdir(parents=True)
+        (ablation_multirun / job / ".hydra" / "config.yaml").write_text("task_name: train\n")
+    (ablation_multirun / "0" / "wandb" / ".hydra").mkdir(parents=True)  # inside a job: not a job
+    assert reid_report.incomplete_runs([ablation_multirun]) == [ablation_multirun / "9", ablation_multirun / "10"]
+    assert main([str(ablation_multirun)]) == 0
+    captured = capsys.readouterr()
+    line = next(line for line in captured.err.splitlines() if "without metrics.json" in line)
+    assert line.startswith("note: 2 job folders without metrics.json left out")
+    assert line.endswith(f"{ablation_multirun / '9'}, {ablation_multirun / '10'}")
+    report = (ablation_multirun / "report.md").read_text()
+    assert "9 runs (2 incomplete jobs left out: see Notes)" in report
+    assert f"{ablation_multirun / '9'}, {ablation_multirun / '10'}" in report.split("## Notes", 1)[1]
+
+
+def _features_with_an_unscorable_query(tmp_path: Path) -> Path:
+    import torch
+
+    from reid.evaluation import FeatureSet
+
+    torch.manual_seed(0)
+    # queries: pid 1 (cam 0), pid 2 (cam 0), pid 3 (cam 0); the gallery sees pid 3 from camera 0 only
+    pids = torch.tensor([1, 2, 3, 1, 2, 3, 4])
+    camids = torch.tensor([0, 0, 0, 1, 1, 0, 1])
+    is_query = torch.tensor([True, True, True, False, False, False, False])
+    features = FeatureSet(
+        features={"all": torch.randn(7, 8)},
+        pids=pids,
+        camids=camids,
+        is_query=is_query,
+        paths=[str(tmp_path / f"img{i}.jpg") for i in range(7)],
+        meta={"flip": False},
+    )
+    return features.save(tmp_path / "features.pt")
+
+
+def test_the_evaluation_report_states_the_queries_scored_and_skipped(make_cfg, tmp_path):
+    from reid.tasks import evaluate
+
+    cfg = make_cfg(
+        f"features_path={_features_with_an_unscorable_query(tmp_path)}",
+        "eval.branches=false",
+        "eval.pictures.enabled=false",
+        config_name="evaluate",
+        tiny=False,
+    )
+    evaluate(cfg)
+    out = Path(cfg.paths.output_dir)
+    report = (out / "report.md").read_text()
+    assert (
+        "- images: 2 queries scored (1 of 3 skipped: the gallery holds no image of their identity from another camera), 4 gallery"
+        in report
+    )
+    assert "3 queries" not in report
+    assert json.loads((out / "metrics.json").read_text())["queries"] == {"total": 3, "scored": 2, "skipped": 1}
+
+
+def test_a_shared_run_folder_cannot_make_the_report_print_this_machines_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("REID_TEST_SECRET", "hunter2")
+    run = write_run(tmp_path / "sweep" / "0", "intra_inter", "market")
+    config = run / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("lambda_intra: 0.5", "lambda_intra: ${oc.env:REID_TEST_SECRET}"))
+    (run / ".hydra" / "overrides.yaml").write_text("- tag=${oc.env:REID_TEST_SECRET}\n")
+    runs = collect_runs([tmp_path / "sweep"])
+    text = write_report(runs, tmp_path / "report").read_text()
+    assert runs and "hunter2" not in text and "hunter2" not in repr(runs)

@@ -383,9 +383,63 @@ def test_values_at_the_edges_of_their_ranges_are_accepted(make_cfg):
             "data.num_workers=0",
             "data.augment.hflip=1.0",
             "model.lambda_intra=0",
+            "seed=0",
+            "seed=4294967295",
             tiny=False,
         )
     )
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["seed=-5", "seed=4294967296", "data.sampler_seed=-1", "data.augment.seed=-1", "eval.pictures.seed=-2"],
+)
+def test_a_seed_numpy_cannot_take_is_one_line_naming_the_key_and_range(make_cfg, override):
+    key, _, value = override.partition("=")
+    problems = _problems(make_cfg, override)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"config key '{key}': {value} is out of range, must be in [0, 4294967295] (fix: ")
+
+
+# YAML and Hydra read nan, inf and 1e400 (too large: inf) as floats; no comparison with a bound rejects NaN
+NON_FINITE = [
+    ("data.beta=nan", "nan", "in [0, 0.5]"),
+    ("data.beta=inf", "inf", "in [0, 0.5]"),
+    ("model.optimizer.lr=1e400", "inf", "> 0"),
+    ("model.optimizer.lr=nan", "nan", "> 0"),
+    ("model.lambda_intra=inf", "inf", ">= 0"),
+    ("data.augment.erasing_aspect=[0.3,inf]", "[0.3, inf]", "> 0"),
+    ("trainer.gradient_clip_val=nan", "nan", ">= 0"),
+]
+
+
+@pytest.mark.parametrize(("override", "shown", "bounds"), NON_FINITE, ids=[o for o, _, _ in NON_FINITE])
+def test_nan_and_inf_are_outside_every_range(make_cfg, override, shown, bounds):
+    key = override.partition("=")[0]
+    problems = _problems(make_cfg, override)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"config key '{key}': {shown} is out of range, must be a finite number {bounds}")
+
+
+@pytest.mark.parametrize("override", ["seed=-5", "data.beta=nan", "model.optimizer.lr=1e400"])
+def test_a_bad_seed_or_a_non_finite_float_ends_train_in_one_line(make_cfg, capsys, override):
+    from reid import tasks as runner
+
+    with pytest.raises(SystemExit) as exit_info:
+        runner.run_cli(runner.train, make_cfg(override, "trainer.max_epochs=1"))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: config key '{override.partition('=')[0]}': "), err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400"])
+def test_a_tool_option_with_a_range_refuses_nan_and_inf(value, capsys):
+    from reid.conf.tool import run_tool
+    from reid.tools.export import ExportOptions
+
+    assert run_tool(lambda options: 0, ExportOptions, "export", ["ckpt_path=a.ckpt", f"tolerance={value}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: config key 'tolerance': ") and "must be a finite number > 0" in err, err
 
 
 def test_fusion_names_come_from_the_fusion_registry(make_cfg):

@@ -51,7 +51,7 @@ def test_same_parameters_give_identical_bytes_in_another_root(small_set, tmp_pat
     again = generate(tmp_path / "elsewhere", **SMALL)
     assert again.name == small_set.name
     first, second = _all_files(small_set), _all_files(again)
-    assert len(first) == 2 * (12 + 14 + 8) + 2  # images + keypoint files, meta.json, marker
+    assert len(first) == 3 * (12 + 14 + 8) + 2  # images + keypoint files + truth masks, meta.json, marker
     assert first == second
 
 
@@ -258,7 +258,7 @@ def test_a_failed_run_leaves_nothing_behind(tmp_path, monkeypatch):
     def broken_render(*args, **kwargs):
         raise RuntimeError("renderer crashed")
 
-    monkeypatch.setattr(generator_module, "render_image", broken_render)
+    monkeypatch.setattr(generator_module, "render_sample", broken_render)
     with pytest.raises(RuntimeError, match="renderer crashed"):
         generate(tmp_path, **SMALL)
     assert list(tmp_path.iterdir()) == []

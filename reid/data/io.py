@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -27,9 +28,22 @@ class CorruptImageError(ReidError, ValueError):
 
 def _check_exists(path: Path) -> None:
     if not path.is_file():
+        if path.is_symlink():  # listed in the data set's folder, so an unreadable image, not a missing one
+            raise CorruptImageError(f"image {path} is {_broken_link(path)}: {BAD_IMAGE_FIX}")
         raise FileNotFoundError(f"image {path} does not exist: re-extract the data set or fix the record's path")
     if path.stat().st_size == 0:
         raise CorruptImageError(f"image {path} is empty (0 bytes): {BAD_IMAGE_FIX}")
+
+
+def _broken_link(path: Path) -> str:
+    """What is wrong with the symbolic link ``path`` that leads to no file, in words."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return f"a symbolic link loop that never reaches a file ({path.name} -> {os.readlink(path)} -> ...)"
+        return f"a symbolic link to {os.readlink(path)}, which does not exist"
+    return f"a symbolic link to {os.readlink(path)}, which is not a file"
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

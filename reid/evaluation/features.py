@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from reid.errors import ReidError
 from reid.files import atomic_write
 from reid.models.network import NetworkOutput
 from reid.names import PART_NAMES  # noqa: F401 - re-exported (dashboard, reports)
@@ -32,6 +33,14 @@ ROW_LABELS: dict[str, str] = {
 
 
 FEATURES_FORMAT = "reid-features-v1"
+WHAT_FEATURES_ARE = (
+    "a features file is the features.pt that `python evaluate.py ckpt_path=<checkpoint> eval.save_features=true` "
+    f"writes into its run folder (format {FEATURES_FORMAT!r}: per-row features, pids, camids, is_query, paths)"
+)
+
+
+class FeaturesFileError(ReidError, ValueError):
+    """``features_path`` names a file that is not a features file of :meth:`FeatureSet.save` (one line)."""
 
 
 def branch_features(net: nn.Module, output: NetworkOutput) -> dict[str, Tensor]:
@@ -113,26 +122,66 @@ class FeatureSet:
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureSet":
-        """Reads a set written by :meth:`save` (safely: ``weights_only=True``)."""
+        """Reads a set written by :meth:`save` (safely: ``weights_only=True``).
+
+        Raises:
+            FileNotFoundError: there is no such file or folder.
+            FeaturesFileError: a folder, or a file that is not a features file (text, another torch file, damaged).
+        """
         path = Path(path)
+        if path.is_dir():
+            raise FeaturesFileError(
+                f"features_path={path} is a directory; pass the features file in it (e.g. {path / 'features.pt'}): "
+                f"{WHAT_FEATURES_ARE}"
+            )
         if not path.is_file():
             raise FileNotFoundError(
                 f"features file not found: {path} (write one with `python evaluate.py ckpt_path=... eval.save_features=true`)"
             )
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - text, a zip of another kind, pickled code: all "not a features file"
+            raise FeaturesFileError(
+                f"features_path={path} is not a features file: {_unreadable(path, err)}; {WHAT_FEATURES_ARE}"
+            ) from err
         if not isinstance(payload, dict) or payload.get("format") != FEATURES_FORMAT:
-            raise ValueError(f"{path} is not a features file written by evaluate.py (format {FEATURES_FORMAT})")
-        return cls(
-            features=dict(payload["features"]),
-            pids=payload["pids"],
-            camids=payload["camids"],
-            is_query=payload["is_query"],
-            paths=list(payload["paths"]),
-            protocol=str(payload["protocol"]),
-            part_weights=payload.get("part_weights"),
-            boxes=payload.get("boxes"),
-            meta=dict(payload.get("meta") or {}),
-        )
+            found = (
+                f"a dict with keys {sorted(map(str, payload))[:6]}"
+                if isinstance(payload, dict)
+                else f"a {type(payload).__name__}"
+            )
+            raise FeaturesFileError(
+                f"features_path={path} is not a features file: it holds {found}, not format {FEATURES_FORMAT!r}; "
+                f"{WHAT_FEATURES_ARE}"
+            )
+        try:
+            return cls(
+                features=dict(payload["features"]),
+                pids=payload["pids"],
+                camids=payload["camids"],
+                is_query=payload["is_query"],
+                paths=list(payload["paths"]),
+                protocol=str(payload["protocol"]),
+                part_weights=payload.get("part_weights"),
+                boxes=payload.get("boxes"),
+                meta=dict(payload.get("meta") or {}),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+            problem = f"no {err}" if isinstance(err, KeyError) else " ".join(str(err).split())
+            raise FeaturesFileError(
+                f"features_path={path} is a damaged features file ({problem}); write it again: {WHAT_FEATURES_ARE}"
+            ) from err
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    """Why ``torch.load`` could not read ``path``, in words (its own message can be a bare ``101``)."""
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if not (head == b"PK" or head[:1] == b"\x80"):  # a zip archive or a pickle, what torch.save writes
+        return "it is not a torch file at all"
+    if "weights_only" in str(err).lower() or "Weights only load failed" in str(err):
+        return "it holds objects other than tensors and plain containers (not unpickled, for safety)"
+    return f"torch cannot read it ({' '.join(str(err).split())[:120] or type(err).__name__})"
 
 
 def _mean_of(first: dict[str, Tensor], second: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -181,7 +230,7 @@ def extract_features(
         output = module(whole, parts, return_attention=attention_health is not None)
         if attention_health is not None:
             select = torch.as_tensor(batch["is_query"]).bool().to(whole.device)
-            attention_health.update(output.attention, output.part_weights, select=select)
+            attention_health.update(output.attention, output.part_weights, select=select, truth=batch)
         features = branch_features(net, output)
         mu = output.part_weights
         if flip:

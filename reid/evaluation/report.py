@@ -96,7 +96,8 @@ def attention_image(
         images.append(crop)
         part_boxes.append(parts_in_whole_crop(eval_set.boxes[int(i)], eval_set.whole_size))
     attention = {name: [m.detach().float().cpu() for m in masks] for name, masks in output.attention.items()}
-    return attention_picture(images, attention, np.stack(part_boxes), health=health)
+    outlines = [s.get("truth_whole") for s in samples]  # the synthetic set's truth: Fig. 7 draws its outline
+    return attention_picture(images, attention, np.stack(part_boxes), health=health, outlines=outlines)
 
 
 def cmc_image(results: Mapping[str, Mapping[str, Any]], max_rank: int = 50) -> Image.Image | None:
@@ -189,6 +190,29 @@ def write_evaluation_outputs(
     return write_report_md(cfg, features, table, written, output_dir, attention_health)
 
 
+def query_counts(features: FeatureSet) -> dict[str, int]:
+    """``total``, ``scored`` and ``skipped`` queries: a query is scored when the gallery holds its identity
+    seen by another camera (the rule of :mod:`reid.metrics.rank`, both protocols); the others are skipped."""
+    cameras_of: dict[int, set[int]] = {}
+    for pid, camid in zip(features.pids[features.gallery].tolist(), features.camids[features.gallery].tolist()):
+        cameras_of.setdefault(pid, set()).add(camid)
+    query_ids = zip(features.pids[features.query].tolist(), features.camids[features.query].tolist())
+    scored = sum(1 for pid, camid in query_ids if cameras_of.get(pid, set()) - {camid})
+    total = len(features.query)
+    return {"total": total, "scored": scored, "skipped": total - scored}
+
+
+def _queries_line(features: FeatureSet) -> str:
+    counts = query_counts(features)
+    line = f"{counts['scored']} queries scored"
+    if counts["skipped"]:
+        line += (
+            f" ({counts['skipped']} of {counts['total']} skipped: the gallery holds no image of their "
+            "identity from another camera)"
+        )
+    return line
+
+
 def write_report_md(
     cfg: DictConfig,
     features: FeatureSet,
@@ -206,10 +230,17 @@ def write_report_md(
         "",
         f"- scored: `{source}`",
         f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- images: {len(features.query)} queries, {len(features.gallery)} gallery; protocol {features.protocol}",
+        f"- images: {_queries_line(features)}, {len(features.gallery)} gallery; protocol {features.protocol}",
         f"- distance {e.distance}, flip averaging {'on' if features.meta.get('flip') else 'off'}, "
         f"re-ranking {'on (k1=%s, k2=%s, lambda=%s)' % (e.rerank_k1, e.rerank_k2, e.rerank_lambda) if e.rerank else 'off'}",
     ]
+    data = cfg.get("data") or {}
+    if not cfg.get("features_path") and data.get("whole_size") is not None:
+        # cfg.data holds the settings used: evaluate.py took them from the checkpoint unless given
+        lines.append(
+            f"- input: whole body {'x'.join(str(v) for v in data.whole_size)}, parts "
+            f"{'x'.join(str(v) for v in data.part_size)}, β {data.get('beta')}, regions {data.get('regions')}"
+        )
     if model:
         lines.append(
             f"- network: intra-attention {model.get('intra_attention')}, fusion {model.get('fusion')}, "

@@ -16,6 +16,8 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -26,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from reid.checkpoints import CONFIG_KEY, CheckpointLoadError, load_checkpoint
+from reid.checkpoints import CONFIG_KEY, CheckpointLoadError, find_resume_checkpoint, load_checkpoint
 from reid.errors import ReidError
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,9 @@ ImageInput = Any  # a path (str / os.PathLike), an (H, W, 3) uint8 RGB array, or
 KeypointInput = Any  # an (18, 3) COCO-18 array (x, y, confidence), an OpenPose JSON path, or None
 # lists longer than this get a progress bar (progress=None)
 PROGRESS_FROM = 256
+#: how far an image's feature may move with the batch it is extracted in, relative to the largest
+#: |feature| (at least 1): float32 rounding of batch-size-dependent CPU kernels (see FeatureExtractor)
+BATCH_TOLERANCE = 1e-5
 
 
 class FeatureInputError(ReidError, ValueError):
@@ -45,6 +50,11 @@ def _as_rgb_array(image: ImageInput, index: int) -> np.ndarray:
     from reid.data.io import read_image
 
     if isinstance(image, (str, os.PathLike)):
+        if Path(image).is_dir():
+            raise FeatureInputError(
+                f"image {index} ({image}) is a directory, not an image file: pass the image files in it, "
+                f"e.g. sorted(Path({str(image)!r}).glob('*.jpg'))"
+            )
         return read_image(image)
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -76,6 +86,14 @@ class FeatureExtractor:
         pose_estimator: for images given without keypoints to a pose-trained model: ``auto``
             (MediaPipe when installed), ``none`` (never), or a callable image -> (18, 3) or None.
         progress: show a progress bar; None: for lists longer than :data:`PROGRESS_FROM`.
+
+    Batches and rounding: an image's feature depends on the images it is batched with, by
+    float32 rounding only. The CPU kernels (oneDNN convolutions and the BLAS ones alike) order
+    their sums by batch size, so an image extracted alone and in a batch differ by up to
+    :data:`BATCH_TOLERANCE` (1e-5) times ``max(1, largest |feature|)`` (the README's benchmarks give the
+    measured sizes). Exact results would need one image per forward pass, so compare features
+    with that tolerance, not bit for bit. The GPU's kernels (cuDNN, with TF32 convolutions by
+    default) also depend on the batch size and have not been measured against it.
     """
 
     def __init__(
@@ -96,6 +114,11 @@ class FeatureExtractor:
         if int(batch_size) < 1:
             raise FeatureInputError(f"batch_size must be >= 1, got {batch_size}")
         path = Path(checkpoint)
+        if path.is_dir() and find_resume_checkpoint(path) is None:
+            raise FeatureInputError(
+                f"checkpoint {path} is a directory with no checkpoint in it (looked for {path / 'checkpoints'}/"
+                "last.ckpt): pass a .ckpt file, or the run folder of a train.py run (the folder holding checkpoints/)"
+            )
         loaded = load_checkpoint(path)  # a file or a run folder (its newest intact checkpoint)
         stored = loaded.get(CONFIG_KEY) or {}
         if "model" not in stored or "data" not in stored:
@@ -120,6 +143,7 @@ class FeatureExtractor:
         self.max_outside = None if max_outside is None else float(max_outside)
         self.strips = OmegaConf.to_container(data.get("strips") or {}, resolve=True)
         augment = OmegaConf.to_container(data.get("augment") or {}, resolve=True)
+        self.augment = augment
         self.transform = SampleTransform(train=False, **augment)
         self.batch_size = int(batch_size)
         self.normalize = bool(normalize)
@@ -127,12 +151,56 @@ class FeatureExtractor:
         self.progress = progress
         self._estimator_choice = pose_estimator
         self._estimator: Any = None
+        self._weights_digest: str | None = None
         self.last_counts: dict[str, int] = {}
 
     @property
     def feature_dim(self) -> int:
         """D, the length of one feature."""
         return int(self.module.net.feature_dim)
+
+    def weights_digest(self) -> str:
+        """SHA-256 of the network's weights (names, dtypes, shapes, values): the checkpoint's content identity.
+
+        The same whatever the file's name, date or the device it runs on; computed once.
+        """
+        if self._weights_digest is None:
+            digest = hashlib.sha256()
+            for name, tensor in self.module.state_dict().items():
+                value = tensor.detach().cpu().contiguous()
+                digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+                # raw bytes through a uint8 view: works for every dtype (bf16 has no numpy twin)
+                digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+            self._weights_digest = digest.hexdigest()
+        return self._weights_digest
+
+    def input_settings(self) -> dict[str, Any]:
+        """Every setting besides the weights that changes a feature, as plain values (the device is not one).
+
+        Sizes, β, regions, the pose thresholds, the strips, the evaluation transform's options
+        (normalisation), L2 normalisation, flip averaging, and which pose estimator fills in
+        missing keypoints.
+        """
+        estimator = self._estimator_choice
+        if callable(estimator):
+            estimator = f"callable {getattr(estimator, '__module__', '?')}.{getattr(estimator, '__qualname__', '?')}"
+        elif estimator == "auto":
+            # auto means MediaPipe only where it is installed: installing it changes the features
+            estimator = "auto:" + ("mediapipe" if importlib.util.find_spec("mediapipe") is not None else "none")
+        return {
+            "whole_size": list(self.whole_size),
+            "part_size": list(self.part_size),
+            "beta": self.beta,
+            "regions": self.regions,
+            "min_conf": self.min_conf,
+            "min_joints": self.min_joints,
+            "max_outside": self.max_outside,
+            "strips": self.strips,
+            "augment": self.augment,
+            "normalize": self.normalize,
+            "flip": self.flip,
+            "pose_estimator": str(estimator),
+        }
 
     # ------------------------------------------------------------------ pose
     def _pose_estimator(self) -> Any:

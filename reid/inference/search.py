@@ -8,7 +8,8 @@ Usage (``key=value`` as every tool; bare arguments are the query images)::
 Writes into ``out``: ``ranked.csv`` (query, rank, gallery image, distance), ``ranked_list.png``
 (one row per query, nearest first) and ``gallery_features.pt``, the gallery's features, reused by
 the next search of the same gallery with the same checkpoint (a changed, added or removed
-gallery image, or another checkpoint, is detected and the features are computed again).
+gallery image or keypoint file, other weights or other input settings are detected and the
+features are computed again: see :func:`fingerprint`).
 Memory stays bounded for large galleries: features are computed ``batch_size`` images at a
 time and the search compares the queries with ``chunk`` gallery features at a time, keeping a
 running top-k (never a queries x gallery matrix). Bad input (an unreadable image, a folder
@@ -20,11 +21,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import logging
 import sys
 from pathlib import Path
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -37,7 +39,7 @@ from reid.errors import ReidError
 log = logging.getLogger(__name__)
 
 CACHE_NAME = "gallery_features.pt"
-CACHE_FORMAT = "reid.inference.search.gallery/1"
+CACHE_FORMAT = "reid.inference.search.gallery/2"
 
 
 class SearchInputError(ReidError, ValueError):
@@ -72,21 +74,43 @@ def keypoint_file(keypoints: Path | None, image: Path, root: Path | None) -> str
     return None
 
 
-def fingerprint(checkpoint: Path, images: Sequence[Path], options: dict) -> str:
-    """What the gallery features depend on: the checkpoint file, every image (path, size, mtime), the options."""
-    digest = hashlib.sha256()
-    stat = checkpoint.stat()
-    digest.update(f"{checkpoint.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{sorted(options.items())}".encode())
-    for image in images:
-        stat = image.stat()
-        digest.update(f"\n{image.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+def file_identity(path: Path, content: bool = False) -> str:
+    """``path|size|mtime_ns`` of a file, and with ``content`` the SHA-256 of its bytes (for small files)."""
+    stat = path.stat()
+    identity = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    if content:
+        identity += f"|{hashlib.sha256(path.read_bytes()).hexdigest()}"
+    return identity
+
+
+def fingerprint(
+    identity: Mapping[str, Any], images: Sequence[Path], keypoint_files: Sequence[str | None] | None = None
+) -> str:
+    """The cache key of gallery features: everything they depend on.
+
+    Args:
+        identity: the checkpoint's content identity and the input settings (sizes, β,
+            normalisation, pose thresholds...), plain values (:meth:`FeatureExtractor.weights_digest`,
+            :meth:`FeatureExtractor.input_settings`); never the device.
+        images: every gallery image, by path, size and mtime.
+        keypoint_files: each image's keypoint file or None; by path, size, mtime and content
+            (a rewritten file keeps its name, and within one clock tick its mtime).
+    """
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
+    files = keypoint_files if keypoint_files is not None else [None] * len(images)
+    if len(files) != len(images):
+        raise ValueError(f"{len(images)} images but {len(files)} keypoint entries")
+    for image, keypoints in zip(images, files):
+        pose = file_identity(Path(keypoints), content=True) if keypoints else "no keypoints"
+        digest.update(f"\n{file_identity(image)}|{pose}".encode())
     return digest.hexdigest()
 
 
 def topk_search(query: Tensor, gallery: Tensor, k: int, chunk: int = 65536) -> tuple[Tensor, Tensor]:
     """The ``k`` nearest gallery rows of each query row (squared Euclidean), gallery compared ``chunk`` rows at a time.
 
-    Returns ``(distances, indices)``, each ``(Q, min(k, G))``, nearest first. Memory: ``Q x (chunk + k)``.
+    Returns ``(distances, indices)``, each ``(Q, min(k, G))``, nearest first, distances clamped at 0.
+    Memory: ``Q x (chunk + k)``.
     """
     k = min(int(k), gallery.shape[0])
     best_d = torch.full((query.shape[0], 0), float("inf"))
@@ -99,7 +123,10 @@ def topk_search(query: Tensor, gallery: Tensor, k: int, chunk: int = 65536) -> t
         merged_i = torch.cat([best_i, torch.arange(start, start + block.shape[0]).expand(query.shape[0], -1)], dim=1)
         best_d, order = merged_d.topk(min(k, merged_d.shape[1]), dim=1, largest=False)
         best_i = merged_i.gather(1, order)
-    return best_d, best_i
+    # |q|^2 + |g|^2 - 2 q.g of near-identical features can come out slightly below 0: a distance is
+    # never negative, and the order above is settled. "+ 0.0" turns -0.0 (printed -0.000000) into 0.0
+    # and, unlike a comparison, keeps a NaN a NaN
+    return best_d.clamp_min(0.0) + 0.0, best_i
 
 
 def _load_cache(path: Path, key: str) -> Tensor | None:
@@ -111,7 +138,11 @@ def _load_cache(path: Path, key: str) -> Tensor | None:
         log.warning("ignoring the unreadable feature cache %s", path)
         return None
     if cached.get("format") != CACHE_FORMAT or cached.get("fingerprint") != key:
-        log.info("the gallery, the checkpoint or the options changed since %s was written: computing again", path)
+        log.info(
+            "the gallery images, their keypoint files, the checkpoint's weights or the input settings changed "
+            "since %s was written: computing again",
+            path,
+        )
         return None
     return cached["features"]
 
@@ -139,12 +170,13 @@ def search(
         if not Path(query).is_file():
             raise SearchInputError(f"query image not found: {query}")
     extractor = FeatureExtractor(checkpoint, device=device, batch_size=batch_size, flip=flip)
-    key = fingerprint(Path(checkpoint), images, {"flip": flip, "keypoints": str(keypoints)})
+    gallery_keypoints = [keypoint_file(keypoints, image, gallery) for image in images]
+    identity = {"weights": extractor.weights_digest(), "input": extractor.input_settings()}
+    key = fingerprint(identity, images, gallery_keypoints)
     cache = out / CACHE_NAME
     gallery_features = _load_cache(cache, key)
     cached = gallery_features is not None
     if gallery_features is None:
-        gallery_keypoints = [keypoint_file(keypoints, image, gallery) for image in images]
         gallery_features = extractor([str(p) for p in images], keypoints=gallery_keypoints)
         payload = {
             "format": CACHE_FORMAT,

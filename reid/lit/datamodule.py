@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -19,10 +20,11 @@ from reid.data.crops import crop_regions
 from reid.data.datasets import load
 from reid.data.io import VERIFY_MODES, CorruptImageError, image_size, read_image, verify_image
 from reid.data.records import Record, ReIDDataset
+from reid.data.truth import crop_visible, read_truth, region_visibility, truth_path
 from reid.data.samplers import SAMPLERS, RandomIdentitySampler, ResumableDataLoader, ShuffleSampler
 from reid.data.transforms import SampleTransform
 from reid.pose import KeypointFormatError, build_keypoint_source, regions_for_images, strip_regions
-from reid.pose.regions import DEFAULT_MAX_OUTSIDE
+from reid.pose.regions import DEFAULT_MAX_OUTSIDE, region_confidence
 from reid.schema import ConfigError
 
 log = logging.getLogger(__name__)
@@ -63,9 +65,15 @@ class CropDataset(Dataset):
         part_size: tuple[int, int],
         is_query: Sequence[bool] | None = None,
         indices: Sequence[int] | None = None,
+        part_confidence: np.ndarray | None = None,
+        truth: Sequence[str | None] | None = None,
     ) -> None:
         if len(records) != len(boxes):
             raise ValueError(f"{len(records)} records but {len(boxes)} boxes")
+        # evaluation's measuring fields (reid.metrics.attention_health): the keypoints' mean confidence
+        # per part (N, 4), and the synthetic truth's files (reid.data.truth); training never reads them
+        self.part_confidence = None if part_confidence is None else np.asarray(part_confidence, dtype=np.float32)
+        self.truth = None if truth is None or not any(truth) else list(truth)
         self.records = list(records)
         self.boxes = np.asarray(boxes, dtype=np.float32)
         self.transform = transform
@@ -90,13 +98,37 @@ class CropDataset(Dataset):
         image = read_image(record.image_path)
         whole, parts = crop_regions(image, self.boxes[i], whole_size=self.whole_size, part_size=self.part_size)
         whole_t, parts_t = self.transform(whole, parts, self.boxes[i])
-        return {
+        sample = {
             "whole": whole_t,
             "parts": parts_t,
             "pid": record.pid,
             "camid": record.camid,
             "index": self.indices[i],
             "is_query": self.is_query[i],
+        }
+        if self.part_confidence is not None or self.truth is not None:
+            sample["boxes"] = torch.from_numpy(self.boxes[i])
+        if self.part_confidence is not None:
+            sample["part_confidence"] = torch.from_numpy(self.part_confidence[i])
+        if self.truth is not None:
+            sample.update(self._truth_fields(i, image.shape[:2]))
+        return sample
+
+    def _truth_fields(self, i: int, image_shape: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """The visible person's coverage in each crop (uint8, 255 = all person) and each region's visible share."""
+        path = self.truth[i] if self.truth is not None else None
+        if path is None:  # an image without truth in a set with truth: unknown, not "no person"
+            return {
+                "truth_whole": torch.zeros(self.whole_size, dtype=torch.uint8),
+                "truth_parts": torch.zeros((4, *self.part_size), dtype=torch.uint8),
+                "truth_visible": torch.full((5,), float("nan")),
+            }
+        labels = read_truth(path, image_shape)
+        whole, parts = crop_visible(labels, self.boxes[i], self.whole_size, self.part_size)
+        return {
+            "truth_whole": torch.from_numpy(np.round(whole * 255).astype(np.uint8)),
+            "truth_parts": torch.from_numpy(np.round(parts * 255).astype(np.uint8)),
+            "truth_visible": torch.from_numpy(region_visibility(labels, self.boxes[i])),
         }
 
 
@@ -182,6 +214,51 @@ class CropLoadersMixin:
         if self._train_loader is not None and self._pending_train_state:
             self._train_loader.load_state_dict(self._pending_train_state)
 
+    def _train_labels(self) -> list[int]:
+        """The identity (class) of every training sample, in data set order."""
+        assert self.train_set is not None, "call setup() first"
+        records = getattr(self.train_set, "records", None)
+        return [r.pid for r in records] if records is not None else [s[1] for s in self.train_set.samples]
+
+    def train_batches_per_epoch(self, num_replicas: int = 1) -> int:
+        """The complete training batches each of ``num_replicas`` processes gets per epoch (at least 1).
+
+        The training loader drops an incomplete last batch (resuming counts whole batches), so a
+        ``batch_size`` above the training images a process gets leaves it nothing to train on;
+        Lightning would then skip training and the run would score an untrained model.
+
+        Raises:
+            ConfigError: no complete batch per epoch, naming ``data.batch_size`` (with the number
+                of training images) or the identity sampler's P x K, and the fix.
+        """
+        assert self.train_set is not None, "call setup() first"
+        images = len(self.train_set)
+        name = getattr(self, "name", "?")
+        if images == 0:
+            raise ConfigError(
+                [f"data set '{name}' has no training images, so there is nothing to train on: check its train split"]
+            )
+        if self.sampler_name == "identity":
+            try:
+                sampler = RandomIdentitySampler(
+                    self._train_labels(), self.batch_size, self.num_instances, seed=0, num_replicas=num_replicas, rank=0
+                )
+            except ValueError as err:  # the sampler's own message names the keys and the fix
+                raise ConfigError([f"{err} (data set '{name}', {images} training images)"]) from None
+            return sampler.batches_per_rank
+        per_process = math.ceil(images / num_replicas)
+        batches = per_process // self.batch_size
+        if batches == 0:
+            processes = f" ({per_process} per process with {num_replicas} processes)" if num_replicas > 1 else ""
+            raise ConfigError(
+                [
+                    f"data.batch_size={self.batch_size} is more than the {images} training images of data set "
+                    f"'{name}'{processes}: an epoch has no complete batch (the incomplete last one is dropped), "
+                    f"so nothing would be trained; lower data.batch_size to at most {per_process}"
+                ]
+            )
+        return batches
+
     def train_dataloader(self) -> DataLoader:
         """Complete batches in a seeded order per epoch, resumable in the middle of an epoch.
 
@@ -190,9 +267,9 @@ class CropLoadersMixin:
         """
         assert self.train_set is not None, "call setup() first"
         if self.sampler_name == "identity":
-            records = getattr(self.train_set, "records", None)
-            labels = [r.pid for r in records] if records is not None else [s[1] for s in self.train_set.samples]
-            sampler = RandomIdentitySampler(labels, self.batch_size, self.num_instances, seed=self.sampler_seed)
+            sampler = RandomIdentitySampler(
+                self._train_labels(), self.batch_size, self.num_instances, seed=self.sampler_seed
+            )
         else:
             sampler = ShuffleSampler(len(self.train_set), seed=self.sampler_seed)
         if getattr(self.train_set, "accepts_sample_seeds", False):
@@ -321,6 +398,8 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
         self.train_set: CropDataset | None = None
         self.eval_set: CropDataset | None = None
         self.region_counts: dict[str, dict[str, int]] = {}
+        # per split, the mean keypoint confidence of each part's joints (reid.pose.regions.region_confidence)
+        self.part_confidence: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ set-up
     def _load(self) -> ReIDDataset:
@@ -363,6 +442,10 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
             self.part_size,
             is_query=[True] * len(query_recs) + [False] * len(gallery_recs),
             indices=list(range(len(query_recs))) + list(range(len(gallery_recs))),
+            part_confidence=None
+            if source is None
+            else np.concatenate([self.part_confidence["query"], self.part_confidence["gallery"]]),
+            truth=[_optional_path(truth_path(r.image_path)) for r in query_recs + gallery_recs],
         )
         _check_scorable(dataset, query_recs, gallery_recs)
 
@@ -423,6 +506,11 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
                 continue
             kept.append(record)
             items.append((record.image_path, keypoints, size))
+        self.part_confidence[split] = (
+            np.stack([region_confidence(keypoints) for _, keypoints, _ in items])
+            if items
+            else np.zeros((0, 4), dtype=np.float32)
+        )
         skipped = len(bad_images) + len(bad_keypoints)
         tally = f"{len(bad_images)} unreadable images, {len(bad_keypoints)} bad keypoint files"
         if first_bad is not None and self.on_bad_sample == "error":
@@ -595,6 +683,10 @@ def matched_queries(query: Sequence[Record], gallery: Sequence[Record]) -> int:
     for record in gallery:
         cameras_of.setdefault(record.pid, set()).add(record.camid)
     return sum(1 for q in query if cameras_of.get(q.pid, set()) - {q.camid})
+
+
+def _optional_path(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def _check_scorable(dataset: ReIDDataset, query: Sequence[Record], gallery: Sequence[Record]) -> None:

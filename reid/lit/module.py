@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reid.data.records import CropBatch
+from reid.errors import ReidError
 from reid.metrics import ReIDMetric
 from reid.metrics.attention_health import AttentionHealth, flatten_health, health_summary
 from reid.models.network import NetworkOutput
@@ -19,6 +20,37 @@ from reid.models.pretrained import load_pretrained
 from reid.names import BRANCH_NAMES, RANK_METRICS
 
 log = logging.getLogger(__name__)
+
+
+class InferenceOnlyError(ReidError, RuntimeError):
+    """A module rebuilt from a checkpoint (no optimiser) asked to train."""
+
+
+# the stored model options a module rebuilt from a checkpoint takes as values (never optimiser,
+# scheduler, pre-trained weights or compile settings: those are training's, or code)
+_STORED_OPTIONS = ("regions", "lambda_intra", "label_smoothing", "fused_label_smoothing", "channels_last")
+
+
+def stored_network(net_cfg: Any, source: str) -> Callable[..., nn.Module]:
+    """``net(num_classes=...)`` for a stored ``model.net`` config: a class of this project's, its options as values.
+
+    Raises:
+        UntrustedConfigError: the config names another class (see :mod:`reid.trusted`).
+    """
+    import functools
+
+    from reid.models import AttentionReIDNet
+    from reid.trusted import NETWORK_TARGETS, UntrustedConfigError
+
+    options = dict(net_cfg or {})
+    target = options.pop("_target_", None)
+    options.pop("_partial_", None)
+    if target not in NETWORK_TARGETS:
+        raise UntrustedConfigError(
+            f"{source}: refusing the stored config key 'model.net._target_' = {target!r}: not one of this "
+            f"project's networks ({', '.join(sorted(NETWORK_TARGETS))})"
+        )
+    return functools.partial(AttentionReIDNet, **options)
 
 
 class ReIDModule(pl.LightningModule):
@@ -49,7 +81,7 @@ class ReIDModule(pl.LightningModule):
         self,
         net: Callable[..., nn.Module] | nn.Module,
         num_classes: int,
-        optimizer: Callable[..., torch.optim.Optimizer],
+        optimizer: Callable[..., torch.optim.Optimizer] | None,
         scheduler: Callable[..., Any] | None = None,
         regions: str = "pose",
         lambda_intra: float = 0.5,
@@ -123,11 +155,16 @@ class ReIDModule(pl.LightningModule):
         strict: bool | None = None,
         **kwargs: Any,
     ) -> "ReIDModule":
-        """The module of an already loaded checkpoint of ``train.py`` (see :meth:`load_from_checkpoint`)."""
-        from hydra.utils import instantiate
-        from omegaconf import OmegaConf
+        """The module of an already loaded checkpoint of ``train.py`` (see :meth:`load_from_checkpoint`).
 
+        Built from the stored config as *data*: the network class is looked up among this
+        project's own (:func:`stored_network`), its options are passed as values, and no
+        ``_target_`` read from the file is ever called. The module has no optimiser or scheduler
+        (it is for inference; train with ``train.py ckpt_path=``), no pre-trained weights and no
+        ``torch.compile`` unless ``kwargs`` say so.
+        """
         from reid.checkpoints import CONFIG_KEY, CheckpointLoadError
+        from reid.trusted import check_stored_config
 
         stored = checkpoint.get(CONFIG_KEY) or {}
         if "model" not in stored or "num_classes" not in checkpoint.get("hyper_parameters", {}):
@@ -135,11 +172,16 @@ class ReIDModule(pl.LightningModule):
                 f"{source} holds no stored model config ('{CONFIG_KEY}'): it was not written by train.py; "
                 "build the module yourself and load its state_dict"
             )
-        model_cfg = OmegaConf.create(stored["model"])
-        model_cfg.pretrained = None  # the checkpoint's weights replace the pre-trained ones
+        check_stored_config(stored, str(source))  # also done by load_checkpoint; callers may pass any dict
+        model_cfg = dict(stored["model"])
+        target = model_cfg.pop("_target_", None)
+        if target != f"{cls.__module__}.{cls.__qualname__}":
+            raise CheckpointLoadError(f"{source} holds a {target} checkpoint, not a {cls.__qualname__} one")
+        options = {key: value for key, value in model_cfg.items() if key in _STORED_OPTIONS}
         hparams = checkpoint["hyper_parameters"]
-        options = {"num_classes": int(hparams["num_classes"]), "eval_options": hparams.get("eval_options"), **kwargs}
-        module = instantiate(model_cfg, **options, _convert_="all")
+        options.update(num_classes=int(hparams["num_classes"]), eval_options=hparams.get("eval_options"))
+        options.update(kwargs)
+        module = cls(net=stored_network(model_cfg.get("net"), str(source)), optimizer=None, **options)
         module.load_state_dict(checkpoint["state_dict"], strict=True if strict is None else strict)
         return module
 
@@ -191,7 +233,10 @@ class ReIDModule(pl.LightningModule):
         with torch.no_grad():
             output = self(batch["whole"], batch["parts"], return_attention=True)
         self.val_metric.update(output.feature, batch["pid"], batch["camid"], batch["is_query"], batch["index"])
-        self.attention_health.update(output.attention, output.part_weights, select=batch["is_query"].bool())
+        # the batch's optional truth fields (synthetic masks, keypoint confidences) score the attention too
+        self.attention_health.update(
+            output.attention, output.part_weights, select=batch["is_query"].bool(), truth=batch
+        )
 
     def on_validation_epoch_end(self) -> None:
         results = self.val_metric.compute()
@@ -225,6 +270,11 @@ class ReIDModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise InferenceOnlyError(
+                "this module was rebuilt from a checkpoint for inference and has no optimiser: to train on, "
+                "run train.py with ckpt_path=<the checkpoint> (resume) or model.pretrained=<it> (fine-tune)"
+            )
         optimizer = self.optimizer_factory(params=self.net.parameters())
         if self.scheduler_factory is None:
             return optimizer

@@ -66,7 +66,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        """Saves ``checkpoint`` to ``path`` via a temporary file and an atomic rename."""
+        """Saves ``checkpoint`` to ``path`` via a temporary file and an atomic rename.
+
+        Raises:
+            reid.files.DiskFullError: the disk (quota, file-size limit) is full; the previous
+                checkpoint is intact and the message says to resume with ``ckpt_path=last``.
+        """
         if storage_options is not None or "://" in str(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
@@ -82,7 +87,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.replace(link, previous)
             except OSError:  # no hard links on this file system: no fallback copy
                 link.unlink(missing_ok=True)
-        atomic_write(target, lambda stream: torch.save(checkpoint, stream))
+        run_dir = target.parent.parent if target.parent.name == CHECKPOINT_DIR else target.parent
+        atomic_write(
+            target,
+            lambda stream: torch.save(checkpoint, stream),
+            retry=f"resume with ckpt_path=last (`python train.py <same overrides> hydra.run.dir={run_dir} ckpt_path=last`)",
+        )
 
     def load_checkpoint(
         self, path: Any, map_location: Any | None = lambda storage, loc: storage, weights_only: bool | None = None

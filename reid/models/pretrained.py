@@ -10,6 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from reid.errors import ReidError
+from reid.names import CHECKPOINT_CONFIG_KEY
+from reid.trusted import check_stored_config
 from reid.models.network import (
     is_classifier_parameter,
     part_state_dict_to_grouped,
@@ -36,6 +38,9 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
             f"cannot load pre-trained weights {path} with weights_only=True ({type(err).__name__}: {first_line}): "
             "pass a Lightning checkpoint or a plain state dict you trust"
         ) from None
+    if isinstance(payload, Mapping):
+        # the stored config is not used here, but a file that names code is hostile: refused like everywhere
+        check_stored_config(payload.get(CHECKPOINT_CONFIG_KEY), str(path))
     if isinstance(payload, Mapping) and isinstance(payload.get("state_dict"), Mapping):
         payload = payload["state_dict"]
     if not isinstance(payload, Mapping) or not all(isinstance(v, Tensor) for v in payload.values()):

@@ -38,6 +38,27 @@ STRIP_LAYOUTS = ("equal", "canonical")
 DEFAULT_MAX_OUTSIDE = 0.25
 
 
+def region_confidence(keypoints: np.ndarray | None) -> np.ndarray:
+    """The mean confidence of the joints that define each part region (Eq. 1-2: P1..P4), missing joints counting 0.
+
+    A visibility estimate from keypoints alone (PGFA's and PVPM's cue): a part whose joints the
+    estimator missed or doubted is likely hidden.
+
+    Returns:
+        (4,) float32 in [0, 1]: head, upper body, upper leg, lower leg; NaN without keypoints.
+    """
+    if keypoints is None:
+        return np.full(4, np.nan, dtype=np.float32)
+    points = np.asarray(keypoints, dtype=np.float64)
+    if points.ndim != 2 or points.shape[0] != 18 or points.shape[1] < 3:
+        return np.full(4, np.nan, dtype=np.float32)
+    confidence = np.nan_to_num(np.clip(points[:, 2], 0.0, 1.0))
+    return np.array(
+        [confidence[list(group)].mean() for group in (P1_HEAD, P2_UPPER_BODY, P3_UPPER_LEG, P4_LOWER_LEG)],
+        dtype=np.float32,
+    )
+
+
 def far_outside(keypoints: np.ndarray, width: float, height: float, max_outside: float | None) -> np.ndarray:
     """Mask of the joints lying more than ``max_outside`` x the image size outside a ``width`` x ``height`` image.
 

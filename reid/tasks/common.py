@@ -16,7 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from reid.checkpoints import CONFIG_KEY
 from reid.names import CLASSIFICATION_METRICS, RANK_METRICS
-from reid.errors import one_line, user_errors
+from reid.errors import ReidError, one_line, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -101,15 +101,134 @@ class StoreConfigInCheckpoint(pl.Callback):
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
-    """Instantiates every entry of a ``callbacks`` or ``logger`` group that has a ``_target_``."""
+    """Instantiates every entry of a ``callbacks`` or ``logger`` group that has a ``_target_``.
+
+    A W&B logger that would log online is checked first (:func:`check_wandb_online`).
+    """
     objects: list[Any] = []
     if not group:
         return objects
     for name, conf in group.items():
         if isinstance(conf, DictConfig) and "_target_" in conf:
+            if str(conf._target_).endswith("WandbLogger"):
+                conf = check_wandb_online(conf, f"logger.{name}")
             log.info("instantiating %s <%s>", name, conf._target_)
             objects.append(instantiate(conf))
     return objects
+
+
+#: how long the start of a run waits for the W&B server (name lookup and connection) before logging offline
+WANDB_CONNECT_TIMEOUT = 5.0
+ONLINE_MODES = ("online", "run")
+
+
+class WandbLoginError(ReidError, RuntimeError):
+    """W&B is to log online, but no API key is configured (or the one configured is malformed)."""
+
+
+def check_wandb_online(conf: DictConfig, key: str = "logger.wandb") -> DictConfig:
+    """Checks a ``WandbLogger`` config that logs online before it is made; returns the config to instantiate.
+
+    Without an API key, ``wandb.init`` would stop the run with a traceback once training
+    starts: this is one :class:`WandbLoginError` line instead. With a key but no route to the
+    server within :data:`WANDB_CONNECT_TIMEOUT` seconds (``wandb.init`` waits 90 s, then fails),
+    the run logs offline (``WANDB_MODE=offline``) after one warning line, to be uploaded later
+    with ``wandb sync``. Offline and disabled loggers, and ranks other than 0 (which never log to
+    W&B), are left as they are.
+    """
+    from pytorch_lightning.utilities import rank_zero_only
+
+    if conf.get("offline") or rank_zero_only.rank != 0:
+        return conf
+    chosen_by = f"{key}.mode" if conf.get("mode") else "WANDB_MODE"
+    mode = str(conf.get("mode") or os.environ.get("WANDB_MODE") or "online")
+    if mode not in ONLINE_MODES:
+        return conf
+    base_url = _wandb_base_url()
+    if not _has_wandb_credentials(base_url, f"{chosen_by}={mode}"):
+        raise WandbLoginError(
+            f"{chosen_by}={mode}: W&B is to log online to {base_url} but no W&B API key is configured; "
+            "run `wandb login` or set WANDB_API_KEY, or log offline with WANDB_MODE=offline (`wandb sync` "
+            "uploads the run later), or log without W&B with logger=csv"
+        )
+    problem = _unreachable(base_url, WANDB_CONNECT_TIMEOUT)
+    if problem is None:
+        return conf
+    save_dir = Path(str(conf.get("save_dir") or conf.get("dir") or "."))
+    log.warning(
+        "warning: the W&B server %s cannot be reached (%s), so this run logs to W&B offline, into %s; "
+        "upload it once online with `wandb sync %s`",
+        base_url,
+        problem,
+        save_dir / "wandb",
+        save_dir / "wandb" / "offline-run-*",
+    )
+    os.environ["WANDB_MODE"] = "offline"  # for processes started later (DDP)
+    # and for this one as a wandb.init argument: wandb read the environment once, when first set up
+    conf = OmegaConf.create(OmegaConf.to_container(conf, resolve=True))
+    conf.mode = "offline"
+    return conf
+
+
+def _wandb_base_url() -> str:
+    """The W&B server runs log to: ``WANDB_BASE_URL``, the ``wandb login --host`` setting, or wandb's default."""
+    try:
+        from wandb.sdk import wandb_setup
+
+        return str(wandb_setup.singleton().settings.base_url)
+    except (ImportError, AttributeError):  # another wandb version: its settings are elsewhere
+        return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+
+
+def _has_wandb_credentials(base_url: str, setting: str) -> bool:
+    """Whether wandb finds an API key (``WANDB_API_KEY``, a netrc, its settings), asking no one and nothing online."""
+    import wandb
+
+    try:
+        from wandb.sdk.lib import wbauth
+
+        found = wbauth.authenticate_session(host=base_url, source="reid", prompt=False, update_session=False)
+    except (ImportError, AttributeError, TypeError):  # wandb without this module: its older key lookup
+        return bool(getattr(getattr(wandb, "api", None), "api_key", None))
+    except wandb.errors.Error as err:  # a key of the wrong format, named by wandb
+        raise WandbLoginError(
+            f"{setting}: {one_line(str(err))}; run `wandb login --relogin` or fix WANDB_API_KEY, "
+            "or log offline with WANDB_MODE=offline"
+        ) from None
+    return found is not None
+
+
+def _unreachable(url: str, timeout: float) -> str | None:
+    """Why ``url``'s server (or the proxy to it) cannot be connected to within ``timeout`` seconds; None when it can.
+
+    The name lookup counts too: it runs in a thread, since a socket timeout does not bound it.
+    """
+    import socket
+    import threading
+    import urllib.parse
+    import urllib.request
+
+    parsed = urllib.parse.urlsplit(url)
+    host, port = parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(parsed.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxied = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxied.hostname or "", proxied.port or 80
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(f"{host}:{port}: {err.strerror or err}")
+
+    thread = threading.Thread(target=connect, name="wandb-reachable", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        return f"no answer from {host}:{port} within {timeout:g} s"
+    return outcome[0]
 
 
 def eval_options(cfg: DictConfig, protocol: str) -> dict[str, Any]:

@@ -10,14 +10,18 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from reid.checkpoints import CONFIG_KEY, load_checkpoint
+from reid.files import retry_when_full
 from reid.tasks.common import (
     build_datamodule,
-    build_model,
+    eval_options,
     build_test_sets,
     write_metrics,
 )
 
 log = logging.getLogger(__name__)
+
+# what to do once a full disk has space again: the outputs are rewritten whole
+RETRY = "run evaluate.py again (`python evaluate.py <same overrides>`)"
 
 
 def _eval_device(cfg: DictConfig) -> torch.device:
@@ -52,6 +56,21 @@ INPUT_KEYS = (
     "pose.max_outside",
     "strips.layout",
 )
+
+
+def input_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The input settings this evaluation used (the regions and :data:`INPUT_KEYS`), as plain values.
+
+    Recorded in metrics.json under ``input_settings``: they may come from the checkpoint, so the
+    run's own ``.hydra/config.yaml`` does not hold them (``reid-report`` reads them from here).
+    """
+    settings: dict[str, Any] = {}
+    for key in ("regions", *INPUT_KEYS):
+        value = OmegaConf.select(cfg.data, key, default=None)
+        settings[key] = (
+            OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+        )
+    return settings
 
 
 def _explicit_overrides() -> set[str]:
@@ -98,10 +117,10 @@ def use_stored_input_config(cfg: DictConfig, checkpoint: dict[str, Any], explici
 
 
 def _model_from_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any], protocol: str) -> Any:
-    num_classes = int(checkpoint["hyper_parameters"]["num_classes"])
-    model = build_model(cfg, num_classes, protocol)
-    model.load_state_dict(checkpoint["state_dict"], strict=True)
-    return model
+    """The checkpoint's module, built from its stored config as data (never Hydra's instantiate on a file)."""
+    from reid.lit.module import ReIDModule
+
+    return ReIDModule.from_checkpoint(checkpoint, str(cfg.ckpt_path), eval_options=eval_options(cfg, protocol))
 
 
 def knockout_scores(module: Any, datamodule: Any, cfg: DictConfig) -> dict[str, dict[str, float]]:
@@ -125,7 +144,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     row under ``branches``, re-ranked results under ``rerank``), ``report.md`` and the pictures
     into the run directory, and prints the table.
     """
-    from reid.evaluation.report import write_evaluation_outputs
+    from reid.evaluation.report import query_counts, write_evaluation_outputs
     from reid.evaluation import (
         FeatureSet,
         ScoringOptions,
@@ -143,6 +162,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     attention: dict[str, Any] = {}
     knockout: dict[str, dict[str, float]] = {}
     input_notices: list[str] = []
+    used_input: dict[str, Any] = {}
     output_dir = Path(cfg.paths.output_dir)
     module = datamodule = None
     if cfg.get("features_path"):
@@ -156,6 +176,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         checkpoint = load_checkpoint(cfg.ckpt_path)
         _use_stored_model_config(cfg, checkpoint)  # before the data: data.regions follows model.regions
         input_notices = use_stored_input_config(cfg, checkpoint)
+        used_input = input_settings(cfg)
         datamodule = build_datamodule(cfg)
         module = _model_from_checkpoint(cfg, checkpoint, datamodule.dataset.protocol)
         eval_set = datamodule.eval_set
@@ -176,7 +197,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             knockout = knockout_scores(module, datamodule, cfg)
         features.meta.update({"ckpt_path": str(cfg.ckpt_path), "data": str(cfg.data.name)})
         if e.save_features:
-            features.save(output_dir / "features.pt")
+            with retry_when_full(RETRY):
+                features.save(output_dir / "features.pt")
 
     scoring = ScoringOptions.from_config(e)
     rows = list(features.features) if e.branches else ["all"]
@@ -198,6 +220,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         metrics["rerank"] = plain_metrics(results["all_rerank"])
     if input_notices:
         metrics["input_differs_from_training"] = input_notices
+    if used_input:
+        metrics["input_settings"] = used_input
+    metrics["queries"] = query_counts(features)
     if module is not None and cfg.data.get("test_sets"):
         from reid.lit.cross_dataset import score_test_sets
 
@@ -208,16 +233,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         metrics["attention"] = attention
         log.info("attention health on the query images: %s", health_summary(attention))
     table = results_table({("Global + part, re-ranked" if k == "all_rerank" else k): v for k, v in results.items()})
-    write_metrics(metrics, output_dir)
-    write_evaluation_outputs(
-        cfg,
-        features,
-        results,
-        table,
-        output_dir,
-        module=module,
-        attention_health=attention,
-        eval_set=datamodule.eval_set if datamodule is not None else None,
-    )
+    with retry_when_full(RETRY):
+        write_metrics(metrics, output_dir)
+        write_evaluation_outputs(
+            cfg,
+            features,
+            results,
+            table,
+            output_dir,
+            module=module,
+            attention_health=attention,
+            eval_set=datamodule.eval_set if datamodule is not None else None,
+        )
     print(table)
     return metrics

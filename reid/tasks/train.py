@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from reid.errors import ReidError
 from reid.tasks.common import (
     InterruptCheckpoint,
     StoreConfigInCheckpoint,
@@ -77,6 +79,74 @@ def _limit_validation(cfg: DictConfig, datamodule: Any) -> dict[str, Any] | None
     return subset
 
 
+class NothingTrainedError(ReidError, RuntimeError):
+    """``trainer.fit`` made no optimizer step: the weights are untrained, so no result may be written."""
+
+
+def check_something_to_train(cfg: DictConfig, datamodule: Any, trainer: pl.Trainer) -> None:
+    """Refuses, before fit, settings under which not one optimizer step can be made.
+
+    Lightning skips training then ("No training batches", "max_steps=0 reached") and the final
+    validation would score the initial weights as if they were the result. ``trainer.max_epochs=0``
+    and ``limit_train_batches=0`` are refused by the schema already.
+
+    Raises:
+        ConfigError: ``trainer.max_steps=0``, or no complete training batch per epoch (naming
+            ``data.batch_size`` and the training images) or none left by ``limit_train_batches``.
+    """
+    from reid.schema import ConfigError
+
+    trainer_cfg = cfg.trainer
+    if not trainer_cfg.get("fast_dev_run") and trainer_cfg.get("max_steps") == 0:
+        raise ConfigError(
+            [
+                "trainer.max_steps=0 trains nothing, and the final validation would score untrained weights: "
+                "remove it (or -1: no limit) or give a number of steps >= 1; evaluate.py scores an existing checkpoint"
+            ]
+        )
+    if not hasattr(datamodule, "train_batches_per_epoch"):
+        return
+    processes = max(1, int(trainer.num_nodes) * int(trainer.num_devices))
+    batches = datamodule.train_batches_per_epoch(processes)  # raises when there is no complete batch
+    # fast_dev_run and overfit_batches replace limit_train_batches (Lightning)
+    replaced = trainer_cfg.get("fast_dev_run") or trainer_cfg.get("overfit_batches")
+    limit = None if replaced else trainer_cfg.get("limit_train_batches")
+    if isinstance(limit, float) and 0 < limit < 1 and int(batches * limit) == 0:
+        raise ConfigError(
+            [
+                f"trainer.limit_train_batches={limit} keeps no batch of the {batches} training batches per epoch "
+                f"(data.batch_size={datamodule.batch_size}): raise it to at least {math.ceil(1000 / batches) / 1000:g}, or give a "
+                "number of batches (e.g. 1)"
+            ]
+        )
+
+
+def check_trained(trainer: pl.Trainer, cfg: DictConfig) -> None:
+    """After fit: at least one optimizer step was made (a resumed run counts the steps of its checkpoint).
+
+    Raises:
+        NothingTrainedError: ``trainer.global_step`` is 0, naming the likely cause and the fix.
+    """
+    if trainer.global_step > 0:
+        return
+    data = cfg.get("data") or {}
+    if trainer.num_training_batches == 0:
+        cause = (
+            f"the training loader gave no complete batch (data.batch_size={data.get('batch_size')}, "
+            f"trainer.limit_train_batches={cfg.trainer.get('limit_train_batches')})"
+        )
+    else:
+        cause = (
+            f"training stopped before its first step (trainer.max_steps={cfg.trainer.get('max_steps', -1)}, "
+            f"trainer.max_epochs={cfg.trainer.get('max_epochs')})"
+        )
+    raise NothingTrainedError(
+        f"trainer.fit made 0 optimizer steps: {cause}, so the weights are untrained and no metrics.json was "
+        "written; lower data.batch_size to at most the training images per process, or raise "
+        "trainer.limit_train_batches / trainer.max_steps"
+    )
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fits the model of ``cfg`` on its data, validates the final weights, writes metrics.json.
 
@@ -98,6 +168,7 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
         add_wandb_resume,
         resolve_ckpt_path,
     )
+    from reid.rundir import commit_replaced_results
     from reid.schema import validate_config
 
     validate_config(cfg)
@@ -155,8 +226,12 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
     for logger in loggers:
         logger.log_hyperparams(resolved)
 
+    check_something_to_train(cfg, datamodule, trainer)
+    # set-up passed: only now may overwrite=true drop the previous run's results (a failure before keeps them)
+    commit_replaced_results(output_dir)
     with terminated_as_error(trainer, output_dir, "training", interrupt_checkpoint):
         trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+    check_trained(trainer, cfg)
 
     metrics: dict[str, Any] = {}
     if cfg.get("final_validation", True) and trainer.limit_val_batches == 0:

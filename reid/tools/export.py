@@ -53,7 +53,9 @@ has the figures); a wrong operator shows up as 1e-2 relative and more.
 from __future__ import annotations
 
 import copy
+import os
 import sys
+import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -207,10 +209,8 @@ def load_network(ckpt_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         ``(net, config)``: the :class:`reid.models.AttentionReIDNet` and the run config stored
         in the checkpoint (``reid_config``, plain containers).
     """
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
     from reid.checkpoints import CONFIG_KEY, load_checkpoint
+    from reid.lit.module import stored_network
 
     checkpoint = load_checkpoint(ckpt_path)
     config = checkpoint.get(CONFIG_KEY) if isinstance(checkpoint, dict) else None
@@ -225,7 +225,8 @@ def load_network(ckpt_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise ExportError(
             f"{ckpt_path} lacks state_dict or hyper_parameters.num_classes; is it a train.py checkpoint?"
         ) from None
-    net = instantiate(OmegaConf.create(config["model"]["net"]))(num_classes=num_classes)
+    # the stored config is data: the class is looked up among the project's networks, never instantiated from the file
+    net = stored_network(config["model"]["net"], str(ckpt_path))(num_classes=num_classes)
     prefix = "net."
     net_state = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
     try:
@@ -248,6 +249,37 @@ def _sizes(config: dict[str, Any], ckpt_path: str | Path) -> tuple[tuple[int, in
     if len(whole) != 2 or len(part) != 2:
         raise ExportError(f"{ckpt_path}: data.whole_size and data.part_size must be [height, width]")
     return (whole[0], whole[1]), (part[0], part[1])
+
+
+def _unwritable(out: Path, where: Path, err: OSError) -> str:
+    """The one line of an ``out`` that cannot be written: ``where`` (a folder or the file) and the fix."""
+    return (
+        f"out={out}: cannot write {where} ({err.strerror or err}); pass out=<a file in a folder you can write>, "
+        f"e.g. out={Path.home() / out.name}, or make {where} writable (chmod u+w)"
+    )
+
+
+def _output_path(options: ExportOptions, ckpt_path: Path) -> Path:
+    """``out`` (default: ``<checkpoint stem>.onnx`` beside it), its folder made and checked writable.
+
+    Checked before anything is exported, so a read-only folder costs no export time and says so
+    in one line rather than as a traceback from deep in the exporter.
+    """
+    out = Path(options.out).expanduser() if options.out else ckpt_path.with_suffix(".onnx")
+    if out.is_dir():
+        raise ExportError(f"out={out} is a folder; name the ONNX file, e.g. out={out / (ckpt_path.stem + '.onnx')}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # a real file, not os.access: it also sees read-only mounts, ACLs and full disks
+        handle, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=out.parent)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        folder = out.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent  # the folder that refused a new sub-folder
+        raise ExportError(_unwritable(out, folder, err)) from None
+    return out
 
 
 def example_inputs(
@@ -421,14 +453,16 @@ def export(options: ExportOptions) -> ExportResult:
     net, config = load_network(ckpt_path)
     whole_size, part_size = _sizes(config, ckpt_path)
     model = FeatureExtractor(net).eval()
-    out = Path(options.out) if options.out else ckpt_path.with_suffix(".onnx")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = _output_path(options, ckpt_path)
 
     generator = torch.Generator().manual_seed(options.seed)
     inputs = example_inputs(options.batch, whole_size, part_size, generator)
     with torch.no_grad():
         feature_dim = int(model(*inputs).shape[1])
-    _export_onnx(model, inputs, out, options)
+    try:
+        _export_onnx(model, inputs, out, options)
+    except PermissionError as err:  # the folder was writable a moment ago; out itself may be a read-only file
+        raise ExportError(_unwritable(out, Path(err.filename or out), err)) from None
     model.eval()  # the exporter restores the wrapper's mode recursively; the check needs eval mode
 
     import onnx

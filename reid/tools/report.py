@@ -86,11 +86,30 @@ class RunResult:
 # collecting runs
 
 
+# a resolver call in a stored config (``${oc.env:AWS_SECRET}``): read as text, never run. Hydra's own
+# (``${hydra:...}``) cannot resolve outside a Hydra run anyway and reads as absent
+_RESOLVER_CALL = re.compile(r"\$\{\s*(?!hydra:)[\w.]+:")
+
+
+def _inert(node: Any) -> Any:
+    """``node`` (plain containers) with every resolver call escaped into literal text."""
+    if isinstance(node, dict):
+        return {key: _inert(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inert(value) for value in node]
+    if isinstance(node, str) and _RESOLVER_CALL.search(node):
+        return node.replace("${", "\\${")
+    return node
+
+
 def _load_yaml(path: Path) -> DictConfig | ListConfig | None:
+    """A run folder's YAML as data: a resolver it names (``oc.env``...) is never called, so a shared
+    run folder cannot make the report print this machine's environment."""
     if not path.is_file():
         return None
     try:
-        return OmegaConf.load(path)
+        loaded = OmegaConf.load(path)
+        return OmegaConf.create(_inert(OmegaConf.to_container(loaded, resolve=False)))
     except Exception as err:  # a broken YAML file should not stop the whole report
         log.warning("cannot read %s: %s", path, err)
         return None
@@ -180,7 +199,9 @@ def _describe_run(run_dir: Path) -> tuple[str, str, float | None, float | None, 
     if preset and preset != "default":
         data = f"{data}[{preset}]"  # a synthetic difficulty preset is a data set of its own
     lambda_intra = _as_float(_select(config, LAMBDA_KEY))
-    beta = _as_float(_select(config, BETA_KEY))
+    # what the run recorded as used wins over its config (evaluate.py takes β from the checkpoint)
+    recorded_beta = _as_float(_recorded_input(run_dir).get("beta"))
+    beta = recorded_beta if recorded_beta is not None else _as_float(_select(config, BETA_KEY))
     model_overrides = _model_overrides(overrides)
 
     if _select(config, "task_name") == "evaluate":
@@ -196,11 +217,29 @@ def _describe_run(run_dir: Path) -> tuple[str, str, float | None, float | None, 
         else:
             model, _, lambda_intra, train_beta, _, _ = _describe_run(trained)  # model names its overrides
             model_overrides = []
+            if recorded_beta is None and train_beta is not None and not _given(overrides, BETA_KEY):
+                # an evaluation that did not record its input settings took β from the checkpoint
+                # unless it was given on the command line (reid.tasks.evaluate.use_stored_input_config)
+                beta = train_beta
             if train_beta is not None and beta is not None and not math.isclose(train_beta, beta):
                 notes.append(f"{run_dir}: scored with beta={beta:g} a model trained with beta={train_beta:g}")
     if model_overrides and model != UNKNOWN:
         model = f"{model}[{','.join(model_overrides)}]"
     return model, data, lambda_intra, beta, overrides, notes
+
+
+def _recorded_input(run_dir: Path) -> dict[str, Any]:
+    """The input settings a run recorded as used (metrics.json ``input_settings``, evaluate.py); {} without."""
+    try:
+        recorded = json.loads((run_dir / "metrics.json").read_text()).get("input_settings")
+    except (OSError, ValueError, AttributeError):
+        return {}  # an unreadable metrics.json is reported by _read_metrics
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def _given(overrides: Sequence[str], key: str) -> bool:
+    """Whether the command line set ``key`` (``key=...``, ``+key=...``, ``++key=...``)."""
+    return any(o.lstrip("+~").split("=", 1)[0] == key for o in overrides)
 
 
 def _training_run_of(config: DictConfig, hydra: DictConfig | None) -> Path | None:
@@ -303,6 +342,37 @@ def collect_runs(paths: Iterable[str | Path]) -> list[RunResult]:
             "(runs write metrics.json when training ends)"
         )
     return runs
+
+
+def incomplete_runs(paths: Iterable[str | Path]) -> list[Path]:
+    """Job folders (holding ``.hydra/``) below the given folders that have no metrics.json, in path order.
+
+    They are left out of the report: still running, failed or killed, or trained without a final
+    validation (``final_validation=false``, ``trainer.limit_val_batches=0``). A job folder inside
+    another one (a logger's) is not a job. Folders that do not exist are skipped (``collect_runs``
+    reports them).
+    """
+    found: dict[Path, Path] = {}
+    for root in (Path(p) for p in paths):
+        if not root.is_dir():
+            continue
+        candidates = [root] if (root / ".hydra").is_dir() else []
+        candidates += [hydra.parent for hydra in root.rglob(".hydra") if hydra.is_dir() and hydra.parent != root]
+        for job in candidates:
+            nested = any(
+                (parent / ".hydra").is_dir() for parent in job.parents if root in parent.parents or parent == root
+            )
+            if not nested and not (job / "metrics.json").is_file():
+                found.setdefault(job.resolve(), job)
+    return sorted(found.values(), key=_natural_key)
+
+
+def _incomplete_note(incomplete: Sequence[Path]) -> str:
+    return (
+        f"{len(incomplete)} job folder{'s' if len(incomplete) != 1 else ''} without metrics.json left out (still "
+        "running, failed or killed, or trained without a final validation): "
+        + ", ".join(str(path) for path in incomplete)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -714,12 +784,17 @@ def _lambda_note() -> str:
     )
 
 
-def render_report(runs: Sequence[RunResult], plots: dict[str, str] | None = None) -> str:
-    """The report's Markdown; ``plots`` maps a sweep's plot name to the file to link (none: no images)."""
+def render_report(
+    runs: Sequence[RunResult], plots: dict[str, str] | None = None, incomplete: Sequence[Path] = ()
+) -> str:
+    """The report's Markdown; ``plots`` maps a sweep's plot name to the file to link (none: no images);
+    ``incomplete``: job folders without metrics.json, named in the notes (:func:`incomplete_runs`)."""
+    left_out = f" ({len(incomplete)} incomplete jobs left out: see Notes)" if incomplete else ""
     parts = [
         "# Ablation report",
         "",
-        f"{len(runs)} runs. Metrics in percent; a cell with n > 1 runs gives mean ± sample standard deviation.",
+        f"{len(runs)} runs{left_out}. Metrics in percent; a cell with n > 1 runs gives mean ± sample standard "
+        "deviation.",
         "",
         "## Table 6: R1 / mAP per model and data set",
         "",
@@ -754,6 +829,8 @@ def render_report(runs: Sequence[RunResult], plots: dict[str, str] | None = None
     if curves:
         parts += ["## Training curves", ""] + [f"![{name}]({plots[name]})" for name in curves] + [""]
     notes = [note for run in runs for note in run.notes]
+    if incomplete:
+        notes.append(_incomplete_note(incomplete))
     if notes:
         parts += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
     parts += ["## Runs", "", _runs_table(runs), ""]
@@ -790,8 +867,10 @@ def replace_marked_block(document: str | Path, name: str, text: str) -> Path:
     return atomic_write_text(path, f"{head}{begin}\n{text}{end}{tail}")
 
 
-def write_report(runs: Sequence[RunResult], out_dir: str | Path) -> Path:
+def write_report(runs: Sequence[RunResult], out_dir: str | Path, incomplete: Sequence[Path] = ()) -> Path:
     """Writes ``report.md`` and the sweep plots (``sweep_<lambda|beta>_<model>_<data>.png``) into ``out_dir``.
+
+    ``incomplete``: job folders without metrics.json, named in the report's notes.
 
     Returns:
         The path of report.md.
@@ -805,7 +884,7 @@ def write_report(runs: Sequence[RunResult], out_dir: str | Path) -> Path:
     for name, picture in training_curves(runs).items():
         atomic_save_image(picture, out_dir / name)
         plots[name] = name
-    return atomic_write_text(out_dir / "report.md", render_report(runs, plots))
+    return atomic_write_text(out_dir / "report.md", render_report(runs, plots, incomplete))
 
 
 @dataclass
@@ -829,12 +908,15 @@ def report(options: ReportOptions) -> int:
         raise ReportError("no run folders given (fix: reid-report outputs/train/multiruns/<date_time> [more folders])")
     paths = [Path(path) for path in options.paths]
     runs = collect_runs(paths)
-    written = write_report(runs, Path(options.out) if options.out else paths[0])
+    incomplete = incomplete_runs(paths)
+    written = write_report(runs, Path(options.out) if options.out else paths[0], incomplete)
     if options.into:
         replace_marked_block(Path(options.into), options.name, summary_markdown(runs, options.command))
     print(written.read_text())
     for note in (note for run in runs for note in run.notes):
         print(f"note: {note}", file=sys.stderr)
+    if incomplete:
+        print(f"note: {_incomplete_note(incomplete)}", file=sys.stderr)
     print(f"wrote {written}", file=sys.stderr)
     return 0
 

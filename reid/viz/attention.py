@@ -200,6 +200,7 @@ def attention_picture(
     cmap: str = "jet",
     normalise_parts: bool = False,
     health: Mapping[str, object] | None = None,
+    outlines: Sequence[object | None] | None = None,
 ) -> Image.Image:
     """Fig. 7: one row per image: the image | global B2 | B3 | B4 | parts B2 | B3 | B4.
 
@@ -220,6 +221,9 @@ def attention_picture(
         health: attention health figures (:class:`reid.metrics.attention_health.AttentionHealth`'s
             ``compute()``) to print under each block's title: saturation, mean m(1-m) and spatial
             std of that block over the evaluation's query images (parts: the mean of the four).
+        outlines: per image, the truth's visible person as (H, W) coverage of the crop (0..1,
+            or 0..255 as the loaders ship it), drawn as a white outline on every tile of the row;
+            None (or None for an image) draws none.
 
     Returns:
         An RGB image with a title line over the columns.
@@ -280,12 +284,30 @@ def attention_picture(
                     normalise_parts=normalise_parts,
                 )
                 tiles.append(overlay_heatmap(picture, fused, alpha=alpha, cmap=cmap))
+        outline = outlines[row] if outlines is not None and row < len(outlines) else None
+        if outline is not None:
+            tiles = [_draw_outline(tile, outline) for tile in tiles]
         y = title_height + row * (tile_height + gap)
         for column, tile in enumerate(tiles):
             canvas.paste(
                 Image.fromarray(tile).resize((tile_w, tile_height), Image.BILINEAR), (column * (tile_w + gap), y)
             )
     return canvas
+
+
+def _draw_outline(tile: np.ndarray, coverage: object) -> np.ndarray:
+    """``tile`` with the outline of the pixels where ``coverage`` is at least half, in white."""
+    import cv2
+
+    mask = _to_numpy(coverage).astype(np.float32)
+    if mask.max(initial=0.0) > 1.0:
+        mask = mask / 255.0
+    if mask.shape != tile.shape[:2]:
+        mask = cv2.resize(mask, (tile.shape[1], tile.shape[0]), interpolation=cv2.INTER_LINEAR)
+    contours, _ = cv2.findContours((mask >= 0.5).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    drawn = np.ascontiguousarray(tile.copy())
+    cv2.drawContours(drawn, contours, -1, (255, 255, 255), 1)
+    return drawn
 
 
 def attention_picture_size(

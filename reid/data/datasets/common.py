@@ -25,6 +25,16 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
 
 
+def is_broken_link(path: Path) -> bool:
+    """True for a symbolic link that leads to no file: a loop, or a target that is gone.
+
+    Such an entry with an image suffix is an image the data set lists but cannot be read: it is
+    kept as a record, so that set-up counts it as a bad sample (``data.on_bad_sample``) instead
+    of ignoring it like a sub-folder.
+    """
+    return path.is_symlink() and not path.exists()
+
+
 def unique_paths(paths: Iterable[Path]) -> list[Path]:
     """The paths in order with repeats removed (``root`` may coincide with a candidate)."""
     seen: set[Path] = set()

@@ -42,6 +42,7 @@ from reid.data.datasets.common import (
     IMAGE_SUFFIXES,
     DatasetFormatError,
     existing_keypoint_dir,
+    is_broken_link,
     locate_folder,
     relabel,
 )
@@ -112,7 +113,7 @@ def read_csv(path: Path) -> list[_Entry]:
             image = Path(row["path"].strip()).expanduser()
             if not image.is_absolute():
                 image = path.parent / image
-            if not image.is_file():
+            if not image.is_file() and not is_broken_link(image):
                 missing.append(f"{where} ({image})")
             entries.append(_Entry(Record(str(image), pid, camid), split, where))
     if missing:
@@ -134,7 +135,7 @@ def read_folder_layout(folder: Path) -> list[_Entry]:
                 continue
             pid = _non_negative_int(pid_dir.name, "identity folder name", str(pid_dir))
             for path in sorted(pid_dir.iterdir()):
-                if not path.is_file():
+                if not path.is_file() and not is_broken_link(path):
                     ignored["nested folders"] += 1
                     continue
                 if path.suffix.lower() not in IMAGE_SUFFIXES:

@@ -25,6 +25,7 @@ from reid.data.datasets.common import (
     DatasetFormatError,
     compare_with_official,
     existing_keypoint_dir,
+    is_broken_link,
     locate_folder,
     relabel,
 )
@@ -50,7 +51,7 @@ def _parse_split(directory: Path, split: str, num_cameras: int | None) -> tuple[
     counts: Counter = Counter()
     records: list[Record] = []
     for path in sorted(directory.iterdir()):
-        if not path.is_file():
+        if not path.is_file() and not is_broken_link(path):
             counts["sub-folders"] += 1
             continue
         if path.suffix.lower() not in IMAGE_SUFFIXES:

@@ -23,6 +23,7 @@ from reid.data.datasets.common import (
     DatasetFormatError,
     compare_with_official,
     existing_keypoint_dir,
+    is_broken_link,
     relabel,
 )
 from reid.data.datasets.registry import SYNTHETIC_HINT, not_found, register
@@ -65,7 +66,7 @@ def _read_list(list_path: Path, image_dir: Path) -> list[Record]:
                 "third '_' field (like 0000_000_01_0303morning_0015_0.jpg); rename it or remove the line"
             )
         path = image_dir / relative
-        if not path.is_file():
+        if not path.is_file() and not is_broken_link(path):
             raise DatasetFormatError(f"{list_path}:{number}: {path} does not exist; the copy is incomplete")
         records.append(Record(str(path), pid, int(fields[2]) - 1))
     return records

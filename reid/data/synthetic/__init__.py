@@ -5,10 +5,12 @@ from reid.data.synthetic.generator import (
     MARKET_NAME_PATTERN,
     DatasetPlan,
     ImageJob,
+    RenderedImage,
     SyntheticParams,
     generate,
     plan_dataset,
     render_image,
+    render_sample,
 )
 from reid.data.synthetic.identities import PART_ATTRIBUTES, IdentitySpec, differing_parts
 
@@ -19,9 +21,11 @@ __all__ = [
     "DatasetPlan",
     "IdentitySpec",
     "ImageJob",
+    "RenderedImage",
     "SyntheticParams",
     "differing_parts",
     "generate",
     "plan_dataset",
     "render_image",
+    "render_sample",
 ]

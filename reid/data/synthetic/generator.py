@@ -16,6 +16,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+# truth/<split folder>/<stem>_truth.png: what the generator knows and a pose estimator would not (reid.data.truth)
+from reid.data.truth import BACKGROUND as TRUTH_BACKGROUND
+from reid.data.truth import HIDDEN as TRUTH_HIDDEN
+from reid.data.truth import TRUTH_DIR, TRUTH_SUFFIX
+from reid.data.truth import VISIBLE as TRUTH_VISIBLE
 from reid.data.synthetic.figure import FACE_JOINTS, JOINT_NAMES, DrawnFigure, Placement, Pose, draw_figure, sample_pose
 from reid.data.synthetic.identities import IdentitySpec, make_identity_groups
 from reid.data.synthetic.scene import (
@@ -30,8 +35,9 @@ from reid.data.synthetic.scene import (
 
 log = logging.getLogger(__name__)
 
-#: Bump when the rendering changes, so that cached folders of older code are not reused.
-GENERATOR_VERSION = 2
+#: Bump when the rendering or what is written changes, so that cached folders of older code are not reused.
+#: 3: the truth masks (:data:`TRUTH_DIR`) are written beside the images (the images are unchanged).
+GENERATOR_VERSION = 3
 #: File written last inside a finished data set folder.
 COMPLETE_MARKER = ".complete"
 TRAIN_DIR, GALLERY_DIR, QUERY_DIR = "bounding_box_train", "bounding_box_test", "query"
@@ -312,7 +318,11 @@ def plan_dataset(params: SyntheticParams) -> DatasetPlan:
         if split in ("distractor", "junk"):
             cam = int(rng.integers(1, params.num_cameras + 1))
             stem = namer.tracklet(pid_of[index], cam, 1)[0]
-            jobs.append(ImageJob(GALLERY_DIR, stem, pid_of[index], cam, index, "distractor" if split == "distractor" else "junk"))
+            jobs.append(
+                ImageJob(
+                    GALLERY_DIR, stem, pid_of[index], cam, index, "distractor" if split == "distractor" else "junk"
+                )
+            )
     jobs += queries
     return DatasetPlan(params, identities, pid_of, split_of, cameras, jobs)
 
@@ -321,6 +331,51 @@ def _rebase(spec: IdentitySpec, offset: int) -> IdentitySpec:
     """Shift a sibling's parent index from its group's list to the whole identity list."""
     assert spec.sibling_of is not None, "only siblings are rebased"
     return replace(spec, sibling_of=spec.sibling_of + offset)
+
+
+@dataclass(frozen=True)
+class RenderedImage:
+    """One rendered detection box and what the generator knows about it.
+
+    Attributes:
+        image: RGB uint8, params.height x params.width.
+        keypoints: 54 numbers in COCO-18 OpenPose order (x, y, confidence), in pixels of
+            ``image``; dropped joints are 0, 0, 0.
+        truth: uint8 labels of the same size (:func:`truth_labels`): 0 background, 1 the
+            person's pixels that an occluder hides, 2 the person's visible pixels.
+        occluder: the kind of occluder drawn (``pole``, ``box``, ``passer_by``...), or None.
+    """
+
+    image: np.ndarray
+    keypoints: list[float]
+    truth: np.ndarray
+    occluder: str | None
+
+
+def truth_labels(person: np.ndarray, hidden: np.ndarray | None, size: tuple[int, int]) -> np.ndarray:
+    """The truth mask at the image's ``size`` (h, w) from canvas-resolution masks.
+
+    A pixel of the image is the person's when at least half of the canvas pixels it averages
+    (the image is shrunk by area) are; it is hidden when at least half of those person
+    pixels lie under the occluder.
+
+    Args:
+        person: (H, W) bool, the pixels the figure painted.
+        hidden: (H, W) bool or uint8, the pixels the occluder painted (None: no occluder).
+        size: (height, width) of the image.
+    """
+    height, width = size
+
+    def shrink(mask: np.ndarray) -> np.ndarray:
+        return cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+
+    coverage = shrink(person)
+    hidden_coverage = shrink(person & (hidden > 0)) if hidden is not None else np.zeros_like(coverage)
+    labels = np.full((height, width), TRUTH_BACKGROUND, np.uint8)
+    is_person = coverage >= 0.5
+    labels[is_person] = TRUTH_VISIBLE
+    labels[is_person & (hidden_coverage >= 0.5 * coverage)] = TRUTH_HIDDEN
+    return labels
 
 
 def render_image(
@@ -332,7 +387,22 @@ def render_image(
     kind: str = "person",
     pose: Pose | None = None,
 ) -> tuple[np.ndarray, list[float]]:
-    """Render one detection box of a person seen by one camera.
+    """The image and keypoints of :func:`render_sample` (same arguments, same draws)."""
+    rendered = render_sample(spec, style, backdrop, rng, params, kind, pose)
+    return rendered.image, rendered.keypoints
+
+
+def render_sample(
+    spec: IdentitySpec,
+    style: CameraStyle,
+    backdrop: tuple[np.ndarray, np.ndarray],
+    rng: np.random.Generator,
+    params: SyntheticParams,
+    kind: str = "person",
+    pose: Pose | None = None,
+    occluder: str | None = None,
+) -> RenderedImage:
+    """Render one detection box of a person seen by one camera, with its truth mask.
 
     Args:
         spec: who.
@@ -343,9 +413,11 @@ def render_image(
         kind: ``person``, ``distractor`` (a bit more misaligned) or ``junk`` (a fragment).
         pose: the body pose; drawn from the camera's viewing habits when None.
 
+        occluder: force an occluder of this kind (:data:`reid.data.synthetic.scene.OCCLUDER_KINDS`),
+            whatever ``params.occlusion_prob`` says (hand-made scenes for tests).
+
     Returns:
-        (RGB uint8 image of params.height x params.width, 54 keypoint numbers in COCO-18
-        OpenPose order, in pixels of the returned image; dropped joints are 0, 0, 0).
+        The :class:`RenderedImage`.
     """
     ss = params.supersample
     h, w = params.height * ss, params.width * ss
@@ -371,22 +443,30 @@ def render_image(
     canvas = compose_background(backdrop[0], backdrop[1], h, w, floor_y, rng)
     if params.clutter:
         draw_clutter(canvas, params.clutter, rng)
+    background = canvas.copy()
     figure = draw_figure(canvas, spec, pose, placement, colour_gain=float(rng.uniform(0.94, 1.06)))
+    # the figure's pixels are those it changed (draw_figure draws nothing at random, so this costs no draws)
+    person = (canvas != background).any(axis=2)
 
-    occlusion_mask = None
-    if rng.random() < params.occlusion_prob:
+    occlusion_mask, occluder_kind = None, None
+    if rng.random() < params.occlusion_prob or occluder is not None:
         xs, ys = figure.joints_px[:, 0], figure.joints_px[:, 1]
         box = (xs.min() - 0.05 * scale, ys.min() - 0.1 * scale, xs.max() + 0.05 * scale, ys.max() + 0.05 * scale)
-        _, occlusion_mask = draw_occluder(canvas, box, rng)
+        occluder_kind, occlusion_mask = draw_occluder(canvas, box, rng, kind=occluder)
 
     image = cv2.resize(canvas, (params.width, params.height), interpolation=cv2.INTER_AREA) if ss > 1 else canvas
     image = apply_camera(image, style, rng, params.brightness_jitter)
     keypoints = _estimate_keypoints(figure, occlusion_mask, rng, params, scale / ss)
-    return image, keypoints
+    truth = truth_labels(person, occlusion_mask, (params.height, params.width))
+    return RenderedImage(image, keypoints, truth, occluder_kind)
 
 
 def _estimate_keypoints(
-    figure: DrawnFigure, occlusion_mask: np.ndarray | None, rng: np.random.Generator, params: SyntheticParams, figure_px: float
+    figure: DrawnFigure,
+    occlusion_mask: np.ndarray | None,
+    rng: np.random.Generator,
+    params: SyntheticParams,
+    figure_px: float,
 ) -> list[float]:
     """Turn the exact joints into what a pose estimator would report (noise, confidences, misses).
 
@@ -455,15 +535,25 @@ def _encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
     return buffer.tobytes()
 
 
+def _encode_png(labels: np.ndarray) -> bytes:
+    ok, buffer = cv2.imencode(".png", labels)
+    if not ok:
+        raise RuntimeError("OpenCV could not encode a PNG; check the opencv installation")
+    return buffer.tobytes()
+
+
 def _write_dataset(plan: DatasetPlan, out: Path) -> dict:
     """Render every job of ``plan`` into ``out`` and return the counts written to meta.json."""
     params = plan.params
     for folder in SPLIT_DIRS:
         (out / folder).mkdir(parents=True)
         (out / KEYPOINT_DIR / folder).mkdir(parents=True)
+        (out / TRUTH_DIR / folder).mkdir(parents=True)
     backdrops = {
         style.index: render_backdrop(
-            style, 2 * params.height * params.supersample, 3 * params.width * params.supersample,
+            style,
+            2 * params.height * params.supersample,
+            3 * params.width * params.supersample,
             np.random.default_rng([params.seed, 4, style.index]),
         )  # fmt: skip
         for style in plan.cameras
@@ -472,10 +562,13 @@ def _write_dataset(plan: DatasetPlan, out: Path) -> dict:
     dropped_joints = 0
     for number, job in enumerate(plan.jobs):
         rng = np.random.default_rng([params.seed, 5, number])
-        image, keypoints = render_image(plan.identities[job.identity], styles[job.camera], backdrops[job.camera], rng, params, job.kind)
-        dropped_joints += sum(1 for c in keypoints[2::3] if c == 0)
-        (out / job.folder / f"{job.stem}.jpg").write_bytes(_encode_jpeg(image, params.jpeg_quality))
-        (out / KEYPOINT_DIR / job.folder / f"{job.stem}_keypoints.json").write_text(keypoint_json(keypoints))
+        rendered = render_sample(
+            plan.identities[job.identity], styles[job.camera], backdrops[job.camera], rng, params, job.kind
+        )
+        dropped_joints += sum(1 for c in rendered.keypoints[2::3] if c == 0)
+        (out / job.folder / f"{job.stem}.jpg").write_bytes(_encode_jpeg(rendered.image, params.jpeg_quality))
+        (out / KEYPOINT_DIR / job.folder / f"{job.stem}_keypoints.json").write_text(keypoint_json(rendered.keypoints))
+        (out / TRUTH_DIR / job.folder / f"{job.stem}{TRUTH_SUFFIX}").write_bytes(_encode_png(rendered.truth))
     total_joints = len(JOINT_NAMES) * len(plan.jobs)
     log.info(
         "keypoints: %d of %d joints written as 0,0,0 (outside the box, turned away, hidden or missed)",
@@ -499,7 +592,11 @@ def _write_dataset(plan: DatasetPlan, out: Path) -> dict:
         "query_ids": len(ids(QUERY_DIR)),
         "joints": total_joints,
         "dropped_joints": dropped_joints,
-        "sibling_ids": sum(1 for s, split in zip(plan.identities, plan.split_of) if s.sibling_of is not None and split in ("train", "test")),
+        "sibling_ids": sum(
+            1
+            for s, split in zip(plan.identities, plan.split_of)
+            if s.sibling_of is not None and split in ("train", "test")
+        ),
     }
 
 
@@ -516,6 +613,10 @@ def _meta(plan: DatasetPlan, counts: dict) -> dict:
         "generator_version": GENERATOR_VERSION,
         "layout": "market1501",
         "keypoints": f"{KEYPOINT_DIR}/<split folder>/<image stem>_keypoints.json (OpenPose COCO-18)",
+        "truth": (
+            f"{TRUTH_DIR}/<split folder>/<image stem>{TRUTH_SUFFIX}: uint8 labels at the image's size, "
+            f"{TRUTH_BACKGROUND} background, {TRUTH_HIDDEN} person hidden by an occluder, {TRUTH_VISIBLE} person visible"
+        ),
         "params": plan.params.to_dict(),
         "counts": counts,
         "cameras": [style.to_dict() for style in plan.cameras],
