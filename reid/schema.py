@@ -231,6 +231,7 @@ class NetConfig:
     attention_upsample: Literal["bilinear", "nearest"] = "bilinear"
     attention_norm: Literal["standardize", "batch", "none"] = "standardize"
     inter_norm: Literal["none", "l2"] = "l2"
+    inter_weight: Literal["residual", "gate"] = "residual"
     reduce_bn: bool = True
     reduce_relu: bool = True
     zero_init_residual: bool = False
@@ -259,6 +260,7 @@ class ReIDModuleConfig:
     lambda_intra: float = ranged(0.5, 0.0)
     label_smoothing: float = ranged(0.0, 0.0, 1.0, high_open=True)
     fused_label_smoothing: Optional[float] = ranged(None, 0.0, 1.0, high_open=True)
+    visibility_loss: float = ranged(0.0, 0.0)
     channels_last: bool = True
     pretrained: Optional[str] = None
     compile: bool = False
@@ -309,6 +311,7 @@ class EvalConfig:
     rerank_max_images: int = ranged(40000, 1)
     save_features: bool = False
     attention_knockout: bool = False
+    visibility_matching: Literal["none", "mu", "keypoints"] = "none"
     pictures: PicturesConfig = field(default_factory=PicturesConfig)
 
 

@@ -64,3 +64,23 @@ def test_test_sets_are_scored_at_every_validation_and_written_per_set(make_cfg, 
 def test_an_unknown_test_set_is_one_line_naming_the_choices(make_cfg):
     with pytest.raises(ConfigError, match=r"data.test_sets: unknown data set 'dukee'; choose among .*duke"):
         runner.build_test_sets(make_cfg("data.test_sets=[dukee]"))
+
+
+def test_the_occluded_synthetic_condition_has_the_training_sets_people_and_occluded_queries(make_cfg):
+    import numpy as np
+
+    from reid.data.truth import HIDDEN, read_truth, truth_path
+
+    cfg = make_cfg("data.test_sets=[synthetic_occluded]")
+    occluded = runner.build_test_sets(cfg)["synthetic_occluded"]
+    plain = runner.build_datamodule(cfg)
+    # the training set's (tiny) generator options, with only the condition's two set over them
+    assert occluded.options == {**cfg.data.options, "query_occlusion_prob": 1.0, "gallery_occlusion_prob": 0.0}
+    assert [r.pid for r in occluded.dataset.query] == [r.pid for r in plain.dataset.query]
+
+    def hidden(records) -> list[bool]:
+        return [bool((read_truth(truth_path(r.image_path)) == HIDDEN).any()) for r in records]
+
+    assert not any(hidden(occluded.dataset.gallery))
+    assert np.mean(hidden(occluded.dataset.query)) > 0.6  # an occluder beside the person hides nothing
+    assert np.mean(hidden(occluded.dataset.query)) > np.mean(hidden(plain.dataset.query))

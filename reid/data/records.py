@@ -10,11 +10,26 @@ if TYPE_CHECKING:  # annotations only: records stay importable without torch
     from torch import Tensor
 
 
-class CropBatch(TypedDict):
+class _MeasuringFields(TypedDict, total=False):
+    """What a batch carries when its data set has keypoints or truth (see :class:`CropBatch`)."""
+
+    boxes: Tensor
+    part_confidence: Tensor
+    truth_whole: Tensor
+    truth_parts: Tensor
+    truth_visible: Tensor
+
+
+class CropBatch(_MeasuringFields):
     """A batch of the crop loaders (``reid.lit.datamodule.CropDataset`` samples, collated).
 
     ``whole`` (B, 3, H, W) and ``parts`` (B, 4, 3, h, w) are the five crops; ``pid``, ``camid``
     the labels; ``index`` each image's position in its split; ``is_query`` (evaluation).
+    Optional: ``boxes`` (B, 5, 4) and ``part_confidence`` (B, 4, the mean keypoint confidence
+    of each part's joints) where keypoints exist; ``truth_whole`` (B, H, W), ``truth_parts``
+    (B, 4, h, w) (the visible person's coverage of each crop, uint8) and ``truth_visible``
+    (B, 5) (each region's visible share) in evaluation batches of a data set with truth
+    (:mod:`reid.data.truth`).
     """
 
     whole: Tensor

@@ -79,6 +79,8 @@ class FeatureSet:
     protocol: str = "market"
     part_weights: Tensor | None = None
     boxes: Tensor | None = None
+    #: (N, 4) mean keypoint confidence of each part's joints (None without keypoints)
+    part_confidence: Tensor | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -114,6 +116,7 @@ class FeatureSet:
             "protocol": self.protocol,
             "part_weights": self.part_weights,
             "boxes": self.boxes,
+            "part_confidence": self.part_confidence,
             "meta": dict(self.meta),
         }
         atomic_write(path, lambda stream: torch.save(payload, stream))
@@ -164,6 +167,7 @@ class FeatureSet:
                 protocol=str(payload["protocol"]),
                 part_weights=payload.get("part_weights"),
                 boxes=payload.get("boxes"),
+                part_confidence=payload.get("part_confidence"),
                 meta=dict(payload.get("meta") or {}),
             )
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
@@ -223,7 +227,7 @@ def extract_features(
     net = getattr(module, "net", module)
     keep = set(rows) if rows is not None else None
     chunks: dict[str, list[Tensor]] = {}
-    pids, camids, is_query, weights = [], [], [], []
+    pids, camids, is_query, weights, confidences = [], [], [], [], []
     for batch in loader:
         whole = batch["whole"].to(device, non_blocking=True)
         parts = batch["parts"].to(device, non_blocking=True)
@@ -243,6 +247,8 @@ def extract_features(
                 chunks.setdefault(name, []).append(value.float().cpu())
         if mu is not None:
             weights.append(mu.float().cpu())
+        if batch.get("part_confidence") is not None:
+            confidences.append(torch.as_tensor(batch["part_confidence"]).float())
         pids.append(torch.as_tensor(batch["pid"]).long())
         camids.append(torch.as_tensor(batch["camid"]).long())
         is_query.append(torch.as_tensor(batch["is_query"]).bool())
@@ -258,5 +264,6 @@ def extract_features(
         protocol=protocol,
         part_weights=torch.cat(weights) if weights else None,
         boxes=torch.as_tensor(np.asarray(boxes), dtype=torch.float32) if boxes is not None else None,
+        part_confidence=torch.cat(confidences) if len(confidences) == len(pids) else None,
         meta={"flip": bool(flip)},
     )

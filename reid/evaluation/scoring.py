@@ -61,6 +61,79 @@ def score_features(
     return results
 
 
+#: where visibility-aware matching takes each part's visibility: inter-attention's weights or the keypoints
+VISIBILITY_SOURCES = ("mu", "keypoints")
+
+
+def visibility_scores(
+    features: FeatureSet,
+    *,
+    source: str = "mu",
+    distance: str = "euclidean",
+    max_rank: int = 50,
+    **protocol_kw: Any,
+) -> dict[str, Any]:
+    """Scores the global and part features compared by :func:`reid.metrics.visibility.visibility_distance`.
+
+    ``source``: ``mu`` (inter-attention's part weights, stored beside the features) or
+    ``keypoints`` (the mean keypoint confidence of each part's joints).
+
+    Raises:
+        VisibilityMatchingError: the set lacks the per-part features or the chosen visibilities.
+    """
+    from reid.metrics.visibility import visibility_distance
+
+    if source not in VISIBILITY_SOURCES:
+        raise VisibilityMatchingError(f"eval.visibility_matching={source!r}: choose none, mu or keypoints")
+    visibility = features.part_weights if source == "mu" else features.part_confidence
+    missing = [row for row in ("global", *PART_NAMES) if row not in features.features]
+    if visibility is None or missing:
+        what = (
+            f"the per-branch features {missing} (score with eval.branches=true)"
+            if missing
+            else ("part weights: the model has no inter-attention" if source == "mu" else "keypoint confidences")
+        )
+        raise VisibilityMatchingError(
+            f"eval.visibility_matching={source}: the features hold no {what}; choose "
+            f"{'keypoints' if source == 'mu' else 'mu'} or none"
+        )
+    q, g = features.query, features.gallery
+    parts = torch.stack([features.features[name] for name in PART_NAMES], dim=1)
+    distmat = visibility_distance(
+        features.features["global"][q],
+        features.features["global"][g],
+        parts[q],
+        parts[g],
+        visibility[q],
+        visibility[g],
+        metric=distance,
+    )
+    cmc, mean_ap, minp = evaluate_rank(
+        distmat.numpy(),
+        features.pids[q],
+        features.pids[g],
+        features.camids[q],
+        features.camids[g],
+        max_rank=max_rank,
+        protocol=features.protocol,
+        return_minp=True,
+        **protocol_kw,
+    )
+    return _ranked(cmc, mean_ap, minp, max_rank)
+
+
+def _ranked(cmc: Any, mean_ap: float, minp: float, max_rank: int) -> dict[str, Any]:
+    """One row's result as :func:`score_features` gives it, from :func:`reid.metrics.evaluate_rank`'s."""
+    out: dict[str, Any] = {"cmc": cmc, "mAP": mean_ap, "mINP": minp}
+    for k in (1, 5, 10, 20):
+        out[f"rank{k}"] = float(cmc[k - 1]) if k <= max_rank else math.nan
+    return out
+
+
+class VisibilityMatchingError(ReidError, ValueError):
+    """``eval.visibility_matching`` asked of features that cannot carry it."""
+
+
 def rerank_scores(
     features: FeatureSet,
     *,
@@ -108,10 +181,7 @@ def rerank_scores(
         return_minp=True,
         **protocol_kw,
     )
-    out: dict[str, Any] = {"cmc": cmc, "mAP": mean_ap, "mINP": minp}
-    for k in (1, 5, 10, 20):
-        out[f"rank{k}"] = float(cmc[k - 1]) if k <= max_rank else math.nan
-    return out
+    return _ranked(cmc, mean_ap, minp, max_rank)
 
 
 def plain_metrics(result: Mapping[str, Any]) -> dict[str, float]:

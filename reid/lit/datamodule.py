@@ -429,7 +429,13 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
             train_recs = dataset.train
         self.dataset = dataset
         self.train_set = CropDataset(
-            train_recs, train_boxes, SampleTransform(train=True, **self.augment), self.whole_size, self.part_size
+            train_recs,
+            train_boxes,
+            SampleTransform(train=True, **self.augment),
+            self.whole_size,
+            self.part_size,
+            # model.visibility_loss's pseudo-labels (keypoints, never the synthetic truth)
+            part_confidence=None if source is None else self.part_confidence["train"],
         )
         eval_transform = SampleTransform(train=False, **self.augment)
         self.eval_set = CropDataset(

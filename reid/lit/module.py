@@ -69,6 +69,9 @@ class ReIDModule(pl.LightningModule):
         lambda_intra: the weight of the five branch losses in Eq. 11.
         label_smoothing: cross-entropy label smoothing (0 = the paper's plain softmax loss).
         fused_label_smoothing: label smoothing of the fused (inter / fc) loss; None = ``label_smoothing``.
+        visibility_loss: weight of a binary cross-entropy that pulls inter-attention's mu_i towards
+            the mean confidence of part i's keypoints (a visibility pseudo-label, as PGFA and PVPM
+            derive one; the batch's ``part_confidence``); 0 (default) adds nothing.
         channels_last: run the network in channels_last memory format (about 10x faster on CPU).
         eval_options: keyword options of :class:`reid.metrics.ReIDMetric` (distance, protocol...).
         compile: run the network through ``torch.compile`` (``compile_options`` go to it, e.g.
@@ -87,6 +90,7 @@ class ReIDModule(pl.LightningModule):
         lambda_intra: float = 0.5,
         label_smoothing: float = 0.0,
         fused_label_smoothing: float | None = None,
+        visibility_loss: float = 0.0,
         channels_last: bool = True,
         eval_options: dict | None = None,
         pretrained: str | None = None,
@@ -107,6 +111,7 @@ class ReIDModule(pl.LightningModule):
         self.fused_label_smoothing = (
             self.label_smoothing if fused_label_smoothing is None else float(fused_label_smoothing)
         )
+        self.visibility_loss = float(visibility_loss)
         self.channels_last = bool(channels_last)
         self.val_metric = ReIDMetric(**(eval_options or {}))
         # mask saturation, working range, spatial spread and mu on the query images (reid.metrics.attention_health)
@@ -196,8 +201,15 @@ class ReIDModule(pl.LightningModule):
         return self(whole, parts).feature
 
     # ------------------------------------------------------------------ losses
-    def compute_losses(self, output: NetworkOutput, pids: Tensor) -> dict[str, Tensor]:
-        """Per-branch cross-entropy losses and their Eq. 11 total (key ``loss``)."""
+    def compute_losses(
+        self, output: NetworkOutput, pids: Tensor, visibility: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Per-branch cross-entropy losses and their Eq. 11 total (key ``loss``).
+
+        With ``visibility_loss`` > 0, a network with part weights and ``visibility`` (B, 4) in
+        [0, 1] (NaN where unknown): ``loss_visibility``, the binary cross-entropy of mu against
+        it, is added with that weight.
+        """
         losses: dict[str, Tensor] = {}
         for name, logits in zip(BRANCH_NAMES, output.branch_logits):
             losses[f"loss_{name}"] = F.cross_entropy(logits, pids, label_smoothing=self.label_smoothing)
@@ -209,11 +221,18 @@ class ReIDModule(pl.LightningModule):
             losses["loss"] = self.lambda_intra * intra + losses["loss_fused"]
         else:
             losses["loss"] = intra
+        if self.visibility_loss > 0 and output.part_weights is not None and visibility is not None:
+            target = visibility.to(output.part_weights)
+            known = ~torch.isnan(target)
+            if bool(known.any()):
+                mu = output.part_weights.float().clamp(1e-6, 1 - 1e-6)
+                losses["loss_visibility"] = F.binary_cross_entropy(mu[known], target[known].float())
+                losses["loss"] = losses["loss"] + self.visibility_loss * losses["loss_visibility"]
         return losses
 
     def training_step(self, batch: CropBatch, batch_idx: int) -> Tensor:
         output = self(batch["whole"], batch["parts"])
-        losses = self.compute_losses(output, batch["pid"])
+        losses = self.compute_losses(output, batch["pid"], batch.get("part_confidence"))
         logits = output.fused_logits if output.fused_logits is not None else sum(output.branch_logits)
         accuracy = (logits.argmax(dim=1) == batch["pid"]).float().mean()
         batch_size = batch["pid"].shape[0]

@@ -27,6 +27,10 @@ from reid.models.blocks import GroupedLinear
 from reid.names import PART_NAMES
 
 INTER_NORMS = ("none", "l2")
+#: how mu weighs a part in the fused feature: ``residual`` (1 + mu_i, Eq. 9 as written: between 1x and 2x
+#: the global feature's weight) or ``gate`` (2 mu_i: between 0 and 2x, so a hidden part can be switched
+#: off; 1 at mu = 0.5, where the heads start)
+INTER_WEIGHTS = ("residual", "gate")
 NUM_PARTS = 4
 
 
@@ -66,6 +70,7 @@ class Fusion(nn.Module):
         fusion_dim: int | None,
         dropout: float,
         inter_norm: str,
+        inter_weight: str = "residual",
     ) -> "Fusion":
         """The fusion from the network's options (each fusion takes the ones it needs)."""
         raise NotImplementedError
@@ -165,6 +170,7 @@ class InterAttentionFusion(Fusion):
         part_dim: size of each E_i.
         num_classes: identities of the fused classifier.
         dropout: dropout before the fused classifier.
+        weight: ``residual`` ((1 + mu_i) E_i, Eq. 9) or ``gate`` (2 mu_i E_i; see :data:`INTER_WEIGHTS`).
         norm: ``none`` (Eq. 8-9 as written) or ``l2``: E_i enters both equations L2-normalised,
             ``mu_i = sigmoid(w_i . E_i / |E_i| + b_i)`` and ``(1 + mu_i) sqrt(d / 2) E_i / |E_i|``
             (``sqrt(d / 2)`` is the norm a BN-ReLU feature of size d has on average, so the
@@ -178,11 +184,20 @@ class InterAttentionFusion(Fusion):
     """
 
     def __init__(
-        self, global_dim: int, part_dim: int, num_classes: int, dropout: float = 0.5, norm: str = "none"
+        self,
+        global_dim: int,
+        part_dim: int,
+        num_classes: int,
+        dropout: float = 0.5,
+        norm: str = "none",
+        weight: str = "residual",
     ) -> None:
         super().__init__()
         if norm not in INTER_NORMS:
             raise ValueError(f"inter-attention norm must be one of {INTER_NORMS}, got {norm!r}")
+        if weight not in INTER_WEIGHTS:
+            raise ValueError(f"inter-attention weight must be one of {INTER_WEIGHTS}, got {weight!r}")
+        self.weight = weight
         self.part_dim = part_dim
         self.norm = norm
         self.out_dim = global_dim + NUM_PARTS * part_dim
@@ -192,10 +207,18 @@ class InterAttentionFusion(Fusion):
 
     @classmethod
     def build(
-        cls, *, global_dim: int, part_dim: int, num_classes: int, dropout: float, inter_norm: str, **_: object
+        cls,
+        *,
+        global_dim: int,
+        part_dim: int,
+        num_classes: int,
+        dropout: float,
+        inter_norm: str,
+        inter_weight: str = "residual",
+        **_: object,
     ) -> "InterAttentionFusion":
         """Inter-attention with its fused classifier."""
-        return cls(global_dim, part_dim, num_classes, dropout, inter_norm)
+        return cls(global_dim, part_dim, num_classes, dropout, inter_norm, inter_weight)
 
     def forward(self, global_feature: Tensor, part_features: Tensor) -> FusionOutput:
         """The adaptively weighted feature, its identity logits and mu."""
@@ -206,7 +229,8 @@ class InterAttentionFusion(Fusion):
             parts = unit * math.sqrt(self.part_dim / 2)
         else:
             mu = torch.sigmoid(self.part_weight(part_features))
-        weighted = parts * (1.0 + mu).unsqueeze(-1)
+        gain = 2.0 * mu if self.weight == "gate" else 1.0 + mu
+        weighted = parts * gain.unsqueeze(-1)
         fused = torch.cat([global_feature, weighted.flatten(1)], dim=1)
         return FusionOutput(fused, self.classifier(self.dropout(fused)), mu)
 
@@ -219,6 +243,7 @@ def make_fusion(
     fusion_dim: int | None,
     dropout: float,
     inter_norm: str = "none",
+    inter_weight: str = "residual",
 ) -> Fusion:
     """The fusion registered as ``fusion`` (see :data:`FUSION_REGISTRY`)."""
     if fusion not in FUSION_REGISTRY:
@@ -230,6 +255,7 @@ def make_fusion(
         fusion_dim=fusion_dim,
         dropout=dropout,
         inter_norm=inter_norm,
+        inter_weight=inter_weight,
     )
 
 

@@ -97,6 +97,8 @@ class AttentionReIDNet(nn.Module):
             :mod:`reid.models.attention`.
         inter_norm: ``none`` (Eq. 8-9 as written) or ``l2`` (the part features enter Eq. 8-9
             L2-normalised); see :class:`reid.models.fusion.InterAttentionFusion`.
+        inter_weight: ``residual`` ((1 + mu) E_i, Eq. 9) or ``gate`` (2 mu E_i: a part's weight can
+            fall below the global feature's); :data:`reid.models.fusion.INTER_WEIGHTS`.
         reduce_bn: BatchNorm1d after the FC_reduce linear layer.
         reduce_relu: ReLU after FC_reduce (the feature E is taken after it).
         zero_init_residual: start the last BN of every bottleneck at zero.
@@ -127,6 +129,7 @@ class AttentionReIDNet(nn.Module):
         attention_upsample: str = "bilinear",
         attention_norm: str = "standardize",
         inter_norm: str = "l2",
+        inter_weight: str = "residual",
         reduce_bn: bool = True,
         reduce_relu: bool = True,
         zero_init_residual: bool = False,
@@ -187,7 +190,9 @@ class AttentionReIDNet(nn.Module):
             self.part_branch = Branch(**part_options, groups=NUM_PARTS)
         else:
             self.part_branches = nn.ModuleList(Branch(**part_options) for _ in range(NUM_PARTS))
-        self.fusion = make_fusion(fusion, global_dim, part_dim, num_classes, fusion_dim, dropout, inter_norm)
+        self.fusion = make_fusion(
+            fusion, global_dim, part_dim, num_classes, fusion_dim, dropout, inter_norm, inter_weight
+        )
         self.feature_dim: int = self.fusion.out_dim
         init_weights(self, classifier_std=classifier_std, zero_init_residual=zero_init_residual)
 

@@ -285,6 +285,12 @@ def build_test_sets(cfg: DictConfig) -> dict[str, Any]:
     modules = {}
     for name, option in zip(names, composed):
         data_cfg = OmegaConf.create(OmegaConf.to_container(option.data, resolve=True))
+        if data_cfg.get("name") == "synthetic" and cfg.data.get("name") == "synthetic":
+            # a condition of the synthetic set (synthetic_occluded): the training set's people and
+            # difficulty, with only the options the condition's own YAML sets over the base set's
+            base = compose_configs([["data=synthetic", "logger=none", "callbacks=none"]])[0].data.options
+            own = {k: v for k, v in data_cfg.options.items() if base.get(k) != v}
+            data_cfg.options = {**OmegaConf.to_container(cfg.data.options, resolve=True), **own}
         for key in TEST_SET_KEYS:
             if key in cfg.data:
                 data_cfg[key] = (

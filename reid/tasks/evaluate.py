@@ -189,7 +189,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             protocol=datamodule.dataset.protocol,
             flip=bool(e.flip),
             device=_eval_device(cfg),
-            rows=None if e.branches else ["all"],
+            # visibility matching compares branch by branch: it needs the global and part rows
+            rows=None if e.branches or e.get("visibility_matching", "none") != "none" else ["all"],
             attention_health=health,
         )
         attention = health.compute()
@@ -203,6 +204,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     scoring = ScoringOptions.from_config(e)
     rows = list(features.features) if e.branches else ["all"]
     results = score_features(features, rows=rows, **scoring.score_kwargs())
+    matching = str(e.get("visibility_matching", "none"))
+    if matching != "none":
+        from reid.evaluation.scoring import visibility_scores
+
+        results["all_visibility"] = visibility_scores(
+            features,
+            source=matching,
+            distance=scoring.distance,
+            max_rank=scoring.max_rank,
+            **scoring.protocol_kwargs(),
+        )
     if e.rerank:
         results["all_rerank"] = rerank_scores(
             features,
@@ -215,7 +227,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             **scoring.protocol_kwargs(),
         )
     metrics: dict[str, Any] = dict(plain_metrics(results["all"]))
-    metrics["branches"] = {row: plain_metrics(r) for row, r in results.items() if row != "all_rerank"}
+    metrics["branches"] = {
+        row: plain_metrics(r) for row, r in results.items() if row not in ("all_rerank", "all_visibility")
+    }
+    if "all_visibility" in results:
+        metrics["visibility_matching"] = {"source": matching, **plain_metrics(results["all_visibility"])}
     if "all_rerank" in results:
         metrics["rerank"] = plain_metrics(results["all_rerank"])
     if input_notices:
@@ -232,7 +248,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if attention:
         metrics["attention"] = attention
         log.info("attention health on the query images: %s", health_summary(attention))
-    table = results_table({("Global + part, re-ranked" if k == "all_rerank" else k): v for k, v in results.items()})
+    labels = {
+        "all_rerank": "Global + part, re-ranked",
+        "all_visibility": f"Global + part, visibility-weighted ({matching})",
+    }
+    table = results_table({labels.get(k, k): v for k, v in results.items()})
     with retry_when_full(RETRY):
         write_metrics(metrics, output_dir)
         write_evaluation_outputs(

@@ -68,6 +68,10 @@ class SyntheticParams:
         sibling_fraction: share of identities that copy another identity of their split and
             change exactly one body part.
         occlusion_prob: chance that a pole, box or passer-by hides part of the person.
+        query_occlusion_prob, gallery_occlusion_prob: the same for the query and the gallery
+            images alone (None: ``occlusion_prob``). 1 and 0 give the occluded test condition
+            (every query occluded, no gallery image, as Occluded-Duke is built); the people,
+            cameras and poses stay those of the set with the same other parameters.
         clutter: background objects in clothing colours painted behind the person (0 = none).
         misalignment: scales the detector-box errors (0 = perfectly centred boxes, 1 = default:
             scale about +-10%, shifts of a few pixels, head or feet cut off in ~7% each).
@@ -103,6 +107,8 @@ class SyntheticParams:
     walk_prob: float = 0.6
     jpeg_quality: int = 90
     supersample: int = 2
+    query_occlusion_prob: float | None = None
+    gallery_occlusion_prob: float | None = None
 
     def validate(self) -> None:
         """Raise ValueError naming the first parameter that is out of range."""
@@ -118,6 +124,8 @@ class SyntheticParams:
             (self.num_distractors >= 0 and self.num_junk >= 0, "num_distractors and num_junk must be >= 0"),
             (0.0 <= self.sibling_fraction < 1.0, "sibling_fraction must be in [0, 1)"),
             (0.0 <= self.occlusion_prob <= 1.0, "occlusion_prob must be in [0, 1]"),
+            (all(p is None or 0.0 <= p <= 1.0 for p in (self.query_occlusion_prob, self.gallery_occlusion_prob)),
+             "query_occlusion_prob and gallery_occlusion_prob must be in [0, 1] (or null)"),
             (0 <= self.clutter <= 50, "clutter must be in 0..50"),
             (0.0 <= self.keypoint_drop_prob <= 1.0, "keypoint_drop_prob must be in [0, 1]"),
             (0.0 <= self.walk_prob <= 1.0, "walk_prob must be in [0, 1]"),
@@ -136,7 +144,15 @@ class SyntheticParams:
         values = {name: getattr(self, name) for name in self.__dataclass_fields__}
         if values["clutter"] == 0:
             del values["clutter"]
+        for name in ("query_occlusion_prob", "gallery_occlusion_prob"):
+            if values[name] is None:
+                del values[name]
         return values
+
+    def for_folder(self, folder: str) -> "SyntheticParams":
+        """The parameters one split's images are rendered with (its own occlusion chance, if set)."""
+        chance = {QUERY_DIR: self.query_occlusion_prob, GALLERY_DIR: self.gallery_occlusion_prob}.get(folder)
+        return self if chance is None else replace(self, occlusion_prob=chance)
 
     def folder_name(self) -> str:
         """``synthetic_<10 hex digits>``, a hash of the parameters and :data:`GENERATOR_VERSION`."""
@@ -563,7 +579,12 @@ def _write_dataset(plan: DatasetPlan, out: Path) -> dict:
     for number, job in enumerate(plan.jobs):
         rng = np.random.default_rng([params.seed, 5, number])
         rendered = render_sample(
-            plan.identities[job.identity], styles[job.camera], backdrops[job.camera], rng, params, job.kind
+            plan.identities[job.identity],
+            styles[job.camera],
+            backdrops[job.camera],
+            rng,
+            params.for_folder(job.folder),
+            job.kind,
         )
         dropped_joints += sum(1 for c in rendered.keypoints[2::3] if c == 0)
         (out / job.folder / f"{job.stem}.jpg").write_bytes(_encode_jpeg(rendered.image, params.jpeg_quality))
@@ -649,6 +670,8 @@ def generate(
     walk_prob: float = 0.6,
     jpeg_quality: int = 90,
     supersample: int = 2,
+    query_occlusion_prob: float | None = None,
+    gallery_occlusion_prob: float | None = None,
 ) -> Path:
     """Render (or reuse the cached) data set and return the Market-1501-layout folder.
 
@@ -679,6 +702,7 @@ def generate(
         brightness_jitter=brightness_jitter,
         keypoint_jitter=keypoint_jitter, keypoint_drop_prob=keypoint_drop_prob, walk_prob=walk_prob,
         jpeg_quality=jpeg_quality, supersample=supersample,
+        query_occlusion_prob=query_occlusion_prob, gallery_occlusion_prob=gallery_occlusion_prob,
     )  # fmt: skip
     params.validate()
     root = Path(root)

@@ -1,0 +1,143 @@
+"""Part weights that can follow visibility: the gate weight (below the global feature's) and the keypoint pseudo-label loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from reid.lit.module import ReIDModule
+from reid.models import AttentionReIDNet
+from reid.models.fusion import InterAttentionFusion
+from reid.schema import ConfigError, validate_config
+
+
+def _fusion(weight: str, bias: float) -> InterAttentionFusion:
+    fusion = InterAttentionFusion(8, 4, num_classes=3, norm="none", weight=weight)
+    nn.init.zeros_(fusion.part_weight.weight)
+    nn.init.constant_(fusion.part_weight.bias, bias)
+    return fusion.eval()
+
+
+@pytest.mark.parametrize(("weight", "low", "high"), [("residual", 1.0, 2.0), ("gate", 0.0, 2.0)])
+def test_a_parts_weight_spans_what_its_option_says(weight, low, high):
+    global_feature, parts = torch.ones(2, 8), torch.ones(2, 16)
+    for bias, expected in ((-30.0, low), (30.0, high), (0.0, (low + high) / 2 if weight == "gate" else 1.5)):
+        fused = _fusion(weight, bias)(global_feature, parts).feature
+        assert torch.allclose(fused[:, :8], global_feature)  # the global feature keeps weight 1
+        assert torch.allclose(fused[:, 8:], torch.full((2, 16), expected), atol=1e-5), (weight, bias)
+
+
+def test_an_unknown_weight_is_refused_by_the_network_and_the_config(make_cfg):
+    with pytest.raises(ValueError, match="inter-attention weight must be one of"):
+        InterAttentionFusion(8, 4, 3, weight="sometimes")
+    with pytest.raises(ConfigError, match="model.net.inter_weight"):
+        validate_config(make_cfg("model.net.inter_weight=sometimes"))
+    net = AttentionReIDNet(num_classes=3, fusion="inter", inter_weight="gate", width=0.25)
+    assert net.fusion.weight == "gate"
+
+
+def _module(visibility_loss: float) -> ReIDModule:
+    net = AttentionReIDNet(num_classes=4, fusion="inter", inter_weight="gate", width=0.25, global_dim=16, part_dim=8)
+    return ReIDModule(
+        net, num_classes=4, optimizer=lambda params: torch.optim.SGD(params, lr=0.5), visibility_loss=visibility_loss
+    )
+
+
+def test_the_visibility_loss_pulls_mu_towards_the_keypoints_confidence():
+    torch.manual_seed(0)
+    module = _module(visibility_loss=1.0).eval()  # eval: no dropout, BatchNorm fixed
+    whole, parts = torch.randn(6, 3, 64, 32), torch.randn(6, 4, 3, 16, 32)
+    pids = torch.arange(6) % 4
+    target = torch.tensor([[0.9, 0.9, 0.1, 0.1]]).expand(6, 4).clone()
+    target[0, 0] = float("nan")  # unknown: left out
+    optimizer = torch.optim.SGD(module.net.fusion.part_weight.parameters(), lr=2.0)
+    first = None
+    for _ in range(60):
+        losses = module.compute_losses(module(whole, parts), pids, target)
+        first = first if first is not None else float(losses["loss_visibility"].detach())
+        optimizer.zero_grad()
+        losses["loss_visibility"].backward()
+        optimizer.step()
+    mu = module(whole, parts).part_weights.detach()
+    assert float(losses["loss_visibility"].detach()) < first
+    assert (mu[:, :2] > 0.7).all() and (mu[:, 2:] < 0.3).all()  # the hidden parts' weights fell
+
+
+def test_without_the_loss_or_the_labels_nothing_is_added():
+    module = _module(visibility_loss=0.0).eval()
+    output = module(torch.randn(2, 3, 64, 32), torch.randn(2, 4, 3, 16, 32))
+    pids = torch.tensor([0, 1])
+    assert "loss_visibility" not in module.compute_losses(output, pids, torch.rand(2, 4))
+    weighted = _module(visibility_loss=1.0).eval()
+    assert "loss_visibility" not in weighted.compute_losses(output, pids, None)
+    assert "loss_visibility" not in weighted.compute_losses(output, pids, torch.full((2, 4), float("nan")))
+
+
+def test_training_batches_carry_the_pseudo_labels_and_never_the_truth(make_cfg):
+    from reid.tasks import build_datamodule
+
+    datamodule = build_datamodule(make_cfg())
+    sample = datamodule.train_set[0]
+    assert sample["part_confidence"].shape == (4,)
+    assert not any(key.startswith("truth") for key in sample)
+
+
+# ---------------------------------------------------------------------------- visibility-aware matching
+
+
+def test_visibility_distance_by_hand():
+    from reid.metrics.visibility import visibility_distance
+
+    e = torch.eye(4)
+    global_q, global_g = e[:1], e[:2]  # the query's global feature equals gallery 0's, is orthogonal to gallery 1's
+    parts_q = e[[0, 1, 2, 3]].unsqueeze(0)  # (1, 4, 4)
+    parts_g = torch.stack([e[[1, 1, 2, 3]], e[[0, 1, 2, 3]]])  # gallery 0 differs in part 0 only; gallery 1 in none
+    visible = torch.ones(1, 4)
+    all_seen = visibility_distance(global_q, global_g, parts_q, parts_g, visible, torch.ones(2, 4))
+    # squared distances of unit vectors: 2 when orthogonal; (d_g + sum w d) / (1 + sum w)
+    assert all_seen[0].tolist() == pytest.approx([(0 + 2) / 5, (2 + 0) / 5])
+    hidden = torch.ones(2, 4)
+    hidden[0, 0] = 0.0  # gallery 0's part 0 is hidden: its distance no longer counts
+    assert visibility_distance(global_q, global_g, parts_q, parts_g, visible, hidden)[0].tolist() == pytest.approx(
+        [0.0, 2 / 5]
+    )
+    nothing = visibility_distance(global_q, global_g, parts_q, parts_g, torch.zeros(1, 4), torch.ones(2, 4))
+    assert nothing[0].tolist() == pytest.approx([0.0, 2.0])  # no part seen by both: the global feature alone
+    nan = torch.full((1, 4), float("nan"))
+    assert torch.equal(visibility_distance(global_q, global_g, parts_q, parts_g, nan, torch.ones(2, 4)), nothing)
+
+
+def test_evaluate_scores_visibility_matching_from_keypoints_and_mu(trained, make_cfg):
+    import reid.tasks as runner
+    from conftest import TINY_OVERRIDES
+
+    overrides = [o for o in TINY_OVERRIDES if not o.startswith(("callbacks=", "model.", "trainer.enable_model"))]
+    for source in ("keypoints", "mu"):
+        cfg = make_cfg(
+            f"ckpt_path={trained[0]}",
+            f"eval.visibility_matching={source}",
+            "eval.branches=false",
+            "eval.pictures.enabled=false",
+            *overrides,
+            config_name="evaluate",
+            tiny=False,
+        )
+        metrics = runner.evaluate(cfg)
+        matched = metrics["visibility_matching"]
+        assert matched["source"] == source and 0.0 <= matched["rank1"] <= 1.0
+        assert "all_visibility" not in metrics["branches"]
+
+
+def test_visibility_matching_on_features_without_part_weights_is_one_line():
+    from reid.evaluation import FeatureSet
+    from reid.evaluation.scoring import VisibilityMatchingError, visibility_scores
+
+    rows = {name: torch.randn(4, 3) for name in ("global", "head", "upper_body", "upper_leg", "lower_leg", "all")}
+    features = FeatureSet(rows, torch.arange(4), torch.arange(4), torch.tensor([1, 0, 0, 0]), ["a", "b", "c", "d"])
+    with pytest.raises(
+        VisibilityMatchingError, match="no part weights: the model has no inter-attention; choose keypoints"
+    ):
+        visibility_scores(features, source="mu")
+    with pytest.raises(VisibilityMatchingError, match="no keypoint confidences"):
+        visibility_scores(features, source="keypoints")
