@@ -1,0 +1,47 @@
+"""How much a keypoint-derived visibility can know: Spearman rho of each part's keypoint confidence with its true visible share.
+
+On the synthetic query images of the default preset, the hard preset and the occluded condition
+(or the data overrides given): the ceiling of what `model.visibility_loss` (trained on keypoint
+confidences) and `eval.visibility_matching=keypoints` can learn or use about occlusion.
+`python scripts/keypoint_visibility.py`, from the repository root.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import open_dict
+
+from reid.conf import compose_config
+from reid.metrics.truth import spearman
+from reid.names import PART_NAMES
+from reid.tasks import build_datamodule
+
+CONDITIONS = {
+    "default preset": [],
+    "hard preset": ["data.options.preset=hard"],
+    "occluded condition": ["data=synthetic_occluded"],
+}
+
+
+def main() -> None:
+    """Prints one Markdown row per condition."""
+    print("| query images | " + " | ".join(f"rho {p}" for p in PART_NAMES) + " | parts < 90 % visible |")
+    print("|---|" + "---:|" * (len(PART_NAMES) + 1))
+    for name, overrides in CONDITIONS.items():
+        cfg = compose_config(overrides)
+        with open_dict(cfg):
+            cfg.data.num_workers = 0
+        datamodule = build_datamodule(cfg)
+        visible, confidence = [], []
+        for batch in datamodule.val_dataloader():
+            query = batch["is_query"].bool()
+            visible.append(batch["truth_visible"][query][:, 1:])
+            confidence.append(batch["part_confidence"][query])
+        shares, confidences = torch.cat(visible), torch.cat(confidence)
+        rhos = [spearman(confidences[:, i], shares[:, i]) for i in range(len(PART_NAMES))]
+        hidden = float((shares < 0.9).float().mean())
+        print(f"| {name} | " + " | ".join(f"{r:+.2f}" for r in rhos) + f" | {100 * hidden:.0f} % |")
+
+
+if __name__ == "__main__":
+    main()
