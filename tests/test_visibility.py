@@ -141,3 +141,36 @@ def test_visibility_matching_on_features_without_part_weights_is_one_line():
         visibility_scores(features, source="mu")
     with pytest.raises(VisibilityMatchingError, match="no keypoint confidences"):
         visibility_scores(features, source="keypoints")
+
+
+def test_the_extractor_keeps_the_branch_features_and_visibilities_beside_the_feature(trained):
+    from reid.inference import FeatureExtractor
+
+    _, datamodule, _ = trained
+    paths = [r.image_path for r in datamodule.eval_set.records[:5]]
+    extractor = FeatureExtractor(trained[0], device="cpu", pose_estimator="none", batch_size=2)
+    extracted = extractor.extract(paths)
+    assert torch.allclose(extracted.feature, extractor(paths))
+    assert extracted.part_features.shape[:2] == (5, 4) and extracted.global_feature.shape[0] == 5
+    assert extracted.part_weights is not None and extracted.part_weights.shape == (5, 4)
+    assert torch.isnan(extracted.visibility("keypoints")).all()  # no keypoints given, no estimator
+
+
+def test_search_with_visibility_matching_finds_the_query_itself_first(trained, tmp_path):
+    import shutil
+
+    from reid.inference.search import search
+
+    _, datamodule, _ = trained
+    records = datamodule.eval_set.records
+    gallery = tmp_path / "gallery"
+    gallery.mkdir()
+    for record in records[-6:]:
+        shutil.copy(record.image_path, gallery)
+    query = records[0].image_path
+    shutil.copy(query, gallery / "the_query_itself.jpg")
+    for matching in ("mu", "keypoints"):
+        found = search(trained[0], [query], gallery, tmp_path / matching, topk=3, device="cpu", matching=matching)
+        first = found["indices"][0, 0].item()
+        assert sorted(gallery.glob("*.jpg"))[first].name == "the_query_itself.jpg", matching
+        assert found["distances"][0, 0] < 1e-4 and (found["distances"] >= 0).all()

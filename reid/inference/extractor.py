@@ -21,6 +21,7 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -30,6 +31,7 @@ from torch import Tensor
 
 from reid.checkpoints import CONFIG_KEY, CheckpointLoadError, find_resume_checkpoint, load_checkpoint
 from reid.errors import ReidError
+from reid.pose.regions import region_confidence
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,40 @@ PROGRESS_FROM = 256
 #: how far an image's feature may move with the batch it is extracted in, relative to the largest
 #: |feature| (at least 1): float32 rounding of batch-size-dependent CPU kernels (see FeatureExtractor)
 BATCH_TOLERANCE = 1e-5
+
+
+@dataclass
+class ExtractedFeatures:
+    """What :meth:`FeatureExtractor.extract` returns: the feature and what visibility-aware matching needs beside it.
+
+    A single vector cannot carry a comparison on what both images show, so the branch features
+    and the part visibilities travel with it (:func:`reid.metrics.visibility.visibility_distance`).
+
+    Attributes:
+        feature: (N, D) the test-time feature (what calling the extractor returns).
+        global_feature: (N, d) the global branch's feature E_g.
+        part_features: (N, 4, d') the part branches' features E_1..E_4.
+        part_weights: (N, 4) inter-attention's mu, or None for a network without it.
+        part_confidence: (N, 4) the mean keypoint confidence of each part's joints (NaN without keypoints).
+    """
+
+    feature: Tensor
+    global_feature: Tensor
+    part_features: Tensor
+    part_weights: Tensor | None
+    part_confidence: Tensor
+
+    def visibility(self, source: str) -> Tensor:
+        """The part visibilities of ``source``: ``mu`` (part weights) or ``keypoints`` (confidences)."""
+        if source == "keypoints":
+            return self.part_confidence
+        if source == "mu" and self.part_weights is not None:
+            return self.part_weights
+        raise FeatureInputError(
+            "matching=mu needs a network with inter-attention (model.net.fusion=inter); use matching=keypoints"
+            if source == "mu"
+            else f"unknown visibility source {source!r}: choose mu or keypoints"
+        )
 
 
 class FeatureInputError(ReidError, ValueError):
@@ -272,17 +308,27 @@ class FeatureExtractor:
         return torch.stack(wholes), torch.stack(parts)
 
     @torch.inference_mode()
-    def _features(self, whole: Tensor, parts: Tensor) -> Tensor:
-        from reid.evaluation import branch_features
-
+    def _features(self, whole: Tensor, parts: Tensor) -> dict[str, Tensor | None]:
+        """The feature, the branch features and mu of one batch (flip-averaged when ``flip``), on the CPU."""
         whole = whole.to(self.device)
         parts = parts.to(self.device)
-        net = self.module.net
-        feature = branch_features(net, self.module(whole, parts))["all"]
+        passes = [self.module(whole, parts)]
         if self.flip:
-            feature = (feature + branch_features(net, self.module(whole.flip(-1), parts.flip(-1)))["all"]) / 2
-        feature = feature.float()
-        return F.normalize(feature, dim=1) if self.normalize else feature
+            passes.append(self.module(whole.flip(-1), parts.flip(-1)))
+
+        def mean(values: list[Tensor | None]) -> Tensor | None:
+            if any(v is None for v in values):
+                return None
+            return (sum(values) / len(values)).float().cpu()  # type: ignore[arg-type]
+
+        feature = mean([output.feature for output in passes])
+        assert feature is not None
+        return {
+            "feature": F.normalize(feature, dim=1) if self.normalize else feature,
+            "global": mean([output.global_feature for output in passes]),
+            "parts": mean([output.part_features for output in passes]),
+            "mu": mean([output.part_weights for output in passes]),
+        }
 
     def _chunks(self, n: int) -> Iterator[range]:
         for start in range(0, n, self.batch_size):
@@ -291,7 +337,13 @@ class FeatureExtractor:
     def __call__(
         self, images: Sequence[ImageInput] | ImageInput, keypoints: Sequence[KeypointInput] | None = None
     ) -> Tensor:
-        """The ``(N, D)`` features of ``images`` (on the CPU, float32).
+        """The ``(N, D)`` features of ``images`` (on the CPU, float32); arguments as :meth:`extract`."""
+        return self.extract(images, keypoints).feature
+
+    def extract(
+        self, images: Sequence[ImageInput] | ImageInput, keypoints: Sequence[KeypointInput] | None = None
+    ) -> ExtractedFeatures:
+        """The features of ``images`` with the branch features and part visibilities beside them (CPU, float32).
 
         Args:
             images: paths, H x W x 3 uint8 RGB arrays or PIL images (or one of them).
@@ -315,7 +367,8 @@ class FeatureExtractor:
             from rich.progress import track
 
             chunks = track(list(chunks), description="features")
-        out = []
+        out: list[dict[str, Tensor | None]] = []
+        confidences: list[np.ndarray] = []
         for chunk in chunks:
             arrays = [_as_rgb_array(images[i], i) for i in chunk]
             joints = []
@@ -327,7 +380,8 @@ class FeatureExtractor:
                     self.last_counts[f"keypoints_{source}"] += 1
                 joints.append(found)
             whole, parts = self._crops(arrays, joints)
-            out.append(self._features(whole, parts).cpu())
+            out.append(self._features(whole, parts))
+            confidences += [region_confidence(j) for j in joints]
         missing = self.last_counts["keypoints_none"]
         if self.regions == "pose" and missing:
             log.warning(
@@ -337,4 +391,16 @@ class FeatureExtractor:
                 len(images),
                 "no pose estimator (install MediaPipe: make pose)" if self._estimator is None else "no person found",
             )
-        return torch.cat(out) if out else torch.zeros(0, self.feature_dim)
+        if not out:
+            empty = torch.zeros(0, self.feature_dim)
+            return ExtractedFeatures(empty, empty, empty, None, torch.zeros(0, 4))
+
+        def joined(key: str) -> Tensor | None:
+            values = [o[key] for o in out]
+            return None if any(v is None for v in values) else torch.cat(values)  # type: ignore[arg-type]
+
+        feature, global_feature, part_features = joined("feature"), joined("global"), joined("parts")
+        assert feature is not None and global_feature is not None and part_features is not None
+        return ExtractedFeatures(
+            feature, global_feature, part_features, joined("mu"), torch.from_numpy(np.stack(confidences))
+        )

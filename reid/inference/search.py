@@ -26,7 +26,7 @@ import logging
 import sys
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, List, Literal, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -36,10 +36,14 @@ from omegaconf import MISSING
 from reid.conf.tool import option, run_tool
 from reid.errors import ReidError
 
+if TYPE_CHECKING:
+    from reid.inference.extractor import ExtractedFeatures
+
 log = logging.getLogger(__name__)
 
 CACHE_NAME = "gallery_features.pt"
-CACHE_FORMAT = "reid.inference.search.gallery/2"
+# /3: the branch features, mu and keypoint confidences are cached beside the feature (visibility matching)
+CACHE_FORMAT = "reid.inference.search.gallery/3"
 
 
 class SearchInputError(ReidError, ValueError):
@@ -129,7 +133,7 @@ def topk_search(query: Tensor, gallery: Tensor, k: int, chunk: int = 65536) -> t
     return best_d.clamp_min(0.0) + 0.0, best_i
 
 
-def _load_cache(path: Path, key: str) -> Tensor | None:
+def _load_cache(path: Path, key: str) -> "ExtractedFeatures | None":
     if not path.is_file():
         return None
     try:
@@ -144,7 +148,11 @@ def _load_cache(path: Path, key: str) -> Tensor | None:
             path,
         )
         return None
-    return cached["features"]
+    from reid.inference.extractor import ExtractedFeatures
+
+    return ExtractedFeatures(
+        cached["features"], cached["global"], cached["parts"], cached.get("mu"), cached["confidence"]
+    )
 
 
 def search(
@@ -159,6 +167,7 @@ def search(
     chunk: int = 65536,
     device: str = "auto",
     flip: bool = False,
+    matching: str = "none",
 ) -> dict:
     """Runs a search and writes its outputs (see the module doc); returns what it wrote and whether the cache served."""
     from reid.inference.extractor import FeatureExtractor
@@ -177,19 +186,38 @@ def search(
     gallery_features = _load_cache(cache, key)
     cached = gallery_features is not None
     if gallery_features is None:
-        gallery_features = extractor([str(p) for p in images], keypoints=gallery_keypoints)
+        gallery_features = extractor.extract([str(p) for p in images], keypoints=gallery_keypoints)
         payload = {
             "format": CACHE_FORMAT,
             "fingerprint": key,
-            "features": gallery_features,
+            "features": gallery_features.feature,
+            "global": gallery_features.global_feature,
+            "parts": gallery_features.part_features,
+            "mu": gallery_features.part_weights,
+            "confidence": gallery_features.part_confidence,
             "paths": [str(p) for p in images],
         }
         atomic_write(cache, lambda stream: torch.save(payload, stream))
         log.info("gallery features of %d images written to %s", len(images), cache)
-    query_features = extractor(
+    query_features = extractor.extract(
         [str(q) for q in queries], keypoints=[keypoint_file(keypoints, Path(q), None) for q in queries]
     )
-    distances, indices = topk_search(query_features, gallery_features, topk, chunk)
+    if matching == "none":
+        distances, indices = topk_search(query_features.feature, gallery_features.feature, topk, chunk)
+    else:
+        from reid.metrics.visibility import visibility_distance
+
+        # compared on what both images show (eval.visibility_matching): one (queries x gallery) matrix
+        full = visibility_distance(
+            query_features.global_feature,
+            gallery_features.global_feature,
+            query_features.part_features,
+            gallery_features.part_features,
+            query_features.visibility(matching),
+            gallery_features.visibility(matching),
+        )
+        distances, indices = full.topk(min(topk, full.shape[1]), dim=1, largest=False)
+        distances = distances.clamp_min(0.0) + 0.0
     rows = io.StringIO()
     writer = csv.writer(rows)
     writer.writerow(["query", "rank", "gallery", "distance"])
@@ -225,6 +253,9 @@ class SearchOptions:
     chunk: int = option(65536, "gallery features compared at a time", low=1)
     device: str = option("auto", "auto (GPU when present), cpu, cuda, cuda:1...")
     flip: bool = option(False, "flip-averaged features (as eval.flip)")
+    matching: Literal["none", "mu", "keypoints"] = option(
+        "none", "compare on what both images show: part distances weighted by mu or keypoint confidence"
+    )
 
 
 def search_command(options: SearchOptions) -> int:
@@ -242,6 +273,7 @@ def search_command(options: SearchOptions) -> int:
         chunk=options.chunk,
         device=options.device,
         flip=options.flip,
+        matching=options.matching,
     )
     print(
         f"wrote {result['ranked']} and {result['picture']} (gallery features "
