@@ -205,3 +205,24 @@ def test_a_module_rebuilt_for_inference_has_the_weights_and_no_optimiser(trained
         assert torch.equal(value, checkpoint["state_dict"][key]), key
     with pytest.raises(Exception, match="rebuilt from a checkpoint for inference and has no optimiser"):
         module.configure_optimizers()
+
+
+def test_a_resumed_runs_stored_record_naming_code_is_compared_never_built(make_cfg, tmp_path):
+    from reid.rundir import RunFolderError, check_run_folder, release_folder
+
+    folder = tmp_path / "run"
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "last.ckpt").write_bytes(b"")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (folder / ".hydra" / "config.yaml").write_text(
+        "data: {name: synthetic}\ntrainer: {max_epochs: 1}\n"
+        f"model:\n  net:\n    _target_: builtins.open\n    _args_: ['{victim}', 'w']\n"
+    )
+    try:
+        with pytest.raises(RunFolderError, match="cannot resume the run .* with another network"):
+            check_run_folder(folder, make_cfg("ckpt_path=last"))
+    finally:
+        release_folder(folder)
+    assert victim.read_text() == "precious\n"
