@@ -14,3 +14,5 @@ RANK_METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
 CLASSIFICATION_METRICS = ("top1", "top5")
 #: where train.py keeps the resolved run config inside every checkpoint (plain containers)
 CHECKPOINT_CONFIG_KEY = "reid_config"
+#: written beside metrics.json by train and evaluate: the commit and thread count that produced it
+PROVENANCE_FILE = "provenance.json"

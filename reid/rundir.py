@@ -61,6 +61,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 
 from reid.errors import ReidError, one_line
+from reid.names import PROVENANCE_FILE
 from reid.files import atomic_write, fsync_dir
 from reid.schema import schema_default
 
@@ -70,7 +71,7 @@ LOCK_FILE = ".lock"
 HISTORY_DIR = "history"
 RECORD_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
 # what overwrite=true replaces: a run's results and its record (train.log stays: the folder's history)
-REPLACED = ("metrics.json", "checkpoints", "csv", "tensorboard", "pictures", "wandb_run_id") + tuple(
+REPLACED = ("metrics.json", PROVENANCE_FILE, "checkpoints", "csv", "tensorboard", "pictures", "wandb_run_id") + tuple(
     f".hydra/{name}" for name in RECORD_FILES
 )
 # the old results while a replacing run sets up; the suffixes name a move in progress (see the module doc)

@@ -524,3 +524,28 @@ def test_a_shared_run_folder_cannot_make_the_report_print_this_machines_environm
     runs = collect_runs([tmp_path / "sweep"])
     text = write_report(runs, tmp_path / "report").read_text()
     assert runs and "hunter2" not in text and "hunter2" not in repr(runs)
+
+
+def test_the_summary_states_the_commit_and_threads_and_flags_mixed_code(tmp_path):
+    from reid.tools.report import summary_markdown
+
+    runs = []
+    for index, (commit, threads) in enumerate([("a" * 40, 1), ("a" * 40, 1), ("b" * 40, 2)]):
+        run = write_run(tmp_path / "sweep" / str(index), "intra", "market")
+        recorded = {"commit": commit, "dirty": False, "threads": threads, "torch": "2.13.0"}
+        (run / "provenance.json").write_text(json.dumps(recorded))
+        runs = collect_runs([tmp_path / "sweep"])
+    same = summary_markdown(runs[:2], command="train.py -m")
+    assert "Code: commit aaaaaaa; 1 thread." in same and "Mixed" not in same
+    mixed = summary_markdown(runs, command="train.py -m")
+    assert "commits aaaaaaa, bbbbbbb" in mixed and "1, 2 threads" in mixed and "Mixed" in mixed
+
+
+def test_train_records_its_commit_and_threads(make_cfg):
+    import reid.tasks as runner
+
+    cfg = make_cfg("trainer.max_epochs=1")
+    runner.train(cfg)
+    recorded = json.loads((Path(cfg.paths.output_dir) / "provenance.json").read_text())
+    assert recorded["threads"] >= 1 and recorded["torch"]
+    assert recorded["commit"] is None or len(recorded["commit"]) == 40

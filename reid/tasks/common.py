@@ -324,6 +324,43 @@ def metrics_from(results: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def provenance() -> dict[str, Any]:
+    """What code and settings produced a result: the git commit of the source (None outside a checkout),
+    whether the tree had uncommitted changes, and torch's version and intra-op thread count (another
+    floating-point order is, in effect, another seed)."""
+    import subprocess
+
+    import torch
+
+    source = Path(__file__).resolve().parents[2]
+    commit, dirty = None, None
+    try:
+        found = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        )
+        commit = found.stdout.strip() or None
+        status = subprocess.run(
+            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        dirty = bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass  # an installed package, or no git: the commit is unknown
+    return {"commit": commit, "dirty": dirty, "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def write_provenance(output_dir: str | Path) -> Path:
+    """Writes :func:`provenance` beside ``metrics.json`` (``provenance.json``), read by ``reid-report``."""
+    from reid.files import atomic_write_json
+
+    from reid.names import PROVENANCE_FILE
+
+    return atomic_write_json(Path(output_dir) / PROVENANCE_FILE, provenance(), indent=2, sort_keys=True)
+
+
 def write_metrics(metrics: dict[str, Any], output_dir: str | Path) -> Path:
     """Writes ``metrics.json`` (fractions) into ``output_dir``, atomically: the old file survives a failed write."""
     from reid.files import atomic_write_json

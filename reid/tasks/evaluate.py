@@ -14,6 +14,7 @@ from reid.files import retry_when_full
 from reid.tasks.common import (
     build_datamodule,
     eval_options,
+    write_provenance,
     build_test_sets,
     write_metrics,
 )
@@ -255,6 +256,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     table = results_table({labels.get(k, k): v for k, v in results.items()})
     with retry_when_full(RETRY):
         write_metrics(metrics, output_dir)
+        write_provenance(output_dir)
         write_evaluation_outputs(
             cfg,
             features,

@@ -22,6 +22,7 @@ from reid.tasks.common import (
     configure_wandb_env,
     format_table,
     instantiate_group,
+    write_provenance,
     metrics_from,
     terminated_as_error,
     write_metrics,
@@ -249,6 +250,7 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
             metrics["test_sets"] = cross_dataset.last_results
         if trainer.is_global_zero:
             write_metrics(metrics, output_dir)
+            write_provenance(output_dir)
             log.info("final validation on %s:\n%s", cfg.data.name, format_table(metrics))
     for logger in loggers:
         if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):

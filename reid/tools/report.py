@@ -33,6 +33,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image
 
 from reid.errors import ReidError
+from reid.names import PROVENANCE_FILE
 from reid.files import atomic_save_image, atomic_write_text
 from reid.conf.tool import option, run_tool
 from reid.variants import model_names, model_variants
@@ -80,6 +81,8 @@ class RunResult:
     overrides: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     attention: dict[str, Any] = field(default_factory=dict)
+    #: the run's ``provenance.json``: the commit and thread count that produced it ({} for older runs)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,6 +283,41 @@ def _read_metrics(path: Path) -> tuple[dict[str, float], dict[str, Any], dict[st
     return metrics, attention if isinstance(attention, dict) else {}, subset if isinstance(subset, dict) else None
 
 
+def _provenance(path: Path) -> dict[str, Any]:
+    """The run's ``provenance.json`` beside its metrics.json ({} without: a run from before it was recorded)."""
+    try:
+        recorded = json.loads((path.parent / PROVENANCE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def provenance_line(runs: Sequence[RunResult]) -> str:
+    """Which code produced ``runs``: "Code: commit abc1234, 1 thread." with a warning when they differ."""
+    commits = sorted(
+        {
+            str(r.provenance.get("commit"))[:7] + ("+changes" if r.provenance.get("dirty") else "")
+            for r in runs
+            if r.provenance.get("commit")
+        }
+    )
+    threads = sorted({int(r.provenance["threads"]) for r in runs if r.provenance.get("threads")})
+    unknown = sum(1 for r in runs if not r.provenance.get("commit"))
+    if not commits and not threads:
+        return "Code: not recorded (runs from before metrics.json kept its commit)."
+    pieces = []
+    if commits:
+        pieces.append(("commit " if len(commits) == 1 else "commits ") + ", ".join(commits))
+    if unknown:
+        pieces.append(f"{unknown} runs without a recorded commit")
+    if threads:
+        pieces.append(", ".join(str(t) for t in threads) + (" thread" if threads == [1] else " threads"))
+    line = "Code: " + "; ".join(pieces) + "."
+    if len(commits) > 1 or (commits and unknown) or len(threads) > 1:
+        line += " **Mixed: these runs come from different code or thread counts, which change trajectories.**"
+    return line
+
+
 def _natural_key(path: Path) -> list[tuple[int, int | str]]:
     """Sorts multirun job folders 0, 1, 2, ..., 10 rather than 0, 1, 10, 2."""
     return [(0, int(part)) if part.isdigit() else (1, part) for part in path.parts]
@@ -334,7 +372,20 @@ def collect_runs(paths: Iterable[str | Path]) -> list[RunResult]:
                     f"{subset.get('queries', '?')} of {subset.get('total_queries', '?')} queries), so it has a row "
                     "of its own, never averaged with runs scored on the whole set"
                 )
-            runs.append(RunResult(run_dir, model, data, lambda_intra, beta, metrics, overrides, notes, attention))
+            runs.append(
+                RunResult(
+                    run_dir,
+                    model,
+                    data,
+                    lambda_intra,
+                    beta,
+                    metrics,
+                    overrides,
+                    notes,
+                    attention,
+                    _provenance(metrics_path),
+                )
+            )
     if not runs:
         names = ", ".join(str(r) for r in roots)
         raise ReportError(
@@ -842,6 +893,7 @@ def summary_markdown(runs: Sequence[RunResult], command: str | None = None) -> s
     parts = []
     if command:
         parts += [f"Produced by `{command}` from {len(runs)} runs (mean ± sample std over n runs).", ""]
+    parts += [provenance_line(runs), ""]
     parts += [ablation_table(runs), ""]
     health = attention_health_table(runs)
     if health:
