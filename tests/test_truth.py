@@ -271,7 +271,7 @@ def test_the_eval_set_carries_truth_and_confidence_and_the_train_set_does_not(ma
     assert sample["truth_parts"].shape == (4, *datamodule.part_size)
     assert sample["truth_visible"].shape == (5,) and 0 <= float(sample["truth_visible"][0]) <= 1
     assert sample["part_confidence"].shape == (4,) and sample["boxes"].shape == (5, 4)
-    assert not {"truth_whole", "part_confidence", "boxes"} & set(datamodule.train_set[0])
+    assert not {"truth_whole", "truth_parts", "truth_visible"} & set(datamodule.train_set[0])  # training never sees it
 
 
 def test_fig7_draws_the_truths_outline_on_every_tile_of_its_row():
