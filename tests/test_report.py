@@ -549,3 +549,40 @@ def test_train_records_its_commit_and_threads(make_cfg):
     recorded = json.loads((Path(cfg.paths.output_dir) / "provenance.json").read_text())
     assert recorded["threads"] >= 1 and recorded["torch"]
     assert recorded["commit"] is None or len(recorded["commit"]) == 40
+
+
+def test_models_are_compared_seed_by_seed_on_the_set_and_its_test_sets(tmp_path):
+    from reid.tools.report import paired_table
+
+    scores = {("intra", "1"): (0.70, 0.50), ("intra", "2"): (0.60, 0.40), ("intra_inter", "1"): (0.60, 0.45)}
+    scores[("intra_inter", "2")] = (0.62, 0.36)
+    scores[("intra_inter", "3")] = (0.99, 0.99)  # no intra run of seed 3: left out of the pairs
+    for index, ((model, seed), (rank1, mean_ap)) in enumerate(scores.items()):
+        run = write_run(
+            tmp_path / "sweep" / str(index), model, "market", rank1=rank1, mean_ap=mean_ap, overrides=[f"seed={seed}"]
+        )
+        metrics = json.loads((run / "metrics.json").read_text())
+        metrics["test_sets"] = {"occluded": {"rank1": rank1 - 0.1, "mAP": mean_ap}}
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    rows = table_rows(paired_table(collect_runs([tmp_path / "sweep"])))
+    rows = rows[1:]  # the header
+    assert rows[0][:5] == ["intra_inter − intra", "0.5", "0.1 (1/10)", "Market-1501", "2"]
+    # R1: -10 and +2 points -> -4.00 ± 8.49; mAP: -5 and -4 -> -4.50 ± 0.71
+    assert rows[0][5:] == ["-4.00 ± 8.49", "-4.50 ± 0.71"]
+    assert rows[1][3] == "Market-1501 → occluded" and rows[1][5:] == ["-4.00 ± 8.49", "-4.50 ± 0.71"]
+
+
+def test_the_health_table_shows_the_truth_figures_when_runs_have_them(tmp_path):
+    from reid.tools.report import attention_health_table
+
+    run = write_run(tmp_path / "run", "intra_inter", "market")
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["attention"] = {
+        "intra_mean": {"saturated": 0.0, "working": 0.2, "spatial_std": 0.17, "auroc": 0.61},
+        "complementarity_mean": 0.18,
+        "inter": {"head": {"mean": 0.01, "std": 0.001}},
+        "inter_mean": {"rho_visible": 0.006, "rho_confidence": 0.042},
+    }
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    table = attention_health_table(collect_runs([run]))
+    assert "mask AUROC" in table and "| 0.610 | 0.180 | 0.006 | 0.042 |" in table

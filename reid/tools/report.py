@@ -278,6 +278,11 @@ def _read_metrics(path: Path) -> tuple[dict[str, float], dict[str, Any], dict[st
         number = _as_float(value)
         if number is not None:
             metrics[str(key)] = number
+    for test_set, scores in (raw.get("test_sets") or {}).items():  # data.test_sets: "test_sets/<name>/<metric>"
+        for key, value in (scores if isinstance(scores, dict) else {}).items():
+            number = _as_float(value)
+            if number is not None:
+                metrics[f"test_sets/{test_set}/{key}"] = number
     attention = raw.get("attention")
     subset = raw.get("eval_subset")
     return metrics, attention if isinstance(attention, dict) else {}, subset if isinstance(subset, dict) else None
@@ -304,7 +309,7 @@ def provenance_line(runs: Sequence[RunResult]) -> str:
     threads = sorted({int(r.provenance["threads"]) for r in runs if r.provenance.get("threads")})
     unknown = sum(1 for r in runs if not r.provenance.get("commit"))
     if not commits and not threads:
-        return "Code: not recorded (runs from before metrics.json kept its commit)."
+        return "Code: not recorded (runs from before provenance.json was written)."
     pieces = []
     if commits:
         pieces.append(("commit " if len(commits) == 1 else "commits ") + ", ".join(commits))
@@ -540,6 +545,57 @@ def ablation_table(runs: Sequence[RunResult]) -> str:
     )
 
 
+def _seed(run: RunResult) -> str | None:
+    """The run's ``seed=`` override (multirun jobs), None when it was not given."""
+    given = [o.split("=", 1)[1] for o in run.overrides if o.split("=", 1)[0].lstrip("+") == "seed"]
+    return given[-1] if given else None
+
+
+def paired_table(runs: Sequence[RunResult]) -> str:
+    """Paired differences: each model against the one before it in Table 6's order, seed by seed.
+
+    Runs pair when they share the data set, λ, β and ``seed=``; a difference is taken per seed
+    and then averaged (mean ± sample std over the seeds), for R1 and mAP on the data set itself
+    and on each of its ``data.test_sets``. Empty when no two models share a seed.
+    """
+    by_key: dict[tuple[str, float | None, float | None], dict[str, dict[str, RunResult]]] = defaultdict(
+        lambda: defaultdict(dict)
+    )
+    for run in runs:
+        seed = _seed(run)
+        if seed is not None:
+            by_key[(run.data, _setting(run.lambda_intra), _setting(run.beta))][run.model][seed] = run
+    rows = []
+    for (data, lam, beta), models in sorted(by_key.items(), key=lambda item: _data_rank(item[0][0])):
+        ordered = sorted(models, key=_model_rank)
+        for before, after in zip(ordered, ordered[1:]):
+            seeds = sorted(set(models[before]) & set(models[after]), key=lambda s: (len(s), s))
+            if not seeds:
+                continue
+            pairs = [(models[before][s], models[after][s]) for s in seeds]
+            sets = sorted({k.split("/")[1] for _, run in pairs for k in run.metrics if k.startswith("test_sets/")})
+            for where, prefix in [(data_label(data), "")] + [
+                (f"{data_label(data)} → {t}", f"test_sets/{t}/") for t in sets
+            ]:
+                cells = []
+                for key in ("rank1", "mAP"):
+                    diffs = [
+                        b.metrics.get(prefix + key, math.nan) - a.metrics.get(prefix + key, math.nan) for a, b in pairs
+                    ]
+                    mean, std, n = _stats(diffs)
+                    cells.append("–" if n == 0 else f"{mean:+.2f}" + (f" ± {std:.2f}" if n > 1 else ""))
+                rows.append(
+                    [f"{after} − {before}", format_lambda(lam), format_beta(beta), where, str(len(pairs))] + cells
+                )
+    if not rows:
+        return ""
+    return _markdown_table(
+        ["pair", "λ", "β", "scored on", "seeds", "Δ R1", "Δ mAP"],
+        rows,
+        [":---", "---:", "---:", ":---", "---:", "---:", "---:"],
+    )
+
+
 def _health_values(runs: Sequence[RunResult]) -> dict[str, list[float]]:
     """Per run: mask saturation, mean m(1-m), spatial std (all branches and blocks), and mu's mean and
     std over images (averaged over the four parts)."""
@@ -547,8 +603,14 @@ def _health_values(runs: Sequence[RunResult]) -> dict[str, list[float]]:
     for run in runs:
         mean = run.attention.get("intra_mean")
         if mean:
-            for key in ("saturated", "working", "spatial_std"):
-                values[key].append(float(mean[key]))
+            for key in ("saturated", "working", "spatial_std", "auroc"):
+                if key in mean:
+                    values[key].append(float(mean[key]))
+        if "complementarity_mean" in run.attention:
+            values["complementarity"].append(float(run.attention["complementarity_mean"]))
+        for figure, value in (run.attention.get("inter_mean") or {}).items():
+            if value is not None and math.isfinite(float(value)):
+                values[figure].append(float(value))
         inter = run.attention.get("inter")
         if inter:
             values["mu"].append(float(np.mean([f["mean"] for f in inter.values()])))
@@ -585,6 +647,17 @@ def attention_health_table(runs: Sequence[RunResult]) -> str:
             return f"{mean:.{digits}f}"
         return f"{mean:.{digits}f} ± {float(np.std(scaled, ddof=1)):.{digits}f}"
 
+    # the figures against the truth (reid.metrics.attention_health): columns only when some run has them
+    truths = [
+        (key, title)
+        for key, title in (
+            ("auroc", "mask AUROC"),
+            ("complementarity", "global–part mask corr."),
+            ("rho_visible", "ρ(μ, visible share)"),
+            ("rho_confidence", "ρ(μ, keypoint conf.)"),
+        )
+        if any(_health_values(group)[key] for group in cells.values())
+    ]
     knockouts = sorted(
         {mode for group in cells.values() for run in group for mode in run.attention.get("knockout") or {}},
         key=lambda mode: (mode != "spatial", mode),
@@ -608,9 +681,11 @@ def attention_health_table(runs: Sequence[RunResult]) -> str:
                 show(values["mu"]),
                 show(values["mu_std"]),
             ]
+            + [show(values[key]) for key, _ in truths]
             + [show(values[f"knockout_{mode}"], 100.0, 1) for mode in knockouts]
         )
     header = ["model", "λ", "β", "data", "n", "saturated %", "mean m(1-m)", "spatial std", "μ", "μ std over images"]
+    header += [title for _, title in truths]
     header += [f"mAP lost, masks flat over {'positions' if mode == 'spatial' else 'channels'}" for mode in knockouts]
     return _markdown_table(header, rows, [":---", "---:", "---:", ":---"] + ["---:"] * (len(header) - 4))
 
@@ -895,6 +970,14 @@ def summary_markdown(runs: Sequence[RunResult], command: str | None = None) -> s
         parts += [f"Produced by `{command}` from {len(runs)} runs (mean ± sample std over n runs).", ""]
     parts += [provenance_line(runs), ""]
     parts += [ablation_table(runs), ""]
+    paired = paired_table(runs)
+    if paired:
+        parts += [
+            "Paired by seed (each model minus the one before it, same seed; mean ± std over seeds):",
+            "",
+            paired,
+            "",
+        ]
     health = attention_health_table(runs)
     if health:
         parts += ["Attention health of the final models (query images):", "", health, ""]
