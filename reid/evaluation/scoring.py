@@ -108,8 +108,14 @@ def visibility_scores(
         visibility[g],
         metric=distance,
     )
+    return _scored(distmat.numpy(), features, max_rank, **protocol_kw)
+
+
+def _scored(distmat: Any, features: FeatureSet, max_rank: int, **protocol_kw: Any) -> dict[str, Any]:
+    """One row's result from a (queries x gallery) distance matrix of ``features``."""
+    q, g = features.query, features.gallery
     cmc, mean_ap, minp = evaluate_rank(
-        distmat.numpy(),
+        distmat,
         features.pids[q],
         features.pids[g],
         features.camids[q],
@@ -170,18 +176,7 @@ def rerank_scores(
         k2=k2,
         lambda_value=lambda_value,
     )
-    cmc, mean_ap, minp = evaluate_rank(
-        distmat,
-        features.pids[q],
-        features.pids[g],
-        features.camids[q],
-        features.camids[g],
-        max_rank=max_rank,
-        protocol=features.protocol,
-        return_minp=True,
-        **protocol_kw,
-    )
-    return _ranked(cmc, mean_ap, minp, max_rank)
+    return _scored(distmat, features, max_rank, **protocol_kw)
 
 
 def plain_metrics(result: Mapping[str, Any]) -> dict[str, float]:
