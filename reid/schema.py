@@ -157,6 +157,7 @@ class AugmentConfig:
     random_erasing: float = ranged(0.0, **PROBABILITY)
     erasing_area: Tuple[float, float] = ranged((0.02, 0.4), 0.0, 1.0, low_open=True)
     erasing_aspect: Tuple[float, float] = ranged((0.3, 3.3), **POSITIVE)
+    erasing_fill: Literal["mean", "random"] = "mean"
     seed: Optional[int] = ranged(None, **SEED)
 
 
@@ -261,6 +262,7 @@ class ReIDModuleConfig:
     label_smoothing: float = ranged(0.0, 0.0, 1.0, high_open=True)
     fused_label_smoothing: Optional[float] = ranged(None, 0.0, 1.0, high_open=True)
     visibility_loss: float = ranged(0.0, 0.0)
+    visibility_target: Literal["keypoints", "erasing", "both"] = "keypoints"
     channels_last: bool = True
     pretrained: Optional[str] = None
     compile: bool = False

@@ -198,6 +198,31 @@ def test_random_erasing_erases_the_same_area_in_whole_and_parts():
         transform(whole, parts)
 
 
+@pytest.mark.parametrize("fill", ["mean", "random"])
+def test_random_erasing_reports_the_share_of_each_part_it_left(fill):
+    rng = np.random.default_rng(4)
+    image = bimodal_image(rng)
+    boxes = strip_regions(64, 128, 0.0)
+    whole, parts = crop_regions(image, boxes, DEMO_WHOLE, DEMO_PART)
+    plain_w, plain_p = SampleTransform()(whole, parts, boxes)
+    transform = SampleTransform(random_erasing=1.0, erasing_fill=fill, seed=5)
+    colours = set()
+    for _ in range(6):
+        whole_t, parts_t, unerased = transform.with_visibility(whole, parts, boxes)
+        changed = (parts_t != plain_p).any(dim=1)  # (4, h, w): the erased pixels
+        pixels = changed.flatten(1).float().mean(dim=1)
+        # a bimodal pixel may equal its fill by chance, so the changed share can only fall short a little
+        assert torch.all(pixels <= 1 - unerased + 1e-6) and torch.all(pixels >= 1 - unerased - 0.02)
+        erased = (whole_t != plain_w).any(dim=0)
+        if erased.any():
+            colours.add(bool(whole_t[:, erased].abs().max() < 0.01))  # the normalisation's zero (to rounding)
+            assert float(whole_t[:, erased].std(dim=1).max()) < 1e-5  # one solid colour per rectangle
+    assert colours == {fill == "mean"}
+    assert torch.equal(SampleTransform()(whole, parts, boxes)[0], plain_w)
+    with pytest.raises(ValueError, match="erasing_fill"):
+        SampleTransform(erasing_fill="noise")
+
+
 def test_random_erasing_maps_through_asymmetric_boxes_under_flip():
     rng = np.random.default_rng(6)
     image = bimodal_image(rng)

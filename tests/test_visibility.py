@@ -83,6 +83,48 @@ def test_training_batches_carry_the_pseudo_labels_and_never_the_truth(make_cfg):
     assert not any(key.startswith("truth") for key in sample)
 
 
+def _module_with_target(target: str) -> ReIDModule:
+    net = AttentionReIDNet(num_classes=4, fusion="inter", inter_weight="gate", width=0.25, global_dim=16, part_dim=8)
+    return ReIDModule(net, num_classes=4, optimizer=None, visibility_loss=1.0, visibility_target=target)
+
+
+def test_the_erasing_label_is_what_the_erasing_left_of_each_part():
+    keypoints = torch.tensor([[0.8, float("nan"), 0.5, 0.0]])
+    unerased = torch.tensor([[1.0, 0.25, 0.5, 1.0]])
+    batch = {"part_confidence": keypoints, "part_unerased": unerased}
+    assert _module_with_target("keypoints").visibility_label(batch) is keypoints
+    assert torch.equal(_module_with_target("erasing").visibility_label(batch), unerased)
+    # both: the product, an unknown keypoint label counting as visible
+    assert torch.allclose(_module_with_target("both").visibility_label(batch), torch.tensor([[0.8, 0.25, 0.25, 0.0]]))
+    with pytest.raises(ValueError, match="data.augment.random_erasing"):
+        _module_with_target("erasing").visibility_label({"part_confidence": keypoints})
+    with pytest.raises(ValueError, match="visibility_target must be one of"):
+        _module_with_target("truth")
+
+
+def test_an_erasing_label_without_erasing_is_refused_in_one_line(make_cfg):
+    from reid.tasks.train import check_visibility_label
+
+    with pytest.raises(ConfigError, match="data.augment.random_erasing=0"):
+        check_visibility_label(make_cfg("model.visibility_loss=1", "model.visibility_target=erasing"))
+    check_visibility_label(
+        make_cfg("model.visibility_loss=1", "model.visibility_target=erasing", "data.augment.random_erasing=0.5")
+    )
+    check_visibility_label(make_cfg("model.visibility_target=erasing"))  # no loss: no label needed
+    with pytest.raises(ConfigError, match="model.visibility_target"):
+        validate_config(make_cfg("model.visibility_target=truth"))
+
+
+def test_training_batches_with_erasing_carry_what_it_left(make_cfg):
+    from reid.tasks import build_datamodule
+
+    datamodule = build_datamodule(make_cfg("data.augment.random_erasing=1.0", "data.augment.erasing_fill=random"))
+    shares = torch.stack([datamodule.train_set[i]["part_unerased"] for i in range(8)])
+    assert shares.shape == (8, 4) and bool((shares <= 1).all()) and bool((shares >= 0).all())
+    assert bool((shares < 1).any())  # every sample erased: some part lost pixels
+    assert "part_unerased" not in datamodule.eval_set[0]  # evaluation never erases
+
+
 # ---------------------------------------------------------------------------- visibility-aware matching
 
 

@@ -23,7 +23,11 @@ Every random decision is drawn once per sample and applied to all five crops:
   part through the boxes (needs ``boxes``);
 * random erasing (``random_erasing``, Zhong et al. 2020: area 2-40 %, aspect 0.3-3.3) of one
   rectangle of the whole-body crop and of the same image area in each part (needs ``boxes``).
-  Erased and translated-in pixels take the normalisation's zero colour, i.e. become 0.
+  Erased pixels take the normalisation's zero colour, i.e. become 0 (``erasing_fill="mean"``),
+  or one random solid colour per rectangle (``"random"``: an occluding object rather than a
+  hole); translated-in pixels always become 0. The share of each part crop left unerased is
+  the self-supervised visibility label of ``model.visibility_target=erasing`` (VPM's idea: the
+  augmentation knows what it hid), returned by :meth:`SampleTransform.with_visibility`.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ import torch.utils.data
 from reid.data.crops import PART_SIZE, WHOLE_SIZE, crop_regions
 
 NORMALIZATIONS = ("mean_subtract", "imagenet", "none")
+#: what an erased rectangle is filled with: the normalisation's zero colour, or a random solid colour
+ERASING_FILLS = ("mean", "random")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -72,6 +78,8 @@ class SampleTransform:
         random_erasing: probability of erasing one rectangle.
         erasing_area: range of the erased area as a fraction of the whole-body crop.
         erasing_aspect: range of the erased rectangle's height / width.
+        erasing_fill: ``mean`` (the normalisation's zero) or ``random`` (a solid colour drawn per
+            rectangle); see :data:`ERASING_FILLS`.
         seed: seed of the random decisions; None: fresh entropy.  In DataLoader workers the
             generators are re-seeded from the worker's seed, so workers do not repeat each other.
     """
@@ -94,12 +102,15 @@ class SampleTransform:
         random_erasing: float = 0.0,
         erasing_area: tuple[float, float] = (0.02, 0.4),
         erasing_aspect: tuple[float, float] = (0.3, 3.3),
+        erasing_fill: str = "mean",
         seed: int | None = None,
     ) -> None:
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"unknown normalize {normalize!r}; choose one of {', '.join(NORMALIZATIONS)}")
         if mean is not None and len(mean) != 3:
             raise ValueError(f"mean must be three RGB values (0-255), got {mean!r}")
+        if erasing_fill not in ERASING_FILLS:
+            raise ValueError(f"unknown erasing_fill {erasing_fill!r}; choose one of {', '.join(ERASING_FILLS)}")
         if not 0.0 <= translate < 1.0:
             raise ValueError(f"translate is a fraction of the crop size in [0, 1), got {translate}")
         if not 0.0 < erasing_area[0] <= erasing_area[1] < 1.0 or not 0.0 < erasing_aspect[0] <= erasing_aspect[1]:
@@ -116,6 +127,7 @@ class SampleTransform:
         self.random_erasing = on * _check_probability("random_erasing", random_erasing)
         self.erasing_area = (float(erasing_area[0]), float(erasing_area[1]))
         self.erasing_aspect = (float(erasing_aspect[0]), float(erasing_aspect[1]))
+        self.erasing_fill = erasing_fill
         self.seed = seed
         self._jitter = A.ColorJitter(brightness, contrast, saturation, hue, p=self.color_jitter)
         self._stacked_jitter = A.Compose([self._jitter], seed=seed)
@@ -232,7 +244,14 @@ class SampleTransform:
     def __call__(
         self, whole: np.ndarray, parts: np.ndarray, boxes: np.ndarray | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Transform one sample.
+        """Transform one sample: ``(whole, parts)`` tensors (see :meth:`with_visibility`)."""
+        whole_t, parts_t, _ = self.with_visibility(whole, parts, boxes)
+        return whole_t, parts_t
+
+    def with_visibility(
+        self, whole: np.ndarray, parts: np.ndarray, boxes: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Transform one sample, and say how much of each part crop the erasing left.
 
         Args:
             whole: (h0, w0, 3) uint8 RGB whole-body crop.
@@ -240,7 +259,9 @@ class SampleTransform:
             boxes: (5, 4) boxes the crops were cut from; required when translation or erasing is on.
 
         Returns:
-            ``(whole, parts)`` float32 tensors of shapes (3, h0, w0) and (4, 3, h, w).
+            ``(whole, parts, unerased)``: float32 tensors of shapes (3, h0, w0), (4, 3, h, w) and
+            (4,), the last the share of each part crop's pixels that no erased rectangle covers
+            (1 when nothing was erased).
         """
         if whole.ndim != 3 or whole.shape[2] != 3 or whole.dtype != np.uint8:
             raise ValueError(f"whole must be an (h, w, 3) uint8 array, got {whole.dtype} {whole.shape}")
@@ -285,12 +306,14 @@ class SampleTransform:
             assert mapping is not None  # pad_crop > 0: needs_boxes
             for i, (sx, _, sy, _) in enumerate(mapping):
                 crops[i + 1] = self._shift(crops[i + 1], dx * sx, dy * sy, fill)
+        unerased = np.ones(4, dtype=np.float32)
         if self.random_erasing > 0 and self._rng.random() < self.random_erasing:
             rectangle = self._erase_rectangle(h0, w0)
             if rectangle is not None:
                 top, left, bottom, right = rectangle
+                colour = np.round(fill) if self.erasing_fill == "mean" else self._rng.integers(0, 256, 3)
                 crops = [np.array(c, copy=True) for c in crops]
-                crops[0][top:bottom, left:right] = np.round(fill)
+                crops[0][top:bottom, left:right] = colour
                 assert mapping is not None  # random_erasing > 0: needs_boxes
                 for i, (sx, ox, sy, oy) in enumerate(mapping):
                     # Round the mapped edges so that equal-scale crops erase exactly the same pixels.
@@ -298,14 +321,15 @@ class SampleTransform:
                     r1 = min(max(int(round(bottom * sy + oy)), 0), h)
                     c0 = min(max(int(round(left * sx + ox)), 0), w)
                     c1 = min(max(int(round(right * sx + ox)), 0), w)
-                    crops[i + 1][r0:r1, c0:c1] = np.round(fill)
+                    crops[i + 1][r0:r1, c0:c1] = colour
+                    unerased[i] = 1.0 - (r1 - r0) * (c1 - c0) / (h * w)
 
         # Reorder to CHW while still uint8 (a quarter of the bytes), then normalise in place.
         offset_t = torch.from_numpy(offset).view(3, 1, 1)
         gain_t = torch.from_numpy(gain).view(3, 1, 1)
         whole_t = torch.from_numpy(np.ascontiguousarray(crops[0].transpose(2, 0, 1))).to(torch.float32)
         parts_t = torch.from_numpy(np.ascontiguousarray(np.stack(crops[1:]).transpose(0, 3, 1, 2))).to(torch.float32)
-        return whole_t.sub_(offset_t).mul_(gain_t), parts_t.sub_(offset_t).mul_(gain_t)
+        return whole_t.sub_(offset_t).mul_(gain_t), parts_t.sub_(offset_t).mul_(gain_t), torch.from_numpy(unerased)
 
 
 # --------------------------------------------------------------------------- benchmark

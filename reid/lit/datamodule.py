@@ -97,7 +97,7 @@ class CropDataset(Dataset):
         record = self.records[i]
         image = read_image(record.image_path)
         whole, parts = crop_regions(image, self.boxes[i], whole_size=self.whole_size, part_size=self.part_size)
-        whole_t, parts_t = self.transform(whole, parts, self.boxes[i])
+        whole_t, parts_t, unerased = self.transform.with_visibility(whole, parts, self.boxes[i])
         sample = {
             "whole": whole_t,
             "parts": parts_t,
@@ -106,6 +106,9 @@ class CropDataset(Dataset):
             "index": self.indices[i],
             "is_query": self.is_query[i],
         }
+        if self.transform.random_erasing > 0:
+            # model.visibility_target=erasing's self-supervised label: what the erasing left of each part
+            sample["part_unerased"] = unerased
         if self.part_confidence is not None or self.truth is not None:
             sample["boxes"] = torch.from_numpy(self.boxes[i])
         if self.part_confidence is not None:

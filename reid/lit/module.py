@@ -28,6 +28,8 @@ class InferenceOnlyError(ReidError, RuntimeError):
 
 # the stored model options a module rebuilt from a checkpoint takes as values (never optimiser,
 # scheduler, pre-trained weights or compile settings: those are training's, or code)
+#: where the visibility loss takes its label (see ReIDModule.visibility_label)
+VISIBILITY_TARGETS = ("keypoints", "erasing", "both")
 _STORED_OPTIONS = ("regions", "lambda_intra", "label_smoothing", "fused_label_smoothing", "channels_last")
 
 
@@ -72,6 +74,10 @@ class ReIDModule(pl.LightningModule):
         visibility_loss: weight of a binary cross-entropy that pulls inter-attention's mu_i towards
             the mean confidence of part i's keypoints (a visibility pseudo-label, as PGFA and PVPM
             derive one; the batch's ``part_confidence``); 0 (default) adds nothing.
+        visibility_target: the label of that loss (:data:`VISIBILITY_TARGETS`): ``keypoints`` (the
+            mean joint confidence above), ``erasing`` (the share of each part crop that random
+            erasing left, the batch's ``part_unerased``: self-supervised, as VPM learns visibility
+            from the regions it cut away) or ``both`` (their product).
         channels_last: run the network in channels_last memory format (about 10x faster on CPU).
         eval_options: keyword options of :class:`reid.metrics.ReIDMetric` (distance, protocol...).
         compile: run the network through ``torch.compile`` (``compile_options`` go to it, e.g.
@@ -91,6 +97,7 @@ class ReIDModule(pl.LightningModule):
         label_smoothing: float = 0.0,
         fused_label_smoothing: float | None = None,
         visibility_loss: float = 0.0,
+        visibility_target: str = "keypoints",
         channels_last: bool = True,
         eval_options: dict | None = None,
         pretrained: str | None = None,
@@ -112,6 +119,9 @@ class ReIDModule(pl.LightningModule):
             self.label_smoothing if fused_label_smoothing is None else float(fused_label_smoothing)
         )
         self.visibility_loss = float(visibility_loss)
+        if visibility_target not in VISIBILITY_TARGETS:
+            raise ValueError(f"visibility_target must be one of {VISIBILITY_TARGETS}, got {visibility_target!r}")
+        self.visibility_target = visibility_target
         self.channels_last = bool(channels_last)
         self.val_metric = ReIDMetric(**(eval_options or {}))
         # mask saturation, working range, spatial spread and mu on the query images (reid.metrics.attention_health)
@@ -230,9 +240,23 @@ class ReIDModule(pl.LightningModule):
                 losses["loss"] = losses["loss"] + self.visibility_loss * losses["loss_visibility"]
         return losses
 
+    def visibility_label(self, batch: CropBatch) -> Tensor | None:
+        """The (B, 4) visibility pseudo-label that ``visibility_target`` names (None: the batch has none)."""
+        keypoints, unerased = batch.get("part_confidence"), batch.get("part_unerased")
+        if self.visibility_target == "keypoints":
+            return keypoints
+        if self.visibility_loss > 0 and unerased is None:
+            raise ValueError(
+                f"model.visibility_target={self.visibility_target} learns from what random erasing hid, but "
+                "the batch has no erasing: set data.augment.random_erasing > 0"
+            )
+        if self.visibility_target == "erasing" or keypoints is None:
+            return unerased
+        return unerased * torch.nan_to_num(keypoints.to(unerased), nan=1.0)
+
     def training_step(self, batch: CropBatch, batch_idx: int) -> Tensor:
         output = self(batch["whole"], batch["parts"])
-        losses = self.compute_losses(output, batch["pid"], batch.get("part_confidence"))
+        losses = self.compute_losses(output, batch["pid"], self.visibility_label(batch))
         logits = output.fused_logits if output.fused_logits is not None else sum(output.branch_logits)
         accuracy = (logits.argmax(dim=1) == batch["pid"]).float().mean()
         batch_size = batch["pid"].shape[0]

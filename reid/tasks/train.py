@@ -122,6 +122,27 @@ def check_something_to_train(cfg: DictConfig, datamodule: Any, trainer: pl.Train
         )
 
 
+def check_visibility_label(cfg: DictConfig) -> None:
+    """Refuses a visibility loss whose label cannot exist: ``visibility_target`` erasing or both without erasing.
+
+    Raises:
+        ConfigError: naming ``model.visibility_target`` and ``data.augment.random_erasing``.
+    """
+    from reid.schema import ConfigError
+
+    model = cfg.get("model") or {}
+    target = model.get("visibility_target", "keypoints")
+    erasing = float(((cfg.get("data") or {}).get("augment") or {}).get("random_erasing", 0.0) or 0.0)
+    if float(model.get("visibility_loss", 0.0) or 0.0) > 0 and target != "keypoints" and erasing <= 0:
+        raise ConfigError(
+            [
+                f"model.visibility_target={target} learns visibility from what random erasing hides, but "
+                "data.augment.random_erasing=0: set it > 0 (e.g. data.augment.random_erasing=0.5), or "
+                "model.visibility_target=keypoints"
+            ]
+        )
+
+
 def check_trained(trainer: pl.Trainer, cfg: DictConfig) -> None:
     """After fit: at least one optimizer step was made (a resumed run counts the steps of its checkpoint).
 
@@ -228,6 +249,7 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams(resolved)
 
     check_something_to_train(cfg, datamodule, trainer)
+    check_visibility_label(cfg)
     # set-up passed: only now may overwrite=true drop the previous run's results (a failure before keeps them)
     commit_replaced_results(output_dir)
     with terminated_as_error(trainer, output_dir, "training", interrupt_checkpoint):
