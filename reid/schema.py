@@ -231,7 +231,7 @@ class NetConfig:
     attention_channel_reduction: int = ranged(16, 1)
     attention_upsample: Literal["bilinear", "nearest"] = "bilinear"
     attention_norm: Literal["standardize", "batch", "none"] = "standardize"
-    inter_norm: Literal["none", "l2"] = "l2"
+    inter_norm: Literal["none", "l2", "l2_batch"] = "l2"
     inter_weight: Literal["residual", "gate"] = "residual"
     reduce_bn: bool = True
     reduce_relu: bool = True

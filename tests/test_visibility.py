@@ -83,6 +83,21 @@ def test_training_batches_carry_the_pseudo_labels_and_never_the_truth(make_cfg):
     assert not any(key.startswith("truth") for key in sample)
 
 
+def test_a_standardised_logit_lets_mu_differ_between_images_where_unit_features_cannot():
+    torch.manual_seed(0)
+    # part features like a BN-ReLU branch's: non-negative, sharing most of their direction
+    common = torch.rand(1, 4, 32) + 0.5
+    parts = (common + 0.1 * torch.rand(64, 4, 32)).flatten(1)
+    spread = {}
+    for norm in ("l2", "l2_batch"):
+        fusion = InterAttentionFusion(8, 32, num_classes=3, norm=norm, weight="gate").train()
+        spread[norm] = float(fusion(torch.rand(64, 8), parts).part_weights.std(dim=0).mean())
+    assert spread["l2"] < 0.01  # |w| ~ 1 over near-parallel unit vectors: mu is one value
+    assert spread["l2_batch"] > 0.1  # the logit's spread is the BatchNorm's scale (1 at the start)
+    with pytest.raises(ValueError, match="inter-attention norm must be one of"):
+        InterAttentionFusion(8, 4, 3, norm="batch")
+
+
 def _module_with_target(target: str) -> ReIDModule:
     net = AttentionReIDNet(num_classes=4, fusion="inter", inter_weight="gate", width=0.25, global_dim=16, part_dim=8)
     return ReIDModule(net, num_classes=4, optimizer=None, visibility_loss=1.0, visibility_target=target)

@@ -26,7 +26,9 @@ from torch import Tensor, nn
 from reid.models.blocks import GroupedLinear
 from reid.names import PART_NAMES
 
-INTER_NORMS = ("none", "l2")
+#: how the part features and mu's logit are normalised: ``none`` (Eq. 8-9 as written), ``l2`` (unit-norm
+#: part features) or ``l2_batch`` (``l2``, and mu's logit standardised over the batch by a BatchNorm1d)
+INTER_NORMS = ("none", "l2", "l2_batch")
 #: how mu weighs a part in the fused feature: ``residual`` (1 + mu_i, Eq. 9 as written: between 1x and 2x
 #: the global feature's weight) or ``gate`` (2 mu_i: between 0 and 2x, so a hidden part can be switched
 #: off; 1 at mu = 0.5, where the heads start)
@@ -181,6 +183,12 @@ class InterAttentionFusion(Fusion):
             a unit-norm input the step is about lr times the gradient; and with the part's
             magnitude fixed, its weight in the fused feature is (1 + mu_i) alone, which the
             branch cannot take over by scaling E_i.
+            ``l2_batch``: ``l2``, and the logit of mu goes through a BatchNorm1d (learned scale and
+            shift) before the sigmoid. Why: with unit-norm inputs the logit ``w_i . E_i / |E_i|``
+            varies across images only as far as the part features' directions differ, times
+            ``|w_i|``, which weight decay keeps near 1: mu then hardly moves from one image to the
+            next, whatever a visibility loss asks (``model.visibility_loss``). Standardised, the
+            logit spreads over images from the first step, and the loss decides how far.
     """
 
     def __init__(
@@ -202,6 +210,7 @@ class InterAttentionFusion(Fusion):
         self.norm = norm
         self.out_dim = global_dim + NUM_PARTS * part_dim
         self.part_weight = GroupedLinear(part_dim, 1, groups=NUM_PARTS)
+        self.logit_norm = nn.BatchNorm1d(NUM_PARTS) if norm == "l2_batch" else None
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.out_dim, num_classes)
 
@@ -223,9 +232,10 @@ class InterAttentionFusion(Fusion):
     def forward(self, global_feature: Tensor, part_features: Tensor) -> FusionOutput:
         """The adaptively weighted feature, its identity logits and mu."""
         parts = part_features.view(-1, NUM_PARTS, self.part_dim)
-        if self.norm == "l2":
+        if self.norm in ("l2", "l2_batch"):
             unit = F.normalize(parts, dim=-1)
-            mu = torch.sigmoid(self.part_weight(unit.flatten(1)))
+            logits = self.part_weight(unit.flatten(1))
+            mu = torch.sigmoid(logits if self.logit_norm is None else self.logit_norm(logits))
             parts = unit * math.sqrt(self.part_dim / 2)
         else:
             mu = torch.sigmoid(self.part_weight(part_features))

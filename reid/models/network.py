@@ -95,8 +95,8 @@ class AttentionReIDNet(nn.Module):
         attention_norm: how the attention heads keep their logits in the sigmoid's working range:
             ``standardize`` (default), ``batch`` or ``none`` (the paper's literal head); see
             :mod:`reid.models.attention`.
-        inter_norm: ``none`` (Eq. 8-9 as written) or ``l2`` (the part features enter Eq. 8-9
-            L2-normalised); see :class:`reid.models.fusion.InterAttentionFusion`.
+        inter_norm: ``none`` (Eq. 8-9 as written), ``l2`` (the part features enter Eq. 8-9
+            L2-normalised) or ``l2_batch`` (and mu's logit is standardised over the batch); see :class:`reid.models.fusion.InterAttentionFusion`.
         inter_weight: ``residual`` ((1 + mu) E_i, Eq. 9) or ``gate`` (2 mu E_i: a part's weight can
             fall below the global feature's); :data:`reid.models.fusion.INTER_WEIGHTS`.
         reduce_bn: BatchNorm1d after the FC_reduce linear layer.
