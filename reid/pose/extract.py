@@ -6,7 +6,8 @@ Usage (``key=value`` as every tool; ``reid-extract-pose --help`` lists the optio
         [estimator=mediapipe] [+estimator_options.min_visibility=0.5] [+estimator_options.margin=0.5]
 
 Every image of the data set (train, query and gallery, each path once) goes through a pose
-estimator; the result is written as ``<out>/<image parent folder>/<stem>_keypoints.json`` in
+estimator; the result is written as ``<out>/<image parent folder>/<stem>_keypoints.json`` (the
+split folder instead of the image's for Occluded-REID, whose splits share file names) in
 OpenPose's format, ``{"version": 1.3, "people": [{"pose_keypoints_2d": [54 numbers]}]}``, with an
 empty ``people`` list when nobody was found: exactly what :class:`reid.pose.OpenPoseJsonSource`
 reads.  ``out`` defaults to ``data.pose.path`` or else ``<data set folder>/keypoints``, the folder
@@ -299,10 +300,16 @@ class ExtractionCounts:
     failed: list[str] = field(default_factory=list)
 
 
-def keypoint_json_path(out: str | Path, image_path: str | Path) -> Path:
-    """``<out>/<image parent folder name>/<stem>_keypoints.json``, the first path the JSON reader tries."""
+def keypoint_json_path(out: str | Path, image_path: str | Path, *, by_split_folder: bool = False) -> Path:
+    """``<out>/<image parent folder name>/<stem>_keypoints.json``, the first path the JSON reader tries.
+
+    ``by_split_folder``: ``<out>/<the folder above the image's>/<stem>_keypoints.json`` instead, for a
+    data set with one folder per identity whose splits share file names (Occluded-REID); the
+    reader tries that path too.
+    """
     image = Path(image_path)
-    return Path(out) / image.parent.name / f"{image.stem}_keypoints.json"
+    folder = image.parent.parent if by_split_folder else image.parent
+    return Path(out) / folder.name / f"{image.stem}_keypoints.json"
 
 
 def openpose_document(keypoints: np.ndarray | None) -> dict[str, Any]:
@@ -343,11 +350,11 @@ def dataset_image_paths(dataset: ReIDDataset) -> list[str]:
     return list(seen)
 
 
-def _check_unique_outputs(image_paths: Sequence[str], out: Path) -> None:
+def _check_unique_outputs(image_paths: Sequence[str], out: Path, by_split_folder: bool = False) -> None:
     """Two images with the same parent folder name and stem would overwrite each other's JSON."""
     owners: dict[Path, str] = {}
     for image_path in image_paths:
-        target = keypoint_json_path(out, image_path)
+        target = keypoint_json_path(out, image_path, by_split_folder=by_split_folder)
         if target in owners:
             raise ExtractionError(
                 f"{owners[target]} and {image_path} both map to {target} (same folder name and file stem); "
@@ -364,6 +371,7 @@ def extract_keypoints(
     overwrite: bool = False,
     limit: int | None = None,
     progress: bool = True,
+    by_split_folder: bool = False,
 ) -> ExtractionCounts:
     """Runs `estimator` on every image and writes one OpenPose JSON per image under `out`.
 
@@ -374,6 +382,9 @@ def extract_keypoints(
         overwrite: redo images whose JSON exists (default: skip them, so a run can resume).
         limit: process only the first `limit` images (None: all).
         progress: show a rich progress bar.
+        by_split_folder: write ``<out>/<split folder>/<stem>_keypoints.json`` (the folder above the
+            image's): for a data set whose identity folders repeat file names across splits (the
+            loader says so in ``dataset.extras["keypoints_by_split_folder"]``: Occluded-REID).
 
     Returns:
         The counts; unreadable images and estimator errors are listed in ``failed``, logged by
@@ -388,7 +399,7 @@ def extract_keypoints(
             raise ExtractionError(f"limit={limit} must be >= 0")
         paths = paths[:limit]
     out = Path(out)
-    _check_unique_outputs(paths, out)
+    _check_unique_outputs(paths, out, by_split_folder)
     counts = ExtractionCounts()
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -397,7 +408,7 @@ def extract_keypoints(
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task("keypoints", total=len(paths))
         for image_path in paths:
-            target = keypoint_json_path(out, image_path)
+            target = keypoint_json_path(out, image_path, by_split_folder=by_split_folder)
             if target.is_file() and not overwrite:
                 counts.skipped_existing += 1
             else:
@@ -474,7 +485,14 @@ def extract_dataset(options: ExtractOptions) -> ExtractionCounts:
     out = Path(options.out) if options.out else default_output_dir(pose_path, dataset)
     paths = dataset_image_paths(dataset)
     logger.info("%s: %d images, keypoints -> %s (estimator %s)", dataset.name, len(paths), out, options.estimator)
-    return extract_keypoints(paths, out, estimator, overwrite=options.overwrite, limit=options.limit)
+    return extract_keypoints(
+        paths,
+        out,
+        estimator,
+        overwrite=options.overwrite,
+        limit=options.limit,
+        by_split_folder=bool(dataset.extras.get("keypoints_by_split_folder")),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

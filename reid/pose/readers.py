@@ -296,8 +296,11 @@ class OpenPoseJsonSource(KeypointSource):
     """Per-image OpenPose / AlphaPose JSON files under a root folder.
 
     Looks up, in order, ``<root>/<parent>/<stem>_keypoints.json``, ``<root>/<parent>/<stem>.json``,
-    ``<root>/<stem>_keypoints.json`` and ``<root>/<stem>.json``, where ``<parent>`` is the name
-    of the image's folder (``bounding_box_train``...).
+    ``<root>/<grandparent>/<stem>_keypoints.json``, ``<root>/<stem>_keypoints.json`` and
+    ``<root>/<stem>.json``, where ``<parent>`` is the name of the image's folder
+    (``bounding_box_train``...) and ``<grandparent>`` that of the folder above it: the split folder
+    of a data set with one folder per identity whose splits share file names (Occluded-REID's
+    ``occluded_body_images/001/001_01.tif`` and ``whole_body_images/001/001_01.tif``).
     """
 
     def __init__(
@@ -324,6 +327,7 @@ class OpenPoseJsonSource(KeypointSource):
         return [
             self.root / parent / f"{stem}_keypoints.json",
             self.root / parent / f"{stem}.json",
+            self.root / image.parent.parent.name / f"{stem}_keypoints.json",
             self.root / f"{stem}_keypoints.json",
             self.root / f"{stem}.json",
         ]

@@ -143,6 +143,27 @@ def check_visibility_label(cfg: DictConfig) -> None:
         )
 
 
+def check_training_split(cfg: DictConfig) -> None:
+    """Refuses, before anything is read, to train on a data set that has no training split (Occluded-REID, Partial-REID).
+
+    Raises:
+        ConfigError: naming the data set and the two ways to score it: as a test set beside a
+            training set (``data.test_sets``), or with ``evaluate.py``.
+    """
+    from reid.data.datasets import is_test_only
+    from reid.schema import ConfigError
+
+    name = str((cfg.get("data") or {}).get("name") or "")
+    if name and is_test_only(name):
+        raise ConfigError(
+            [
+                f"data={name} has no training split (it is a test set: a query and a gallery only): train on "
+                f"another set and score {name} beside it, e.g. `train.py data=market data.test_sets=[{name}]`, "
+                f"or score a trained checkpoint with `evaluate.py ckpt_path=<run>/checkpoints/last.ckpt data={name}`"
+            ]
+        )
+
+
 def check_trained(trainer: pl.Trainer, cfg: DictConfig) -> None:
     """After fit: at least one optimizer step was made (a resumed run counts the steps of its checkpoint).
 
@@ -194,6 +215,7 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
     from reid.schema import validate_config
 
     validate_config(cfg)
+    check_training_split(cfg)
     configure_wandb_env()
     prepare_ddp_children(cfg)
     log.info("hyper-parameters of this process: %s", rank_summary(cfg))

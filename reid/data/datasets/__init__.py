@@ -16,6 +16,7 @@ from reid.data.datasets.registry import (
     UnknownDatasetError,
     available,
     get_loader,
+    is_test_only,
     load,
     register,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "UnknownDatasetError",
     "available",
     "get_loader",
+    "is_test_only",
     "load",
     "register",
 ]

@@ -16,6 +16,8 @@ Loader = Callable[..., ReIDDataset]
 """A loader is called as ``loader(root: Path, **options)`` and returns a :class:`ReIDDataset`."""
 
 _LOADERS: dict[str, Loader] = {}
+# names of the data sets that have no training split (Occluded-REID, Partial-REID): scored, never trained on
+_TEST_ONLY: set[str] = set()
 
 SYNTHETIC_HINT = "or run with data=synthetic, the generated zero-download data set"
 
@@ -56,7 +58,7 @@ def _normalise(name: str) -> str:
     return name.strip().lower()
 
 
-def register(name: str, *, overwrite: bool = False) -> Callable[[Loader], Loader]:
+def register(name: str, *, overwrite: bool = False, test_only: bool = False) -> Callable[[Loader], Loader]:
     """Decorator adding a loader under ``name`` so that ``load(name, root, **options)`` finds it.
 
     Example::
@@ -67,6 +69,8 @@ def register(name: str, *, overwrite: bool = False) -> Callable[[Loader], Loader
     Args:
         name: registry name (case-insensitive).
         overwrite: replace an existing loader of that name instead of raising.
+        test_only: the data set has no training split (its ``train`` is empty): training on it is
+            refused before anything is read (:func:`is_test_only`); it is scored as a test set.
     """
     key = _normalise(name)
     if not key:
@@ -76,6 +80,10 @@ def register(name: str, *, overwrite: bool = False) -> Callable[[Loader], Loader
         if key in _LOADERS and _LOADERS[key] is not loader and not overwrite:
             raise ValueError(f"data set '{key}' is already registered (pass overwrite=True to replace it)")
         _LOADERS[key] = loader
+        if test_only:
+            _TEST_ONLY.add(key)
+        else:
+            _TEST_ONLY.discard(key)
         return loader
 
     return decorator
@@ -84,6 +92,11 @@ def register(name: str, *, overwrite: bool = False) -> Callable[[Loader], Loader
 def available() -> list[str]:
     """The registered data set names, sorted."""
     return sorted(_LOADERS)
+
+
+def is_test_only(name: str) -> bool:
+    """True for a registered data set without a training split (``register(..., test_only=True)``); False otherwise."""
+    return _normalise(name) in _TEST_ONLY
 
 
 def get_loader(name: str) -> Loader:
