@@ -233,6 +233,7 @@ class NetConfig:
     attention_norm: Literal["standardize", "batch", "none"] = "standardize"
     inter_norm: Literal["none", "l2", "l2_batch"] = "l2"
     inter_weight: Literal["residual", "gate"] = "residual"
+    inter_source: Literal["feature", "map"] = "feature"
     reduce_bn: bool = True
     reduce_relu: bool = True
     zero_init_residual: bool = False

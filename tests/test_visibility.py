@@ -98,6 +98,37 @@ def test_a_standardised_logit_lets_mu_differ_between_images_where_unit_features_
         InterAttentionFusion(8, 4, 3, norm="batch")
 
 
+def test_mu_from_the_visibility_map_is_each_parts_mean_score_and_learns_what_was_hidden():
+    from reid.metrics.truth import spearman
+
+    torch.manual_seed(0)
+    net = AttentionReIDNet(num_classes=4, fusion="inter", inter_source="map", inter_weight="gate", width=0.25)
+    assert net.fusion.part_weight is None  # no unused head (DDP)
+    module = ReIDModule(net, num_classes=4, optimizer=None, visibility_loss=1.0, visibility_target="erasing")
+    whole, parts = torch.rand(32, 3, 64, 32) - 0.5, torch.rand(32, 4, 3, 16, 32) - 0.5
+    shown = torch.ones(32, 4)
+    for b in range(32):  # a solid block over the top rows of each part: the share hidden is known
+        for i in range(4):
+            rows = int(torch.randint(0, 17, ()))
+            parts[b, i, :, :rows] = torch.rand(3, 1, 1) - 0.5
+            shown[b, i] = 1 - rows / 16
+    output = module(whole, parts)
+    assert output.part_weights.shape == (32, 4) and bool((output.part_weights - 0.5).abs().max() < 0.05)
+    # only the visibility loss trains the map: the identity losses leave it alone
+    module.compute_losses(output, torch.arange(32) % 4)["loss"].backward()
+    assert net.part_branch.visibility_map.weight.grad is None
+    optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
+    for _ in range(60):
+        losses = module.compute_losses(module(whole, parts), torch.arange(32) % 4, shown)
+        optimizer.zero_grad()
+        losses["loss_visibility"].backward()
+        optimizer.step()
+    mu = module.eval()(whole, parts).part_weights.detach()
+    assert min(spearman(mu[:, i], shown[:, i]) for i in range(4)) > 0.8
+    with pytest.raises(ValueError, match="inter_source must be one of"):
+        AttentionReIDNet(num_classes=4, fusion="inter", inter_source="keypoints")
+
+
 def _module_with_target(target: str) -> ReIDModule:
     net = AttentionReIDNet(num_classes=4, fusion="inter", inter_weight="gate", width=0.25, global_dim=16, part_dim=8)
     return ReIDModule(net, num_classes=4, optimizer=None, visibility_loss=1.0, visibility_target=target)
@@ -126,6 +157,9 @@ def test_an_erasing_label_without_erasing_is_refused_in_one_line(make_cfg):
         make_cfg("model.visibility_loss=1", "model.visibility_target=erasing", "data.augment.random_erasing=0.5")
     )
     check_visibility_label(make_cfg("model.visibility_target=erasing"))  # no loss: no label needed
+    with pytest.raises(ConfigError, match="model.net.inter_source=map learns"):
+        check_visibility_label(make_cfg("model.net.inter_source=map"))
+    check_visibility_label(make_cfg("model.net.inter_source=map", "model.visibility_loss=1"))
     with pytest.raises(ConfigError, match="model.visibility_target"):
         validate_config(make_cfg("model.visibility_target=truth"))
 

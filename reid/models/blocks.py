@@ -138,8 +138,8 @@ def _fans(weight: Tensor, groups: int) -> tuple[int, int]:
     return weight.shape[1] * receptive, (weight.shape[0] // groups) * receptive
 
 
-SMALL_INIT_NAMES = ("classifier", "part_weight")
-"""Layers initialised with a small normal: identity classifiers and the inter-attention FCs."""
+SMALL_INIT_NAMES = ("classifier", "part_weight", "visibility_map")
+"""Layers initialised with a small normal: identity classifiers, the inter-attention FCs and visibility maps."""
 
 
 def init_weights(module: nn.Module, classifier_std: float = 0.001, zero_init_residual: bool = False) -> None:

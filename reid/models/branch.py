@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -33,6 +34,8 @@ class BranchOutput(NamedTuple):
     logits: Tensor
     masks: list[Tensor]
     spatial: list[Tensor]
+    #: (B, g) visible share of each group's crop (the mean of its visibility map), or None
+    visibility: Tensor | None = None
 
 
 class Branch(nn.Module):
@@ -56,6 +59,9 @@ class Branch(nn.Module):
             spatial_kernel, channel_reduction, upsample_mode).
         reduce_bn: BatchNorm1d after the FC_reduce linear layer.
         reduce_relu: ReLU after FC_reduce.
+        visibility_map: a 1x1 convolution on the last block's output scores every location as
+            visible person or not (a sigmoid); its mean over the map is the crop's visible share,
+            returned as ``BranchOutput.visibility`` (VPM's region visibility, Sun et al. 2019).
     """
 
     def __init__(
@@ -76,6 +82,7 @@ class Branch(nn.Module):
         attention_options: dict | None = None,
         reduce_bn: bool = True,
         reduce_relu: bool = True,
+        visibility_map: bool = False,
     ) -> None:
         super().__init__()
         if len(stage_widths) != 4 or len(units_per_stage) != 4:
@@ -107,6 +114,7 @@ class Branch(nn.Module):
         self.reduce_relu = reduce_relu
         self.dropout = nn.Dropout(dropout)
         self.classifier = GroupedLinear(feature_dim, num_classes, g)
+        self.visibility_map = nn.Conv2d(g * in_channels, g, 1, groups=g) if visibility_map else None
 
     def reset_classifier(self, num_classes: int, std: float = 0.001) -> None:
         """Replaces the identity classifier by a fresh one with ``num_classes`` outputs."""
@@ -129,4 +137,7 @@ class Branch(nn.Module):
         if self.reduce_relu:
             feature = F.relu(feature)
         logits = self.classifier(self.dropout(feature))
-        return BranchOutput(feature, logits, masks, spatial)
+        visibility = None
+        if self.visibility_map is not None:
+            visibility = torch.sigmoid(self.visibility_map(x).float()).mean(dim=(2, 3)).to(feature.dtype)
+        return BranchOutput(feature, logits, masks, spatial, visibility)

@@ -33,6 +33,9 @@ INTER_NORMS = ("none", "l2", "l2_batch")
 #: the global feature's weight) or ``gate`` (2 mu_i: between 0 and 2x, so a hidden part can be switched
 #: off; 1 at mu = 0.5, where the heads start)
 INTER_WEIGHTS = ("residual", "gate")
+#: where mu comes from: ``feature`` (Eq. 8 on the pooled part feature) or ``map`` (the mean of a per-location
+#: visibility score on the part's last feature map, computed by the part branch: VPM's region visibility)
+INTER_SOURCES = ("feature", "map")
 NUM_PARTS = 4
 
 
@@ -73,6 +76,7 @@ class Fusion(nn.Module):
         dropout: float,
         inter_norm: str,
         inter_weight: str = "residual",
+        inter_source: str = "feature",
     ) -> "Fusion":
         """The fusion from the network's options (each fusion takes the ones it needs)."""
         raise NotImplementedError
@@ -119,7 +123,9 @@ class ConcatFusion(Fusion):
         """The concatenation of the five features."""
         return cls(global_dim, part_dim)
 
-    def forward(self, global_feature: Tensor, part_features: Tensor) -> FusionOutput:
+    def forward(
+        self, global_feature: Tensor, part_features: Tensor, part_visibility: Tensor | None = None
+    ) -> FusionOutput:
         """Concatenates the five features."""
         return FusionOutput(torch.cat([global_feature, part_features], dim=1), None, None)
 
@@ -157,7 +163,9 @@ class FCFusion(Fusion):
         """An FC fusion layer with its own classifier."""
         return cls(global_dim, part_dim, num_classes, fusion_dim, dropout)
 
-    def forward(self, global_feature: Tensor, part_features: Tensor) -> FusionOutput:
+    def forward(
+        self, global_feature: Tensor, part_features: Tensor, part_visibility: Tensor | None = None
+    ) -> FusionOutput:
         """The fused feature and its identity logits."""
         fused = self.relu(self.bn(self.fc(torch.cat([global_feature, part_features], dim=1))))
         return FusionOutput(fused, self.classifier(self.dropout(fused)), None)
@@ -199,8 +207,11 @@ class InterAttentionFusion(Fusion):
         dropout: float = 0.5,
         norm: str = "none",
         weight: str = "residual",
+        source: str = "feature",
     ) -> None:
         super().__init__()
+        if source not in INTER_SOURCES:
+            raise ValueError(f"inter-attention source must be one of {INTER_SOURCES}, got {source!r}")
         if norm not in INTER_NORMS:
             raise ValueError(f"inter-attention norm must be one of {INTER_NORMS}, got {norm!r}")
         if weight not in INTER_WEIGHTS:
@@ -209,8 +220,10 @@ class InterAttentionFusion(Fusion):
         self.part_dim = part_dim
         self.norm = norm
         self.out_dim = global_dim + NUM_PARTS * part_dim
-        self.part_weight = GroupedLinear(part_dim, 1, groups=NUM_PARTS)
-        self.logit_norm = nn.BatchNorm1d(NUM_PARTS) if norm == "l2_batch" else None
+        self.source = source
+        # with source=map, mu is the part branches' visibility map: no head of its own (DDP has no unused weights)
+        self.part_weight = GroupedLinear(part_dim, 1, groups=NUM_PARTS) if source == "feature" else None
+        self.logit_norm = nn.BatchNorm1d(NUM_PARTS) if norm == "l2_batch" and source == "feature" else None
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.out_dim, num_classes)
 
@@ -224,22 +237,41 @@ class InterAttentionFusion(Fusion):
         dropout: float,
         inter_norm: str,
         inter_weight: str = "residual",
+        inter_source: str = "feature",
         **_: object,
     ) -> "InterAttentionFusion":
         """Inter-attention with its fused classifier."""
-        return cls(global_dim, part_dim, num_classes, dropout, inter_norm, inter_weight)
+        return cls(global_dim, part_dim, num_classes, dropout, inter_norm, inter_weight, inter_source)
 
-    def forward(self, global_feature: Tensor, part_features: Tensor) -> FusionOutput:
-        """The adaptively weighted feature, its identity logits and mu."""
+    def forward(
+        self, global_feature: Tensor, part_features: Tensor, part_visibility: Tensor | None = None
+    ) -> FusionOutput:
+        """The adaptively weighted feature, its identity logits and mu.
+
+        ``part_visibility`` (B, 4): the part branches' visible shares, taken as mu with ``source=map``
+        (required then, ignored otherwise); the part weights then use it without its gradient, so
+        that only ``model.visibility_loss`` trains the visibility map.
+        """
         parts = part_features.view(-1, NUM_PARTS, self.part_dim)
-        if self.norm in ("l2", "l2_batch"):
+        if self.part_weight is None:
+            if part_visibility is None:
+                raise ValueError("inter-attention with source=map needs the part branches' visibility (B, 4)")
+            mu = part_visibility
+            # the visibility map is a visibility estimate, trained by model.visibility_loss alone: the fused
+            # identity loss would otherwise pull every part's weight down, whatever the part shows
+            weight = mu.detach()
+            if self.norm != "none":
+                parts = F.normalize(parts, dim=-1) * math.sqrt(self.part_dim / 2)
+        elif self.norm in ("l2", "l2_batch"):
             unit = F.normalize(parts, dim=-1)
             logits = self.part_weight(unit.flatten(1))
             mu = torch.sigmoid(logits if self.logit_norm is None else self.logit_norm(logits))
             parts = unit * math.sqrt(self.part_dim / 2)
         else:
             mu = torch.sigmoid(self.part_weight(part_features))
-        gain = 2.0 * mu if self.weight == "gate" else 1.0 + mu
+        if self.part_weight is not None:
+            weight = mu
+        gain = 2.0 * weight if self.weight == "gate" else 1.0 + weight
         weighted = parts * gain.unsqueeze(-1)
         fused = torch.cat([global_feature, weighted.flatten(1)], dim=1)
         return FusionOutput(fused, self.classifier(self.dropout(fused)), mu)
@@ -254,6 +286,7 @@ def make_fusion(
     dropout: float,
     inter_norm: str = "none",
     inter_weight: str = "residual",
+    inter_source: str = "feature",
 ) -> Fusion:
     """The fusion registered as ``fusion`` (see :data:`FUSION_REGISTRY`)."""
     if fusion not in FUSION_REGISTRY:
@@ -266,6 +299,7 @@ def make_fusion(
         dropout=dropout,
         inter_norm=inter_norm,
         inter_weight=inter_weight,
+        inter_source=inter_source,
     )
 
 

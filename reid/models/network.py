@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from reid.models.blocks import SharedStemConv, init_weights, scaled_channels
 from reid.models.branch import Branch, BranchOutput
-from reid.models.fusion import FUSION_REGISTRY, FUSIONS, NUM_PARTS, make_fusion  # noqa: F401 - FUSIONS re-exported
+from reid.models.fusion import FUSION_REGISTRY, FUSIONS, INTER_SOURCES, NUM_PARTS, make_fusion  # noqa: F401 - FUSIONS re-exported
 from reid.names import BRANCH_NAMES, PART_NAMES  # noqa: F401 - part of reid.models
 
 # Table 1 at width 1.0: Conv1 channels and the bottleneck widths of Conv2x..Conv5x.
@@ -99,6 +99,10 @@ class AttentionReIDNet(nn.Module):
             L2-normalised) or ``l2_batch`` (and mu's logit is standardised over the batch); see :class:`reid.models.fusion.InterAttentionFusion`.
         inter_weight: ``residual`` ((1 + mu) E_i, Eq. 9) or ``gate`` (2 mu E_i: a part's weight can
             fall below the global feature's); :data:`reid.models.fusion.INTER_WEIGHTS`.
+        inter_source: where inter-attention's mu comes from (:data:`reid.models.fusion.INTER_SOURCES`):
+            ``feature`` (Eq. 8: a linear layer on the pooled part feature E_i) or ``map`` (a 1x1
+            convolution scores each location of the part's last feature map as visible or not, and
+            mu_i is the mean: the crop's visible share, as VPM's region visibility).
         reduce_bn: BatchNorm1d after the FC_reduce linear layer.
         reduce_relu: ReLU after FC_reduce (the feature E is taken after it).
         zero_init_residual: start the last BN of every bottleneck at zero.
@@ -130,6 +134,7 @@ class AttentionReIDNet(nn.Module):
         attention_norm: str = "standardize",
         inter_norm: str = "l2",
         inter_weight: str = "residual",
+        inter_source: str = "feature",
         reduce_bn: bool = True,
         reduce_relu: bool = True,
         zero_init_residual: bool = False,
@@ -142,6 +147,8 @@ class AttentionReIDNet(nn.Module):
             raise ValueError(f"fusion must be one of {tuple(FUSION_REGISTRY)}, got {fusion!r}")
         if width <= 0:
             raise ValueError(f"width must be > 0, got {width}")
+        if inter_source not in INTER_SOURCES:
+            raise ValueError(f"inter_source must be one of {INTER_SOURCES}, got {inter_source!r}")
         self.num_classes = num_classes
         self.intra_attention = intra_attention
         self.decompose = decompose
@@ -178,6 +185,7 @@ class AttentionReIDNet(nn.Module):
             "stage_widths": tuple(scaled_channels(c, width) for c in PART_STAGE_WIDTHS),
             "pool_stride": tuple(part_pool_stride),
             "feature_dim": part_dim,
+            "visibility_map": fusion == "inter" and inter_source == "map",
         }
         self.stem = SharedStemConv(stem_channels)
         self.global_branch = Branch(
@@ -191,7 +199,7 @@ class AttentionReIDNet(nn.Module):
         else:
             self.part_branches = nn.ModuleList(Branch(**part_options) for _ in range(NUM_PARTS))
         self.fusion = make_fusion(
-            fusion, global_dim, part_dim, num_classes, fusion_dim, dropout, inter_norm, inter_weight
+            fusion, global_dim, part_dim, num_classes, fusion_dim, dropout, inter_norm, inter_weight, inter_source
         )
         self.feature_dim: int = self.fusion.out_dim
         init_weights(self, classifier_std=classifier_std, zero_init_residual=zero_init_residual)
@@ -269,7 +277,13 @@ class AttentionReIDNet(nn.Module):
                 for index, branch in enumerate(self.part_branches)
             ]
         part_features = torch.cat([out.feature for out in part_outputs], dim=1)
-        fused = self.fusion(global_out.feature, part_features)
+        visibilities = [out.visibility for out in part_outputs if out.visibility is not None]
+        part_visibility = torch.cat(visibilities, dim=1) if visibilities else None
+        # a fusion's contract is (E_g, E_parts); the visibility goes only to one that asked for it (source=map)
+        if part_visibility is None:
+            fused = self.fusion(global_out.feature, part_features)
+        else:
+            fused = self.fusion(global_out.feature, part_features, part_visibility)
 
         attention = spatial = None
         if return_attention and self.intra_attention:
@@ -295,8 +309,16 @@ def _ungroup(grouped: BranchOutput, batch: int) -> list[BranchOutput]:
     logits = grouped.logits.view(batch, NUM_PARTS, -1).unbind(1)
     masks = [maps.chunk(NUM_PARTS, dim=1) for maps in grouped.masks]
     spatial = [maps.chunk(NUM_PARTS, dim=1) for maps in grouped.spatial]
+    visibility = grouped.visibility.chunk(NUM_PARTS, dim=1) if grouped.visibility is not None else None
     return [
-        BranchOutput(features[i], logits[i], [m[i] for m in masks], [s[i] for s in spatial]) for i in range(NUM_PARTS)
+        BranchOutput(
+            features[i],
+            logits[i],
+            [m[i] for m in masks],
+            [s[i] for s in spatial],
+            visibility[i] if visibility is not None else None,
+        )
+        for i in range(NUM_PARTS)
     ]
 
 

@@ -123,16 +123,29 @@ def check_something_to_train(cfg: DictConfig, datamodule: Any, trainer: pl.Train
 
 
 def check_visibility_label(cfg: DictConfig) -> None:
-    """Refuses a visibility loss whose label cannot exist: ``visibility_target`` erasing or both without erasing.
+    """Refuses visibility settings that cannot learn: a label that cannot exist, or a visibility map with no loss.
 
     Raises:
-        ConfigError: naming ``model.visibility_target`` and ``data.augment.random_erasing``.
+        ConfigError: ``visibility_target`` erasing or both without ``data.augment.random_erasing``;
+            ``model.net.inter_source=map`` with ``model.visibility_loss=0``.
     """
     from reid.schema import ConfigError
 
     model = cfg.get("model") or {}
     target = model.get("visibility_target", "keypoints")
     erasing = float(((cfg.get("data") or {}).get("augment") or {}).get("random_erasing", 0.0) or 0.0)
+    net = model.get("net") or {}
+    if (
+        net.get("fusion") == "inter"
+        and net.get("inter_source") == "map"
+        and not float(model.get("visibility_loss") or 0)
+    ):
+        raise ConfigError(
+            [
+                "model.net.inter_source=map learns each part's visibility from model.visibility_loss alone, which is 0: "
+                "set it > 0 (e.g. model.visibility_loss=1), or model.net.inter_source=feature"
+            ]
+        )
     if float(model.get("visibility_loss", 0.0) or 0.0) > 0 and target != "keypoints" and erasing <= 0:
         raise ConfigError(
             [
