@@ -1,0 +1,53 @@
+"""``reid-report``: its options and what it does with them."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from reid.conf.tool import option, run_tool
+from reid.tools.report.collect import _incomplete_note, collect_runs, incomplete_runs
+from reid.tools.report.render import summary_markdown
+from reid.tools.report.runs import ReportError
+from reid.tools.report.write import replace_marked_block, write_report
+
+
+@dataclass
+class ReportOptions:
+    """The options of ``reid-report`` (``key=value``; bare arguments are ``paths``)."""
+
+    paths: List[str] = option([], "multirun folders, run folders, or folders above them", positional=True)
+    out: Optional[str] = option(None, "where report.md and the plots go (default: the first folder)")
+    into: Optional[str] = option(
+        None,
+        "also write Table 6, the paper's numbers beside it and the attention health table into this Markdown file "
+        "(e.g. README.md), between <!-- reid.report:NAME --> and <!-- /reid.report:NAME -->",
+    )
+    name: str = option("ablation", "the marked block of `into` to replace")
+    command: Optional[str] = option(None, "the command that produced the runs, quoted in the `into` block")
+
+
+def report(options: ReportOptions) -> int:
+    """Tabulates finished runs: writes report.md (+ PNGs) and prints its Markdown."""
+    if not options.paths:
+        raise ReportError("no run folders given (fix: reid-report outputs/train/multiruns/<date_time> [more folders])")
+    paths = [Path(path) for path in options.paths]
+    runs = collect_runs(paths)
+    incomplete = incomplete_runs(paths)
+    written = write_report(runs, Path(options.out) if options.out else paths[0], incomplete)
+    if options.into:
+        replace_marked_block(Path(options.into), options.name, summary_markdown(runs, options.command))
+    print(written.read_text())
+    for note in (note for run in runs for note in run.notes):
+        print(f"note: {note}", file=sys.stderr)
+    if incomplete:
+        print(f"note: {_incomplete_note(incomplete)}", file=sys.stderr)
+    print(f"wrote {written}", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``reid-report`` / ``python -m reid.tools.report``: 0 on success, 2 on a user error (one ``error:`` line)."""
+    return run_tool(report, ReportOptions, "report", argv)
