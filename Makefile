@@ -7,8 +7,10 @@ PIP_TORCH_FLAGS ?=
 ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# NO_MKDOCS_2_WARNING: no banner from mkdocs-material about its successor
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
 
-.PHONY: install train test bench evaluate pose clean gpu-check gpu-wheels
+.PHONY: install train test docs bench evaluate pose clean gpu-check gpu-wheels
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +32,15 @@ test: $(STAMP)
 	$(BIN)/ruff check --quiet .
 	$(BIN)/ruff format --check --quiet .
 	$(BIN)/mypy
+	$(MKDOCS) build --strict --site-dir site
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# The documentation (docs/, mkdocs.yml): docs/options.md regenerated from the schema, then the site in
+# site/, offline and strict (a broken link or a missing page fails; never --quiet, which hides the warnings
+# that --strict counts). `make test` builds it the same way.
+docs: $(STAMP)
+	$(BIN)/python -m reid.tools.options_doc
+	$(MKDOCS) build --strict --site-dir site
 
 bench: $(STAMP)
 	$(BIN)/reid-bench $(ARGS)
@@ -52,4 +62,4 @@ gpu-check:
 	bash scripts/gpu_check.sh $(ARGS)
 
 clean:
-	rm -rf $(VENV) outputs multirun .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) outputs multirun site .pytest_cache .mypy_cache .ruff_cache
