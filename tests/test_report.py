@@ -586,3 +586,32 @@ def test_the_health_table_shows_the_truth_figures_when_runs_have_them(tmp_path):
     (run / "metrics.json").write_text(json.dumps(metrics))
     table = attention_health_table(collect_runs([run]))
     assert "mask AUROC" in table and "| 0.610 | 0.180 | 0.006 | 0.042 |" in table
+
+
+def test_an_evaluation_with_visibility_matching_is_that_matchings_row_paired_with_the_plain_one(tmp_path):
+    from reid.tools.report import paired_table
+
+    plain_scores = {"1": (0.60, 0.40), "2": (0.50, 0.30)}
+    matched_scores = {"1": (0.64, 0.41), "2": (0.52, 0.35)}
+    for seed in plain_scores:
+        trained = write_run(tmp_path / "train" / seed, "intra_inter", "market", overrides=[f"seed={seed}"])
+        (trained / "checkpoints").mkdir()
+        for matching, scores in (("none", plain_scores), ("keypoints", matched_scores)):
+            run = _evaluation_of(
+                trained, tmp_path / "evaluate" / f"{seed}_{matching}", recorded_beta=None, overrides=[f"seed={seed}"]
+            )
+            rank1, mean_ap = scores[seed]
+            plain_rank1, plain_map = plain_scores[seed]
+            metrics = {"rank1": plain_rank1, "mAP": plain_map}
+            if matching != "none":  # evaluate.py scores both, the matched ones in their own block
+                metrics["visibility_matching"] = {"source": matching, "rank1": rank1, "mAP": mean_ap}
+            (run / "metrics.json").write_text(json.dumps(metrics))
+    runs = collect_runs([tmp_path / "evaluate"])
+    by_label = {(run.model, run.overrides[0]): run for run in runs}
+    matched = by_label[("intra_inter[matching=keypoints]", "seed=1")]
+    assert matched.metrics["rank1"] == pytest.approx(0.64) and matched.metrics["plain/rank1"] == pytest.approx(0.60)
+    assert by_label[("intra_inter", "seed=2")].metrics["rank1"] == pytest.approx(0.50)
+    rows = table_rows(paired_table(runs))[1:]
+    # R1: +4 and +2 points -> +3.00 ± 1.41; mAP: +1 and +5 -> +3.00 ± 2.83
+    assert rows[0][0] == "intra_inter[matching=keypoints] − intra_inter"
+    assert rows[0][5:] == ["+3.00 ± 1.41", "+3.00 ± 2.83"]

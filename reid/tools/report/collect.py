@@ -200,9 +200,14 @@ def _training_run_of(config: DictConfig, hydra: DictConfig | None) -> Path | Non
 SUBSET_MARK = "[eval subset]"
 
 
-def _read_metrics(path: Path) -> tuple[dict[str, float], dict[str, Any], dict[str, Any] | None]:
-    """The numeric metrics of a metrics.json, its ``attention`` health figures ({} without), and its
-    ``eval_subset`` (None when it was scored on the whole query/gallery)."""
+def _read_metrics(path: Path) -> tuple[dict[str, float], dict[str, Any], dict[str, Any] | None, str | None]:
+    """The numeric metrics of a metrics.json, its ``attention`` health figures ({} without), its
+    ``eval_subset`` (None when it was scored on the whole query/gallery) and the visibility matching
+    it was scored with (None: plain distances).
+
+    An evaluate.py run with ``eval.visibility_matching`` reports the visibility-matched scores as its
+    metrics (the plain ones stay under ``plain/<metric>``): the run is that matching's row.
+    """
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -229,7 +234,20 @@ def _read_metrics(path: Path) -> tuple[dict[str, float], dict[str, Any], dict[st
                 metrics[f"branches/{row}/{key}"] = number
     attention = raw.get("attention")
     subset = raw.get("eval_subset")
-    return metrics, attention if isinstance(attention, dict) else {}, subset if isinstance(subset, dict) else None
+    matching = raw.get("visibility_matching")
+    source = None
+    if isinstance(matching, dict) and matching.get("source") not in (None, "none"):
+        source = str(matching["source"])
+        for key, value in list(metrics.items()):
+            if "/" not in key and _as_float(matching.get(key)) is not None:
+                metrics[f"plain/{key}"] = value
+                metrics[key] = float(matching[key])
+    return (
+        metrics,
+        attention if isinstance(attention, dict) else {},
+        subset if isinstance(subset, dict) else None,
+        source,
+    )
 
 
 def _provenance(path: Path) -> dict[str, Any]:
@@ -287,7 +305,9 @@ def collect_runs(paths: Iterable[str | Path]) -> list[RunResult]:
             seen.add(metrics_path.resolve())
             run_dir = metrics_path.parent
             model, data, lambda_intra, beta, overrides, notes = _describe_run(run_dir)
-            metrics, attention, subset = _read_metrics(metrics_path)
+            metrics, attention, subset, matching = _read_metrics(metrics_path)
+            if matching is not None:
+                model = f"{model}[matching={matching}]"
             if subset is not None:
                 model = f"{model}{SUBSET_MARK}"
                 notes.append(
