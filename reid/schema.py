@@ -76,7 +76,7 @@ class Range:
             text = f"{'>' if self.low_open else '>='} {_number(self.low)}"
         else:
             text = f"{'<' if self.high_open else '<='} {_number(self.high)}"
-        return text + "".join(f" or {_format(a)}" for a in self.also)
+        return text + "".join(f" or {override_text(a)}" for a in self.also)
 
 
 def _number(value: float) -> str:
@@ -478,7 +478,7 @@ def _check(value: Any, expected: Any, path: str, findings: _Findings, example: A
     if value is _UNRESOLVED or expected is Any:
         return
     if value is _MISSING:
-        fix = f"add {path}=..." if example == MISSING else f"set it, e.g. {path}={_format(example)}"
+        fix = f"add {path}=..." if example == MISSING else f"set it, e.g. {path}={override_text(example)}"
         findings.add(path, f"config key '{path}' has no value (???) (fix: {fix})")
         return
     origin, args = typing.get_origin(expected), typing.get_args(expected)
@@ -623,7 +623,7 @@ def _check_range(value: Any, valid: Range, path: str, findings: _Findings, examp
     for item in items:
         if isinstance(item, (int, float)) and not isinstance(item, bool) and not valid.contains(item):
             shown = _format_value(OmegaConf.to_container(value) if isinstance(value, ListConfig) else value)
-            fix = f"e.g. {path}={_format(example)}" if example is not None else f"a value {valid.describe()}"
+            fix = f"e.g. {path}={override_text(example)}" if example is not None else f"a value {valid.describe()}"
             bounds = ("in " if valid.low is not None and valid.high is not None else "") + valid.describe()
             if isinstance(item, float) and not math.isfinite(item):
                 bounds = f"a finite number {bounds}"  # YAML reads .nan, nan and 1e400 (inf) as floats
@@ -768,7 +768,7 @@ def _default(schema_field: dataclasses.Field) -> Any:
 
 
 def _type_problem(path: str, value: Any, expected: Any, example: Any) -> str:
-    fix = f"e.g. {path}={_format(example)}" if example is not None else f"use {_describe(expected)}"
+    fix = f"e.g. {path}={override_text(example)}" if example is not None else f"use {_describe(expected)}"
     return f"config key '{path}': expected {_describe(expected)}, got {_format_value(value)} (fix: {fix})"
 
 
@@ -802,16 +802,16 @@ def _format_value(value: Any) -> str:
     return repr(value)
 
 
-def _format(example: Any) -> str:
-    """A value in Hydra override syntax (``[384,192]``, ``null``, ``true``)."""
+def override_text(example: Any) -> str:
+    """A value in Hydra override syntax (``[384,192]``, ``null``, ``true``, ``{a:1}``)."""
     if example is None:
         return "null"
     if isinstance(example, bool):
         return str(example).lower()
     if isinstance(example, (list, tuple)):
-        return "[" + ",".join(_format(v) for v in example) + "]"
+        return "[" + ",".join(override_text(v) for v in example) + "]"
     if isinstance(example, dict):
-        return "{" + ",".join(f"{k}:{_format(v)}" for k, v in example.items()) + "}"
+        return "{" + ",".join(f"{k}:{override_text(v)}" for k, v in example.items()) + "}"
     return str(example)
 
 

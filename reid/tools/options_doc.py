@@ -258,16 +258,8 @@ def type_name(annotation: Any) -> str:
 
 
 def value_text(value: Any) -> str:
-    """A default in Hydra's override syntax: ``[384,192]``, ``null``, ``true``, ``{}``."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(value_text(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {value_text(v)}" for k, v in value.items()) + "}"
-    return str(value)
+    """A default in Hydra's override syntax: ``[384,192]``, ``null``, ``true``, ``{}`` (as the config errors write it)."""
+    return schema.override_text(value)
 
 
 def valid_values(item: dataclasses.Field, annotation: Any) -> str:
