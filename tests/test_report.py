@@ -615,3 +615,20 @@ def test_an_evaluation_with_visibility_matching_is_that_matchings_row_paired_wit
     # R1: +4 and +2 points -> +3.00 ± 1.41; mAP: +1 and +5 -> +3.00 ± 2.83
     assert rows[0][0] == "intra_inter[matching=keypoints] − intra_inter"
     assert rows[0][5:] == ["+3.00 ± 1.41", "+3.00 ± 2.83"]
+
+
+def test_a_variant_is_paired_with_its_own_model_and_models_with_the_plain_one_before():
+    from reid.tools.report.tables import _comparisons
+
+    ordered = ["intra", "intra[matching=keypoints]", "intra_inter", "intra_inter[matching=keypoints]"]
+    ordered.append("intra_inter[matching=mu]")
+    assert _comparisons(ordered) == [
+        ("intra", "intra[matching=keypoints]"),
+        ("intra", "intra_inter"),
+        ("intra_inter", "intra_inter[matching=keypoints]"),
+        ("intra_inter", "intra_inter[matching=mu]"),
+    ]
+    # a variant whose own model was not run is compared with the model before it, as every model is
+    assert _comparisons(["intra", "intra_inter[model.net.inter_source=map]"]) == [
+        ("intra", "intra_inter[model.net.inter_source=map]")
+    ]

@@ -83,8 +83,22 @@ def _seed(run: RunResult) -> str | None:
     return given[-1] if given else None
 
 
+def _comparisons(ordered: Sequence[str]) -> list[tuple[str, str]]:
+    """(before, after) label pairs: a variant ``m[...]`` against its own model ``m`` when that was run,
+    every other model against the plain model before it in Table 6's order."""
+    pairs = []
+    for index, after in enumerate(ordered[1:], start=1):
+        base = after.split("[", 1)[0]
+        if base != after and base in ordered:
+            pairs.append((base, after))
+            continue
+        earlier = [m for m in ordered[:index] if "[" not in m] or list(ordered[:index])
+        pairs.append((earlier[-1], after))
+    return pairs
+
+
 def paired_table(runs: Sequence[RunResult]) -> str:
-    """Paired differences: each model against the one before it in Table 6's order, seed by seed.
+    """Paired differences, seed by seed: a variant ``m[...]`` against ``m``, each other model against the one before it.
 
     Runs pair when they share the data set, λ, β and ``seed=``; a difference is taken per seed
     and then averaged (mean ± sample std over the seeds), for R1 and mAP on the data set itself
@@ -100,7 +114,7 @@ def paired_table(runs: Sequence[RunResult]) -> str:
     rows = []
     for (data, lam, beta), models in sorted(by_key.items(), key=lambda item: _data_rank(item[0][0])):
         ordered = sorted(models, key=_model_rank)
-        for before, after in zip(ordered, ordered[1:]):
+        for before, after in _comparisons(ordered):
             seeds = sorted(set(models[before]) & set(models[after]), key=lambda s: (len(s), s))
             if not seeds:
                 continue
