@@ -4,4 +4,5 @@ import sys
 
 from reid.tools.report.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing the module (a package walk, the docs) must not run the tool
+    sys.exit(main())
