@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # NO_MKDOCS_2_WARNING: no banner from mkdocs-material about its successor
 MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
 
-.PHONY: install train test docs bench evaluate pose clean gpu-check gpu-wheels
+.PHONY: install train test test-fast docs bench evaluate pose clean gpu-check gpu-wheels
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(MKDOCS) build --strict --site-dir site
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# the edit loop: lint, types and the tests not marked slow (no multi-process runs, no docs build)
+test-fast: $(STAMP)
+	$(BIN)/ruff check --quiet .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 # The documentation (docs/, mkdocs.yml): docs/options.md regenerated from the schema, then the site in
 # site/, offline and strict (a broken link or a missing page fails; never --quiet, which hides the warnings
