@@ -294,6 +294,7 @@ def test_market_with_both_test_sets_reports_each_sets_metrics_and_evaluate_score
         "data.num_workers=0",
         "trainer.accelerator=cpu",
         "eval.pictures.enabled=false",
+        "eval.visibility_matching=keypoints",
         "overwrite=true",
         config_name="evaluate",
         tiny=False,
@@ -303,6 +304,12 @@ def test_market_with_both_test_sets_reports_each_sets_metrics_and_evaluate_score
     scored = runner.evaluate(eval_cfg)
     assert scored["rank1"] == pytest.approx(metrics["test_sets"]["occluded_reid"]["rank1"], abs=1e-6)
     assert scored["mAP"] == pytest.approx(metrics["test_sets"]["occluded_reid"]["mAP"], abs=1e-6)
+    # the visibility figures that exist on a real set: keypoint matching, and mu against the keypoints
+    written = json.loads((Path(eval_cfg.paths.output_dir) / "metrics.json").read_text())
+    assert written["visibility_matching"]["source"] == "keypoints"
+    assert 0.0 <= written["visibility_matching"]["mAP"] <= 1.0
+    assert "rho_confidence" in written["attention"]["inter_mean"]
+    assert "rho_visible" not in written["attention"]["inter_mean"]  # no truth on a real set
 
 
 # ------------------------------------------------------------------------------------ training
