@@ -9,6 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from reid.tools import bench, report
+from reid.tools.report import collect, render, stats
 from reid.variants import (
     MODEL_GROUP_DIR,
     UnknownVariantError,
@@ -68,9 +69,9 @@ def test_a_new_model_file_is_found_by_every_consumer(new_model_file, make_cfg):
     assert net.intra_attention and not net.decompose
     # the ablation report names a run without hydra.yaml by its options, and sorts it with the others
     cfg = make_cfg("model=intra", "model.net.decompose=false")
-    assert report._model_variant(cfg) == "zz_full_mask"
-    assert report._model_variant(make_cfg("model=intra")) == "intra"
-    assert report._model_rank("zz_full_mask")[0] < len(model_names())
+    assert collect._model_variant(cfg) == "zz_full_mask"
+    assert collect._model_variant(make_cfg("model=intra")) == "intra"
+    assert stats._model_rank("zz_full_mask")[0] < len(model_names())
     assert "zz_full_mask" in report.sweep_command()
     # the throughput benchmark measures every distinct network
     assert "zz_full_mask" in bench.distinct_networks()
@@ -83,7 +84,7 @@ def test_the_benchmark_measures_each_distinct_network_once():
 
 
 def test_lambda_note_names_the_models_with_a_trained_fusion():
-    note = report._lambda_note()
+    note = render._lambda_note()
     trained, ignored = note.split("trained fusion (", 1)[1].split(")", 1)
     assert set(trained.split(", ")) == {"intra_fc", "inter", "intra_inter"}
     assert set(ignored.split(";")[1].split(" ignore")[0].strip().split(", ")) == {"baseline", "aligned", "intra"}
