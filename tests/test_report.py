@@ -551,6 +551,22 @@ def test_train_records_its_commit_and_threads(make_cfg):
     assert recorded["commit"] is None or len(recorded["commit"]) == 40
 
 
+def test_train_records_the_code_checked_out_when_it_started(make_cfg, monkeypatch):
+    import reid.tasks as runner
+    from reid.tasks import common
+
+    cfg = make_cfg("trainer.max_epochs=1")
+
+    def fake_provenance() -> dict:  # "b": asked after training (metrics written), a commit made meanwhile
+        finished = (Path(cfg.paths.output_dir) / "metrics.json").exists()
+        return {"commit": ("b" if finished else "a") * 40, "dirty": False, "threads": 1, "torch": "x"}
+
+    monkeypatch.setattr(common, "provenance", fake_provenance)
+    runner.train(cfg)
+    recorded = json.loads((Path(cfg.paths.output_dir) / "provenance.json").read_text())
+    assert recorded["commit"] == "a" * 40
+
+
 def test_models_are_compared_seed_by_seed_on_the_set_and_its_test_sets(tmp_path):
     from reid.tools.report import paired_table
 

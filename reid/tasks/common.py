@@ -352,13 +352,18 @@ def provenance() -> dict[str, Any]:
     return {"commit": commit, "dirty": dirty, "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
-def write_provenance(output_dir: str | Path) -> Path:
-    """Writes :func:`provenance` beside ``metrics.json`` (``provenance.json``), read by ``reid-report``."""
+def write_provenance(output_dir: str | Path, recorded: dict[str, Any] | None = None) -> Path:
+    """Writes ``recorded`` (default: :func:`provenance` now) beside ``metrics.json`` (``provenance.json``), read by ``reid-report``.
+
+    A training run records its provenance when it starts and writes it at the end: the code that
+    trained is the code checked out at the start, whatever was committed while it ran.
+    """
     from reid.files import atomic_write_json
 
     from reid.names import PROVENANCE_FILE
 
-    return atomic_write_json(Path(output_dir) / PROVENANCE_FILE, provenance(), indent=2, sort_keys=True)
+    record = provenance() if recorded is None else recorded
+    return atomic_write_json(Path(output_dir) / PROVENANCE_FILE, record, indent=2, sort_keys=True)
 
 
 def write_metrics(metrics: dict[str, Any], output_dir: str | Path) -> Path:

@@ -216,6 +216,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
+    from reid.tasks.common import provenance
+
+    started = provenance()  # the code that trains is the code checked out now
     from reid.launch import multirun_group, prepare_ddp_children, rank_summary
     from reid.lit.resume import (
         CHECKPOINT_DIR,
@@ -307,7 +310,7 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
             metrics["test_sets"] = cross_dataset.last_results
         if trainer.is_global_zero:
             write_metrics(metrics, output_dir)
-            write_provenance(output_dir)
+            write_provenance(output_dir, started)
             log.info("final validation on %s:\n%s", cfg.data.name, format_table(metrics))
     for logger in loggers:
         if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
