@@ -88,7 +88,7 @@ def _comparisons(ordered: Sequence[str]) -> list[tuple[str, str]]:
     every other model against the plain model before it in Table 6's order."""
     pairs = []
     for index, after in enumerate(ordered[1:], start=1):
-        base = after.split("[", 1)[0]
+        base = after.rsplit("[", 1)[0] if after.endswith("]") else after  # its last [...] removed
         if base != after and base in ordered:
             pairs.append((base, after))
             continue
