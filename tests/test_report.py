@@ -645,9 +645,9 @@ def test_a_variant_is_paired_with_its_own_model_and_models_with_the_plain_one_be
         ("intra_inter", "intra_inter[matching=mu]"),
     ]
     # a variant of a variant against that variant
-    assert _comparisons(["intra_inter", "intra_inter[x=1]", "intra_inter[x=1][matching=mu]"])[1] == (
+    assert _comparisons(["intra_inter", "intra_inter[x=1]", "intra_inter[x=1,matching=mu]"])[1] == (
         "intra_inter[x=1]",
-        "intra_inter[x=1][matching=mu]",
+        "intra_inter[x=1,matching=mu]",
     )
     # a variant whose own model was not run is compared with the model before it, as every model is
     assert _comparisons(["intra", "intra_inter[model.net.inter_source=map]"]) == [

@@ -306,8 +306,8 @@ def collect_runs(paths: Iterable[str | Path]) -> list[RunResult]:
             run_dir = metrics_path.parent
             model, data, lambda_intra, beta, overrides, notes = _describe_run(run_dir)
             metrics, attention, subset, matching = _read_metrics(metrics_path)
-            if matching is not None:
-                model = f"{model}[matching={matching}]"
+            if matching is not None:  # one bracket of options: "m[a=1][b=2]" would be a Markdown reference link
+                model = f"{model[:-1]},matching={matching}]" if model.endswith("]") else f"{model}[matching={matching}]"
             if subset is not None:
                 model = f"{model}{SUBSET_MARK}"
                 notes.append(

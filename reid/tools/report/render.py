@@ -120,7 +120,8 @@ def summary_markdown(runs: Sequence[RunResult], command: str | None = None) -> s
     paired = paired_table(runs)
     if paired:
         parts += [
-            "Paired by seed (each model minus the one before it, same seed; mean ± std over seeds):",
+            "Paired by seed (a variant m[...] minus m, any other model minus the one before it; same seed; "
+            "mean ± std over seeds):",
             "",
             paired,
             "",

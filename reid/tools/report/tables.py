@@ -83,12 +83,21 @@ def _seed(run: RunResult) -> str | None:
     return given[-1] if given else None
 
 
+def _parent(label: str) -> str:
+    """The label with the last option of its ``[...]`` removed: ``m[a=1,b=2]`` -> ``m[a=1]`` -> ``m``."""
+    if not label.endswith("]") or "[" not in label:
+        return label
+    name, options = label[:-1].split("[", 1)
+    kept = options.rsplit(",", 1)[0] if "," in options else ""
+    return f"{name}[{kept}]" if kept else name
+
+
 def _comparisons(ordered: Sequence[str]) -> list[tuple[str, str]]:
-    """(before, after) label pairs: a variant ``m[...]`` against its own model ``m`` when that was run,
+    """(before, after) label pairs: a variant ``m[...,x]`` against ``m[...]`` when that was run,
     every other model against the plain model before it in Table 6's order."""
     pairs = []
     for index, after in enumerate(ordered[1:], start=1):
-        base = after.rsplit("[", 1)[0] if after.endswith("]") else after  # its last [...] removed
+        base = _parent(after)
         if base != after and base in ordered:
             pairs.append((base, after))
             continue
