@@ -126,7 +126,7 @@ class FeatureExtractor:
     Batches and rounding: an image's feature depends on the images it is batched with, by
     float32 rounding only. The CPU kernels (oneDNN convolutions and the BLAS ones alike) order
     their sums by batch size, so an image extracted alone and in a batch differ by up to
-    :data:`BATCH_TOLERANCE` (1e-5) times ``max(1, largest |feature|)`` (the README's benchmarks give the
+    :data:`BATCH_TOLERANCE` (1e-5) times ``max(1, largest |feature|)`` (docs/benchmarks.md gives the
     measured sizes). Exact results would need one image per forward pass, so compare features
     with that tolerance, not bit for bit. The GPU's kernels (cuDNN, with TF32 convolutions by
     default) also depend on the batch size and have not been measured against it.

@@ -13,7 +13,7 @@ only changes the speed.
 
 Threads: on CPU the ranking runs single-threaded by default (``num_threads=1``). It is
 memory-bound and made of many short operations; on a shared, busy machine every multi-threaded
-operation waits for a descheduled worker (the README's benchmark section has the figures). Pass ``num_threads=None`` to keep torch's setting.
+operation waits for a descheduled worker (docs/benchmarks.md has the figures). Pass ``num_threads=None`` to keep torch's setting.
 """
 
 from __future__ import annotations

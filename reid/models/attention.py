@@ -31,7 +31,7 @@ Choices where the paper is silent (all keyword options of :class:`AttentionPath`
   literal head, ``w * S * C``, is a product of three unbounded terms; with the network's
   Kaiming fan-out init (std sqrt(2) on the fan-out-1 depthwise convolution) 81 % of the mask
   entries start outside [0.01, 0.99], and even from a healthy init training drives the literal
-  head into saturation (measured: 64 % after the synthetic recipe, README). ``standardize``
+  head into saturation (measured: 64 % after the synthetic recipe, docs/experiments.md). ``standardize``
   (the default) standardises S over the positions of each image, as the Residual Attention
   Network's spatial attention does, and gates C with a sigmoid, as SE-Net does, so the
   product is bounded and the depthwise convolution is a per-channel temperature; the

@@ -2,7 +2,7 @@
 
 MACs count convolutions and linear layers only (not BatchNorm, ReLU, pooling or additions);
 identity classifiers are the modules named ``classifier``. The figures of every model and how
-they compare with Table 12 are in the README ("Model size and cost"), printed by
+they compare with Table 12 are in docs/benchmarks.md ("Model size and cost"), printed by
 ``python -m reid.tools.summary model=<name>``.
 """
 

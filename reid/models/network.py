@@ -80,7 +80,7 @@ class AttentionReIDNet(nn.Module):
         part_dim: FC_reduce size of each part branch.
         dropout: dropout before every identity classifier.
         group_parts: run the four part branches as one grouped branch (same numbers; faster at
-            small inputs on a CPU, slower at the paper's sizes: the README's benchmark section).
+            small inputs on a CPU, slower at the paper's sizes: docs/benchmarks.md).
         fusion_dim: output size of the fc fusion layer (None: global_dim + 4 * part_dim).
         units_per_stage: bottleneck units in Conv2x..Conv5x (Table 1: 3 each).
         stage_strides: strides of Conv3x, Conv4x, Conv5x (silent in the paper; ResNet convention

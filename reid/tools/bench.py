@@ -13,7 +13,7 @@ under ``torch.inference_mode``. Each measurement runs ``warmup`` untimed iterati
 ``iters`` timed ones, and reports the fastest (the machine may be shared). ResNet-50 is fed
 the same whole-body batch (no parts). Prints a Markdown table naming the hardware.
 
-The figures measured on this project's machines are in the README's benchmark section.
+The figures measured on this project's machines are in docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ ten seconds even for a tiny network.  The network is exported in the contiguous 
 The check passes when the largest absolute difference is at most ``tolerance * max(1, largest
 |feature|)``, or else when onnxruntime is at least half as close to a float64 run of the network
 as PyTorch's float32 run is (rounding, not the export, is then the cause).  The default tolerance
-is 1e-3, not 1e-4, because float32 rounding alone comes near 1e-4 (the README's export section
+is 1e-3, not 1e-4, because float32 rounding alone comes near 1e-4 (docs/evaluation.md's export section
 has the figures); a wrong operator shows up as 1e-2 relative and more.
 """
 
