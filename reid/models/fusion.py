@@ -257,9 +257,6 @@ class InterAttentionFusion(Fusion):
             if part_visibility is None:
                 raise ValueError("inter-attention with source=map needs the part branches' visibility (B, 4)")
             mu = part_visibility
-            # the visibility map is a visibility estimate, trained by model.visibility_loss alone: the fused
-            # identity loss would otherwise pull every part's weight down, whatever the part shows
-            weight = mu.detach()
             if self.norm != "none":
                 parts = F.normalize(parts, dim=-1) * math.sqrt(self.part_dim / 2)
         elif self.norm in ("l2", "l2_batch"):
@@ -269,8 +266,9 @@ class InterAttentionFusion(Fusion):
             parts = unit * math.sqrt(self.part_dim / 2)
         else:
             mu = torch.sigmoid(self.part_weight(part_features))
-        if self.part_weight is not None:
-            weight = mu
+        # a visibility map is a visibility estimate, trained by model.visibility_loss alone: the fused
+        # identity loss would otherwise pull every part's weight down, whatever the part shows
+        weight = mu.detach() if self.part_weight is None else mu
         gain = 2.0 * weight if self.weight == "gate" else 1.0 + weight
         weighted = parts * gain.unsqueeze(-1)
         fused = torch.cat([global_feature, weighted.flatten(1)], dim=1)
