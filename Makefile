@@ -48,10 +48,12 @@ docs: $(STAMP)
 	$(BIN)/python -m reid.tools.options_doc
 	$(MKDOCS) build --strict --site-dir site
 
+# the benchmarks (reid/tools/bench/, docs/benchmarks.md): network throughput by default, or
+# make bench ARGS="loader|ranking|search|truth [key=value ...]"
 bench: $(STAMP)
 	$(BIN)/reid-bench $(ARGS)
 
-# Optional pose estimator for `python -m reid.pose.extract` (MediaPipe Pose, model inside the wheel).
+# Optional pose estimator for `reid-extract-pose` (MediaPipe Pose, model inside the wheel).
 # --no-deps because mediapipe 0.10.14 declares opencv-contrib-python (clashes with albumentations'
 # opencv-python-headless), jax/jaxlib/sounddevice (unused by the pose solution) and protobuf<5 (wandb
 # needs >=5); protobuf 6.33 satisfies wandb and runs it (reid.pose.extract shims one removed call).

@@ -9,6 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 from reid.conf import compose_config
+from reid.conf.store import register_schemas
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -31,6 +32,7 @@ def train_main() -> None:
     """``reid-train`` / ``python train.py``: train a model; returns the optimised metric to sweepers."""
     from reid.tasks import configure_wandb_env
 
+    register_schemas()
     check_command_line("train")
     configure_wandb_env()
     _train()
@@ -38,6 +40,7 @@ def train_main() -> None:
 
 def evaluate_main() -> None:
     """``reid-evaluate`` / ``python evaluate.py``: score a checkpoint or saved features."""
+    register_schemas()
     check_command_line("evaluate")
     _evaluate()
 
@@ -46,14 +49,14 @@ def check_command_line(config_name: str, argv: Sequence[str] | None = None) -> N
     """Composes the command line's config once before Hydra does: a bad key, value or option is one line.
 
     Hydra reports a composition error over several lines without the fix; this exits with
-    status 2 and one ``error: ...`` line (:func:`reid.schema.compose_error`). A sweep (``-m``) is
+    status 2 and one ``error: ...`` line (:func:`reid.conf.store.compose_error`). A sweep (``-m``) is
     checked with the first value of each swept option. Set ``REID_DEBUG=1`` to see Hydra's own report.
     """
     import sys
 
     from hydra._internal.utils import get_args_parser
 
-    from reid.schema import ConfigError
+    from reid.errors import ConfigError
 
     args, _ = get_args_parser().parse_known_args(sys.argv[1:] if argv is None else list(argv))
     if (

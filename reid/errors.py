@@ -17,6 +17,18 @@ class ReidError(Exception):
     """Bad input or a setting that cannot work; the message names the file or key and the fix."""
 
 
+class ConfigError(ReidError, ValueError):
+    """A composed config with an unknown key or a value of the wrong type; the message names the key and a fix.
+
+    Attributes:
+        problems: every problem found, one line each (the message joins them with ``; ``).
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input or a setting that cannot work: reported in one line, no traceback.
 

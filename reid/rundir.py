@@ -63,7 +63,7 @@ from hydra.experimental.callback import Callback
 from reid.errors import ReidError, one_line
 from reid.names import PROVENANCE_FILE
 from reid.files import atomic_write, fsync_dir
-from reid.schema import schema_default
+from reid.conf.schema import schema_default
 
 log = logging.getLogger(__name__)
 

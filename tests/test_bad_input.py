@@ -149,7 +149,7 @@ def test_a_bad_keypoint_file_stops_setup_naming_the_file_and_the_fix(custom_set,
 def test_skip_drops_the_bad_sample_at_setup_with_a_count_and_relabels(custom_set, spoil, caplog):
     (BAD_IMAGES | BAD_KEYPOINTS)[spoil](custom_set)
     dm = _datamodule(custom_set, on_bad_sample="skip")
-    with caplog.at_level(logging.WARNING, logger="reid.lit.datamodule"):
+    with caplog.at_level(logging.WARNING, logger="reid.data.index"):
         dm.setup("fit")
     bad_images, bad_keypoints = (1, 0) if spoil in BAD_IMAGES else (0, 1)
     tally = f"{bad_images} unreadable images, {bad_keypoints} bad keypoint files"
@@ -171,7 +171,7 @@ def test_skip_drops_the_bad_sample_at_setup_with_a_count_and_relabels(custom_set
 def test_skip_in_the_gallery_shrinks_the_evaluation_set(custom_set, caplog):
     _image(custom_set, "g22").write_bytes(b"")
     dm = _datamodule(custom_set, on_bad_sample="skip")
-    with caplog.at_level(logging.WARNING, logger="reid.lit.datamodule"):
+    with caplog.at_level(logging.WARNING, logger="reid.data.index"):
         dm.setup("fit")
     assert "custom/gallery: skipped 1 bad samples" in caplog.text
     assert len(dm.eval_set) == 4 and dm.eval_set.is_query == [True, True, False, False]
@@ -395,7 +395,7 @@ def test_skip_counts_symlink_loops_with_the_other_unreadable_images(make_cfg, tm
     from reid import tasks as runner
 
     loop = _market_with_a_link_loop(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="reid.lit.datamodule"):
+    with caplog.at_level(logging.WARNING, logger="reid.data.index"):
         datamodule = runner.build_datamodule(_market_cfg(make_cfg, tmp_path, "data.on_bad_sample=skip"))
     counts = datamodule.region_counts["train"]
     assert (counts["skipped"], counts["bad_images"]) == (2, 2)

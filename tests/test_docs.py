@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from reid import schema
+from reid.conf import schema
 from reid.tools import options_doc
 from reid.tools.options_doc import COMMAND, render, yaml_comments
 

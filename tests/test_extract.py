@@ -1,4 +1,4 @@
-"""Tests of offline keypoint extraction (reid.pose.extract) with a fake estimator; MediaPipe not needed."""
+"""Offline keypoint extraction (reid.pose.extract, reid.tools.extract_pose) with a fake estimator, without MediaPipe."""
 
 from __future__ import annotations
 
@@ -16,18 +16,14 @@ from reid.data.records import Record, ReIDDataset
 from reid.pose import OpenPoseJsonSource, read_openpose_json
 from reid.conf.tool import tool_options
 from reid.pose.extract import (
-    ExtractOptions,
-    extract_dataset,
     MEDIAPIPE_MISSING,
     PoseEstimatorUnavailable,
     build_estimator,
-    dataset_image_paths,
-    extract_keypoints,
     keypoint_json_path,
-    main,
     mediapipe_to_coco18,
     register_estimator,
 )
+from reid.tools.extract_pose import ExtractOptions, dataset_image_paths, extract_dataset, extract_keypoints, main
 
 
 def _landmarks() -> np.ndarray:
@@ -161,7 +157,7 @@ def test_extract_writes_empty_people_when_nobody_is_found_and_names_failures(
     broken = tmp_path / "data" / "query" / "0004_c1s1_000400_01.jpg"
     broken.write_bytes(b"not an image")
     out = tmp_path / "kp"
-    with caplog.at_level(logging.INFO, logger="reid.pose.extract"):
+    with caplog.at_level(logging.INFO, logger="reid.tools.extract_pose"):
         counts = extract_keypoints(images + [str(broken)], out, FakeEstimator(dark=256.0), progress=False)
     assert (counts.done, counts.no_person, counts.failed) == (3, 3, [str(broken)])
     for image in images:
@@ -225,8 +221,8 @@ def test_command_line_prints_one_error_line_without_mediapipe(tmp_path: Path) ->
     # Blocks `import mediapipe` in the child process whether or not it is installed, then runs the CLI.
     script = (
         "import runpy, sys; sys.modules['mediapipe'] = None; "
-        "sys.argv = ['reid.pose.extract', 'data=synthetic']; "
-        "runpy.run_module('reid.pose.extract', run_name='__main__', alter_sys=True)"
+        "sys.argv = ['reid.tools.extract_pose', 'data=synthetic']; "
+        "runpy.run_module('reid.tools.extract_pose', run_name='__main__', alter_sys=True)"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert result.returncode == 2

@@ -16,7 +16,7 @@ from reid.data.datasets import DatasetFormatError, DatasetNotFoundError, is_test
 from reid.data.records import Record
 from reid.pose import OpenPoseJsonSource
 from reid.pose.canonical import load_canonical_poses
-from reid.pose.extract import extract_keypoints
+from reid.tools.extract_pose import extract_keypoints
 
 IMAGE_W, IMAGE_H = 32, 64
 # the tiny input of the end-to-end runs: data.whole_size, data.part_size

@@ -12,7 +12,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from conftest import CONF_DIR, ROOT
 from reid.conf import compose_configs
-from reid.schema import validate_config
+from reid.conf.store import register_schemas
+from reid.conf.validate import validate_config
 
 SEEDS = ["1", "2", "3"]
 # experiment -> (what it sweeps besides the seed, the values)
@@ -27,6 +28,7 @@ SWEEPS = {
 
 def _hydra_config(*overrides: str):
     """The composed config with Hydra's own node (hydra.sweeper, hydra.sweep), as `train.py -m` sees it."""
+    register_schemas()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
 

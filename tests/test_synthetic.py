@@ -288,7 +288,7 @@ def test_preview_grid_shape_and_skipped_joints(small_set):
 
 def test_presets_resolve_under_explicit_options_and_keep_the_default_folder():
     from reid.data.synthetic.generator import PRESETS, resolve_preset
-    from reid.schema import ConfigError
+    from reid.errors import ConfigError
 
     hard = resolve_preset("hard", {"occlusion_prob": None, "num_train_ids": 10})
     assert hard["clutter"] == PRESETS["hard"]["clutter"] > 0 and hard["occlusion_prob"] == 0.4

@@ -10,7 +10,7 @@ from omegaconf import open_dict
 
 from fixtures import write_market_tree
 from reid import tasks as runner
-from reid.schema import ConfigError
+from reid.errors import ConfigError
 
 
 def _with_market(cfg, root: Path):

@@ -11,15 +11,20 @@ import pytest
 from conftest import ROOT
 from reid.conf.tool import tool_options
 
-# module, options class: every console script of pyproject.toml but the two Hydra apps, and the regions picture
+# module, options class: every console script of pyproject.toml but the two Hydra apps, the regions picture and
+# the benchmarks that `reid-bench <name>` runs
 TOOLS = {
     "reid.tools.report": "ReportOptions",
     "reid.tools.export": "ExportOptions",
     "reid.tools.bench": "BenchOptions",
+    "reid.tools.bench.loader": "LoaderOptions",
+    "reid.tools.bench.ranking": "RankingOptions",
+    "reid.tools.bench.search": "SearchBenchOptions",
+    "reid.tools.bench.truth": "TruthOptions",
     "reid.tools.summary": "SummaryOptions",
     "reid.inference.search": "SearchOptions",
-    "reid.pose.extract": "ExtractOptions",
-    "reid.viz.regions": "RegionsOptions",
+    "reid.tools.extract_pose": "ExtractOptions",
+    "reid.tools.regions": "RegionsOptions",
 }
 
 
@@ -50,7 +55,7 @@ def test_help_lists_every_option_with_its_default(module, capsys):
 def test_values_are_typed_checked_and_taken_as_written():
     from reid.tools.bench import BenchOptions
     from reid.tools.report import ReportOptions
-    from reid.schema import ConfigError
+    from reid.errors import ConfigError
 
     bench = tool_options(BenchOptions, ["sizes=[demo]", "batch_size=4", "channels_last=false"], "bench")
     assert (bench.sizes, bench.batch_size, bench.channels_last) == (["demo"], 4, False)

@@ -301,7 +301,7 @@ def test_a_batch_larger_than_the_training_set_is_one_error_line_and_writes_no_me
     ],
 )
 def test_settings_that_train_nothing_are_refused_before_fit(make_cfg, overrides, message):
-    from reid.schema import ConfigError
+    from reid.errors import ConfigError
 
     cfg = make_cfg(*overrides)
     with pytest.raises(ConfigError, match=message):

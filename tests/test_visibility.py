@@ -9,7 +9,8 @@ from torch import nn
 from reid.lit.module import ReIDModule
 from reid.models import AttentionReIDNet
 from reid.models.fusion import InterAttentionFusion
-from reid.schema import ConfigError, validate_config
+from reid.errors import ConfigError
+from reid.conf.validate import validate_config
 
 
 def _fusion(weight: str, bias: float) -> InterAttentionFusion:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from reid.viz.regions import draw_regions, main as regions_main, region_grid
+from reid.tools.regions import main as regions_main
+from reid.viz.regions import draw_regions, region_grid
 
 
 def test_draw_regions_marks_boxes_and_joints_on_an_enlarged_padded_canvas():

@@ -1,8 +1,9 @@
 """The Hydra configs of `reid-train` and `reid-evaluate`, and the one way code composes them (:func:`compose_config`).
 
 The configs are package data, so an installed ``reid`` has them; the repository's top-level
-``conf`` is a link to this folder. Importing this module registers what composing needs: the
-typed schemas in Hydra's ConfigStore and the ``${reid.cwd:}`` resolver.
+``conf`` is a link to this folder. Importing this module registers the
+``${reid.cwd:}`` resolver; the typed schemas enter Hydra's ConfigStore when a run config is
+first composed (:func:`reid.conf.store.register_schemas`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,10 @@ from typing import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from reid.schema import ROOT_SCHEMAS, compose_error, register_schemas
+from reid.conf.store import ROOT_SCHEMAS, compose_error, register_schemas
 
 # ${reid.cwd:}: the working directory, also where Hydra has not set up a job yet (a sweep's folder)
 OmegaConf.register_new_resolver("reid.cwd", os.getcwd, replace=True)
-# the typed schemas that the YAML files extend (`defaults: [train_schema, ...]`) must be in Hydra's
-# ConfigStore before anything composes
-register_schemas()
 
 CONF_DIR = Path(__file__).resolve().parent
 
@@ -48,6 +46,11 @@ def compose_configs(override_lists: Sequence[Sequence[str]], config_name: str | 
     outer = get_gh_backup() if GlobalHydra.instance().is_initialized() else None
     if outer is not None:
         GlobalHydra.instance().clear()
+    if config_name not in ROOT_SCHEMAS:
+        # the typed schemas that the YAML files extend (`- /schema/reid_module@_here_`) must be in
+        # Hydra's ConfigStore before anything composes; deriving them imports the classes (slow), so
+        # it waits until a run config is first composed
+        register_schemas()
     try:
         # a tool's config is its dataclass alone: the run config's groups (`paths`, `data`...) are not its options
         setup = (

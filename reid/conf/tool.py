@@ -25,11 +25,11 @@ TOOL_GROUP = "tools"
 
 
 def option(default: Any, help: str, *, positional: bool = False, **valid: Any) -> Any:  # noqa: A002 - the word users read
-    """A tool option: its default, one line of ``--help``, and optionally its valid range (:class:`reid.schema.Range`).
+    """A tool option: its default, one line of ``--help``, and optionally its valid range (:class:`reid.conf.schema.Range`).
 
     ``positional``: the list option that bare arguments fill (``reid-report DIR [DIR ...]``).
     """
-    from reid.schema import Range
+    from reid.conf.ranges import Range
 
     metadata: dict[str, Any] = {"help": help}
     if positional:
@@ -50,7 +50,9 @@ def tool_options(options_type: type[Options], argv: Sequence[str], name: str) ->
     from omegaconf import OmegaConf
 
     from reid.conf import compose_config
-    from reid.schema import ConfigError, register_tool, validate_options
+    from reid.conf.store import register_tool
+    from reid.conf.validate import validate_options
+    from reid.errors import ConfigError
 
     register_tool(TOOL_GROUP, name, options_type)
     overrides = _overrides(argv, options_type)
@@ -58,10 +60,10 @@ def tool_options(options_type: type[Options], argv: Sequence[str], name: str) ->
     validate_options(cfg, options_type)
     values = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(values, dict)
-    missing = [key for key, value in values.items() if value == "???"]
+    missing = [str(key) for key, value in values.items() if value == "???"]
     if missing:
         raise ConfigError([f"option '{key}' is required (fix: add {key}=...)" for key in missing])
-    return options_type(**values)
+    return options_type(**{str(key): value for key, value in values.items()})
 
 
 def run_tool(
@@ -96,7 +98,7 @@ def usage(options_type: type, name: str, function: Callable[..., Any] | None = N
             item.default
             if item.default is not dataclasses.MISSING
             else (item.default_factory() if item.default_factory is not dataclasses.MISSING else "(required)")
-        )  # type: ignore[misc]
+        )
         default = "(required)" if default == "???" else default
         bare = " (also given as bare arguments)" if item.name == positional else ""
         lines.append(f"  {item.name}={_shown(default)}  {item.metadata.get('help', '')}{bare}")
@@ -144,7 +146,7 @@ def _overrides(argv: Sequence[str], options_type: type) -> list[str]:
         overrides.append(arg)
     if bare:
         if positional is None:
-            from reid.schema import ConfigError
+            from reid.errors import ConfigError
 
             raise ConfigError(
                 [f"arguments are key=value, got {bare[0]!r} (fix: e.g. {bare[0]}=... ; --help lists the options)"]

@@ -28,7 +28,7 @@ def _class_folders(split_dir: Path) -> list[str]:
 
 
 def _images_in(folder: Path) -> list[str]:
-    # os.scandir is several times faster than Path.glob on 1.28M files
+    # os.scandir rather than Path.glob: no Path object per entry of the 1.28M files
     return sorted(
         entry.path
         for entry in os.scandir(folder)

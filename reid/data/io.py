@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -16,7 +17,8 @@ BAD_IMAGE_FIX = "re-extract or delete it, or set data.on_bad_sample=skip"
 #: How thoroughly a data module checks its images at set-up (``data.verify_images``): ``decode``
 #: decodes every image once, so a truncated or garbled pixel stream is found before training;
 #: ``header`` reads only the header (fast; a bad pixel stream then fails mid-epoch).
-VERIFY_MODES = ("decode", "header")
+VerifyMode = Literal["decode", "header"]
+VERIFY_MODES: tuple[str, ...] = get_args(VerifyMode)
 
 # Modes Pillow hands back for 16-bit grayscale PNG/TIFF files.
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}

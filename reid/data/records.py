@@ -21,7 +21,7 @@ class _MeasuringFields(TypedDict, total=False):
 
 
 class CropBatch(_MeasuringFields):
-    """A batch of the crop loaders (``reid.lit.datamodule.CropDataset`` samples, collated).
+    """A batch of the crop loaders (``reid.data.crop_dataset.CropDataset`` samples, collated).
 
     ``whole`` (B, 3, H, W) and ``parts`` (B, 4, 3, h, w) are the five crops; ``pid``, ``camid``
     the labels; ``index`` each image's position in its split; ``is_query`` (evaluation).

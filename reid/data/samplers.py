@@ -27,7 +27,7 @@ import logging
 import math
 import secrets
 from collections import Counter
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence, get_args
 
 import numpy as np
 import torch.distributed as dist
@@ -36,7 +36,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 log = logging.getLogger(__name__)
 
 # data.sampler values: ShuffleSampler, RandomIdentitySampler
-SAMPLERS = ("random", "identity")
+Sampler = Literal["random", "identity"]
+SAMPLERS: tuple[str, ...] = get_args(Sampler)
 
 # Separate random streams for the two samplers, so that switching sampler never reuses an order.
 _SHUFFLE_STREAM = 0

@@ -32,12 +32,11 @@ Every random decision is drawn once per sample and applied to all five crops:
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import tempfile
-import time
-from pathlib import Path
+from typing import Annotated, Literal, get_args
+
+from annotated_types import Ge, Gt, Interval
 
 import albumentations as A
 import cv2
@@ -45,11 +44,13 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from reid.data.crops import PART_SIZE, WHOLE_SIZE, crop_regions
-
-NORMALIZATIONS = ("mean_subtract", "imagenet", "none")
+Normalization = Literal["mean_subtract", "imagenet", "none"]
+NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
+#: a probability in [0, 1]
+Probability = Annotated[float, Interval(ge=0, le=1)]
 #: what an erased rectangle is filled with: the normalisation's zero colour, or a random solid colour
-ERASING_FILLS = ("mean", "random")
+ErasingFill = Literal["mean", "random"]
+ERASING_FILLS: tuple[str, ...] = get_args(ErasingFill)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -88,22 +89,22 @@ class SampleTransform:
         self,
         *,
         train: bool = True,
-        normalize: str = "mean_subtract",
-        mean: tuple[float, float, float] | None = None,
-        scale: float = 1.0 / 255.0,
-        hflip: float = 0.0,
-        color_jitter: float = 0.0,
-        brightness: float = 0.2,
-        contrast: float = 0.15,
-        saturation: float = 0.0,
-        hue: float = 0.0,
-        pad_crop: float = 0.0,
-        translate: float = 0.125,
-        random_erasing: float = 0.0,
-        erasing_area: tuple[float, float] = (0.02, 0.4),
-        erasing_aspect: tuple[float, float] = (0.3, 3.3),
-        erasing_fill: str = "mean",
-        seed: int | None = None,
+        normalize: Normalization = "mean_subtract",
+        mean: Annotated[tuple[float, float, float] | None, Ge(0)] = None,
+        scale: Annotated[float, Gt(0)] = 1.0 / 255.0,
+        hflip: Probability = 0.0,
+        color_jitter: Probability = 0.0,
+        brightness: Annotated[float, Ge(0)] = 0.2,
+        contrast: Annotated[float, Ge(0)] = 0.15,
+        saturation: Annotated[float, Ge(0)] = 0.0,
+        hue: Annotated[float, Interval(ge=0, le=0.5)] = 0.0,
+        pad_crop: Probability = 0.0,
+        translate: Annotated[float, Interval(ge=0, lt=1)] = 0.125,
+        random_erasing: Probability = 0.0,
+        erasing_area: Annotated[tuple[float, float], Interval(gt=0, le=1)] = (0.02, 0.4),
+        erasing_aspect: Annotated[tuple[float, float], Gt(0)] = (0.3, 3.3),
+        erasing_fill: ErasingFill = "mean",
+        seed: Annotated[int | None, Interval(ge=0, le=2**32 - 1)] = None,
     ) -> None:
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"unknown normalize {normalize!r}; choose one of {', '.join(NORMALIZATIONS)}")
@@ -162,7 +163,7 @@ class SampleTransform:
         self._sample_seeded = True
         seed = int(seed) % 2**32
         self._rng = np.random.default_rng(seed)
-        if self.color_jitter > 0:  # re-seeding albumentations costs ~60 us a sample: only when it draws
+        if self.color_jitter > 0:  # re-seeding albumentations has a per-sample cost: only when it draws
             self._stacked_jitter.set_random_seed(seed)
             self._separate_jitter.set_random_seed((seed + 1) % 2**32)
 
@@ -330,73 +331,3 @@ class SampleTransform:
         whole_t = torch.from_numpy(np.ascontiguousarray(crops[0].transpose(2, 0, 1))).to(torch.float32)
         parts_t = torch.from_numpy(np.ascontiguousarray(np.stack(crops[1:]).transpose(0, 3, 1, 2))).to(torch.float32)
         return whole_t.sub_(offset_t).mul_(gain_t), parts_t.sub_(offset_t).mul_(gain_t), torch.from_numpy(unerased)
-
-
-# --------------------------------------------------------------------------- benchmark
-
-
-def bench_loading(
-    n_images: int = 300,
-    *,
-    sizes: dict[str, tuple[tuple[int, int], tuple[int, int]]] | None = None,
-    augment: bool = True,
-) -> dict[str, float]:
-    """Images per second of one worker: JPEG decode + regions' five crops + SampleTransform.
-
-    A 128x64 JPEG is written to a temporary folder and read ``n_images`` times per size
-    setting (boxes are computed once, as the data module caches them).
-
-    Args:
-        n_images: images per setting.
-        sizes: name -> (whole_size, part_size); default paper (384x192 / 96x192) and demo
-            (128x64 / 32x64) sizes.
-        augment: enable flip, colour jitter, translation and erasing (all with probability 0.5).
-
-    Returns:
-        Setting name -> images per second.
-    """
-    from reid.pose import compute_regions, load_canonical_poses
-
-    sizes = sizes or {"paper 384x192/96x192": (WHOLE_SIZE, PART_SIZE), "demo 128x64/32x64": ((128, 64), (32, 64))}
-    rng = np.random.default_rng(0)
-    image = cv2.GaussianBlur(rng.integers(0, 256, (128, 64, 3), dtype=np.uint8), (5, 5), 0)
-    keypoints = load_canonical_poses().coords[0] * 128.0
-    boxes = compute_regions(keypoints, 3 / 48)
-    probability = 0.5 if augment else 0.0
-    transform = SampleTransform(
-        hflip=probability, color_jitter=probability, pad_crop=probability, random_erasing=probability, seed=0
-    )
-    results: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as folder:
-        path = str(Path(folder) / "0001_c1s1_000151_01.jpg")
-        cv2.imwrite(path, image)
-        for name, (whole_size, part_size) in sizes.items():
-            start = time.perf_counter()
-            for _ in range(n_images):
-                raw = cv2.imread(path, cv2.IMREAD_COLOR)
-                assert raw is not None  # written just above
-                decoded = cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
-                whole, parts = crop_regions(decoded, boxes, whole_size, part_size)
-                transform(whole, parts, boxes)
-            rate = n_images / (time.perf_counter() - start)
-            results[name] = rate
-            print(f"{name}: {rate:,.0f} images/s (one worker, augment={augment})")
-    return results
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m reid.data.transforms --bench [--n 300] [--no-augment]``."""
-    parser = argparse.ArgumentParser(description="Benchmark the per-sample loading path.")
-    parser.add_argument("--bench", action="store_true", help="run bench_loading")
-    parser.add_argument("--n", type=int, default=300, help="images per setting")
-    parser.add_argument("--no-augment", action="store_true", help="normalisation only")
-    args = parser.parse_args(argv)
-    if not args.bench:
-        parser.error("nothing to do: pass --bench")
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-    bench_loading(args.n, augment=not args.no_augment)
-
-
-if __name__ == "__main__":
-    main()

@@ -219,7 +219,7 @@ class ImageNetDataModule(CropLoadersMixin, pl.LightningDataModule):
         if regions not in ("pose", "strips"):
             raise ValueError(f"data.regions must be 'pose' or 'strips', got {regions!r}")
         if test_sets:
-            from reid.schema import ConfigError
+            from reid.errors import ConfigError
 
             raise ConfigError(["data.test_sets scores ReID data sets; ImageNet pre-training has none: leave it empty"])
         if framing not in FRAMINGS:

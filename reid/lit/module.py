@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable, Literal, get_args
+
+from annotated_types import Ge, Interval
 
 import pytorch_lightning as pl
 import torch
@@ -17,7 +19,7 @@ from reid.metrics import ReIDMetric
 from reid.metrics.attention_health import AttentionHealth, flatten_health, health_summary
 from reid.models.network import NetworkOutput
 from reid.models.pretrained import load_pretrained
-from reid.names import BRANCH_NAMES, RANK_METRICS
+from reid.names import BRANCH_NAMES, RANK_METRICS, RegionMode
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,8 @@ class InferenceOnlyError(ReidError, RuntimeError):
 # the stored model options a module rebuilt from a checkpoint takes as values (never optimiser,
 # scheduler, pre-trained weights or compile settings: those are training's, or code)
 #: where the visibility loss takes its label (see ReIDModule.visibility_label)
-VISIBILITY_TARGETS = ("keypoints", "erasing", "both")
+VisibilityTarget = Literal["keypoints", "erasing", "both"]
+VISIBILITY_TARGETS: tuple[str, ...] = get_args(VisibilityTarget)
 _STORED_OPTIONS = ("regions", "lambda_intra", "label_smoothing", "fused_label_smoothing", "channels_last")
 
 
@@ -78,10 +81,11 @@ class ReIDModule(pl.LightningModule):
             mean joint confidence above), ``erasing`` (the share of each part crop that random
             erasing left, the batch's ``part_unerased``: self-supervised, as VPM learns visibility
             from the regions it cut away) or ``both`` (their product).
-        channels_last: run the network in channels_last memory format (about 10x faster on CPU).
+        channels_last: run the network in channels_last memory format (faster on CPU; docs/benchmarks.md).
         eval_options: keyword options of :class:`reid.metrics.ReIDMetric` (distance, protocol...).
-        compile: run the network through ``torch.compile`` (``compile_options`` go to it, e.g.
-            ``{"mode": "max-autotune"}``); checkpoints are unchanged.
+        compile: run the network through ``torch.compile``; checkpoints are unchanged.
+        compile_options: keyword options of ``torch.compile`` (``backend``, ``mode``, ``fullgraph``,
+            ``dynamic``; e.g. ``{"mode": "max-autotune"}``).
         pretrained: a checkpoint or state dict (e.g. of ImageNet pre-training) to initialise the
             network from, identity classifiers excepted (:func:`reid.models.pretrained.load_pretrained`).
     """
@@ -92,17 +96,17 @@ class ReIDModule(pl.LightningModule):
         num_classes: int,
         optimizer: Callable[..., torch.optim.Optimizer] | None,
         scheduler: Callable[..., Any] | None = None,
-        regions: str = "pose",
-        lambda_intra: float = 0.5,
-        label_smoothing: float = 0.0,
-        fused_label_smoothing: float | None = None,
-        visibility_loss: float = 0.0,
-        visibility_target: str = "keypoints",
+        regions: RegionMode = "pose",
+        lambda_intra: Annotated[float, Ge(0)] = 0.5,
+        label_smoothing: Annotated[float, Interval(ge=0, lt=1)] = 0.0,
+        fused_label_smoothing: Annotated[float | None, Interval(ge=0, lt=1)] = None,
+        visibility_loss: Annotated[float, Ge(0)] = 0.0,
+        visibility_target: VisibilityTarget = "keypoints",
         channels_last: bool = True,
         eval_options: dict | None = None,
         pretrained: str | None = None,
         compile: bool = False,
-        compile_options: dict | None = None,
+        compile_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         # Only plain values go into the checkpoint's hyper-parameters, so that checkpoints load

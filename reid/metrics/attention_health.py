@@ -107,7 +107,7 @@ class AttentionHealth(Metric):
         """Adds one batch's masks and mu (``select``: a bool mask of the images to count).
 
         ``truth`` is the batch itself (or any mapping) when it carries the optional fields of
-        :class:`reid.lit.datamodule.CropDataset`: ``truth_whole`` (B, H, W) and ``truth_parts``
+        :class:`reid.data.crop_dataset.CropDataset`: ``truth_whole`` (B, H, W) and ``truth_parts``
         (B, 4, h, w) visible-person coverage, ``truth_visible`` (B, 5) visible shares,
         ``part_confidence`` (B, 4) and ``boxes`` (B, 5, 4). Missing fields leave their figures out.
         """

@@ -29,9 +29,9 @@ Choices where the paper is silent (all keyword options of :class:`AttentionPath`
 - **Undecomposed head** (Table 8): ``m = sigmoid(conv1x1(A))`` with c output channels.
 - **Keeping the sigmoid alive** (``norm``, ``model.net.attention_norm``). The logit of the
   literal head, ``w * S * C``, is a product of three unbounded terms; with the network's
-  Kaiming fan-out init (std sqrt(2) on the fan-out-1 depthwise convolution) 81 % of the mask
+  Kaiming fan-out init (std sqrt(2) on the fan-out-1 depthwise convolution) most of the mask
   entries start outside [0.01, 0.99], and even from a healthy init training drives the literal
-  head into saturation (measured: 64 % after the synthetic recipe, docs/experiments.md). ``standardize``
+  head into saturation (the measured shares: docs/experiments.md). ``standardize``
   (the default) standardises S over the positions of each image, as the Residual Attention
   Network's spatial attention does, and gates C with a sigmoid, as SE-Net does, so the
   product is bounded and the depthwise convolution is a per-channel temperature; the
@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Iterator, NamedTuple
+from typing import Iterator, Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +53,8 @@ from torch import Tensor, nn
 
 from reid.models.blocks import Bottleneck
 
-UPSAMPLE_MODES = ("bilinear", "nearest")
+UpsampleMode = Literal["bilinear", "nearest"]
+UPSAMPLE_MODES: tuple[str, ...] = get_args(UpsampleMode)
 
 
 def match_memory_format(tensor: Tensor, reference: Tensor) -> Tensor:
@@ -68,7 +69,8 @@ def match_memory_format(tensor: Tensor, reference: Tensor) -> Tensor:
 
 
 #: How an attention head keeps its logits in the sigmoid's working range (see the heads).
-ATTENTION_NORMS = ("standardize", "batch", "none")
+AttentionNorm = Literal["standardize", "batch", "none"]
+ATTENTION_NORMS: tuple[str, ...] = get_args(AttentionNorm)
 #: Initial logit scale of the literal (``norm="none"``) heads, whose product S * C has no fixed
 #: scale: chosen so that their masks start unsaturated at every width (tests/test_attention_health.py).
 LITERAL_LOGIT_GAIN = 0.1

@@ -17,7 +17,7 @@ Choices where the paper is silent:
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, TypeVar
+from typing import Callable, Literal, NamedTuple, TypeVar, get_args
 
 import torch
 import torch.nn.functional as F
@@ -28,14 +28,17 @@ from reid.names import PART_NAMES
 
 #: how the part features and mu's logit are normalised: ``none`` (Eq. 8-9 as written), ``l2`` (unit-norm
 #: part features) or ``l2_batch`` (``l2``, and mu's logit standardised over the batch by a BatchNorm1d)
-INTER_NORMS = ("none", "l2", "l2_batch")
+InterNorm = Literal["none", "l2", "l2_batch"]
+INTER_NORMS: tuple[str, ...] = get_args(InterNorm)
 #: how mu weighs a part in the fused feature: ``residual`` (1 + mu_i, Eq. 9 as written: between 1x and 2x
 #: the global feature's weight) or ``gate`` (2 mu_i: between 0 and 2x, so a hidden part can be switched
 #: off; 1 at mu = 0.5, where the heads start)
-INTER_WEIGHTS = ("residual", "gate")
+InterWeight = Literal["residual", "gate"]
+INTER_WEIGHTS: tuple[str, ...] = get_args(InterWeight)
 #: where mu comes from: ``feature`` (Eq. 8 on the pooled part feature) or ``map`` (the mean of a per-location
 #: visibility score on the part's last feature map, computed by the part branch: VPM's region visibility)
-INTER_SOURCES = ("feature", "map")
+InterSource = Literal["feature", "map"]
+INTER_SOURCES: tuple[str, ...] = get_args(InterSource)
 NUM_PARTS = 4
 
 

@@ -17,14 +17,26 @@ convert checkpoints between them. Identity classifiers are the modules named ``c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, cast
+from typing import Annotated, Any, Iterator, Mapping, cast
+
+from annotated_types import Ge, Gt, Interval
 
 import torch
 from torch import Tensor, nn
 
 from reid.models.blocks import SharedStemConv, init_weights, scaled_channels
 from reid.models.branch import Branch, BranchOutput
-from reid.models.fusion import FUSION_REGISTRY, FUSIONS, INTER_SOURCES, NUM_PARTS, make_fusion  # noqa: F401 - FUSIONS re-exported
+from reid.models.attention import AttentionNorm, UpsampleMode
+from reid.models.fusion import (  # noqa: F401 - FUSIONS re-exported
+    FUSION_REGISTRY,
+    FUSIONS,
+    INTER_SOURCES,
+    NUM_PARTS,
+    InterNorm,
+    InterSource,
+    InterWeight,
+    make_fusion,
+)
 from reid.names import BRANCH_NAMES, PART_NAMES  # noqa: F401 - part of reid.models
 
 # Table 1 at width 1.0: Conv1 channels and the bottleneck widths of Conv2x..Conv5x.
@@ -117,28 +129,28 @@ class AttentionReIDNet(nn.Module):
         decompose: bool = True,
         residual: bool = True,
         fusion: str = "concat",
-        width: float = 1.0,
-        global_dim: int = 256,
-        part_dim: int = 128,
-        dropout: float = 0.5,
+        width: Annotated[float, Interval(gt=0, le=8)] = 1.0,
+        global_dim: Annotated[int, Ge(1)] = 256,
+        part_dim: Annotated[int, Ge(1)] = 128,
+        dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.5,
         group_parts: bool = True,
-        fusion_dim: int | None = None,
-        units_per_stage: tuple[int, int, int, int] = (3, 3, 3, 3),
-        stage_strides: tuple[int, int, int] = (2, 2, 1),
-        part_pool_stride: tuple[int, int] = (1, 2),
-        attention_pools: tuple[int, int, int] = (2, 1, 1),
-        attention_bottleneck_ratio: float = 0.25,
-        attention_spatial_kernel: int = 3,
-        attention_channel_reduction: int = 16,
-        attention_upsample: str = "bilinear",
-        attention_norm: str = "standardize",
-        inter_norm: str = "l2",
-        inter_weight: str = "residual",
-        inter_source: str = "feature",
+        fusion_dim: Annotated[int | None, Ge(1)] = None,
+        units_per_stage: Annotated[tuple[int, int, int, int], Ge(1)] = (3, 3, 3, 3),
+        stage_strides: Annotated[tuple[int, int, int], Ge(1)] = (2, 2, 1),
+        part_pool_stride: Annotated[tuple[int, int], Ge(1)] = (1, 2),
+        attention_pools: Annotated[tuple[int, int, int], Ge(1)] = (2, 1, 1),
+        attention_bottleneck_ratio: Annotated[float, Interval(gt=0, le=1)] = 0.25,
+        attention_spatial_kernel: Annotated[int, Ge(1)] = 3,
+        attention_channel_reduction: Annotated[int, Ge(1)] = 16,
+        attention_upsample: UpsampleMode = "bilinear",
+        attention_norm: AttentionNorm = "standardize",
+        inter_norm: InterNorm = "l2",
+        inter_weight: InterWeight = "residual",
+        inter_source: InterSource = "feature",
         reduce_bn: bool = True,
         reduce_relu: bool = True,
         zero_init_residual: bool = False,
-        classifier_std: float = 0.001,
+        classifier_std: Annotated[float, Gt(0)] = 0.001,
     ) -> None:
         super().__init__()
         if num_classes < 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from typing import Literal, get_args
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -70,7 +71,8 @@ FLIP_PERMUTATION: tuple[int, ...] = (0, 1, 5, 6, 7, 2, 3, 4, 11, 12, 13, 8, 9, 1
 #: keyword option (``min_conf``).
 DEFAULT_MIN_CONF = 0.1
 
-KEYPOINT_SOURCES = ("openpose_json", "pose_transfer_csv", "strips")
+KeypointFormat = Literal["openpose_json", "pose_transfer_csv", "strips"]
+KEYPOINT_SOURCES: tuple[str, ...] = get_args(KeypointFormat)
 
 
 class KeypointFormatError(ReidError, ValueError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import numpy as np
 
@@ -28,7 +28,8 @@ P4_LOWER_LEG: tuple[int, ...] = (9, 12, 10, 13)
 
 REGION_NAMES = ("whole", "head", "upper_body", "upper_leg", "lower_leg")
 STATUSES = ("pose", "filled", "strips")
-STRIP_LAYOUTS = ("equal", "canonical")
+StripLayout = Literal["equal", "canonical"]
+STRIP_LAYOUTS: tuple[str, ...] = get_args(StripLayout)
 
 #: A detected joint farther outside the image than this fraction of the image's width (for x) or
 #: height (for y) is treated as undetected, so the canonical-pose fill replaces it.  The paper is
@@ -153,7 +154,7 @@ def _canonical_strip_edges() -> tuple[tuple[float, float], ...]:
     return tuple((float(a), float(b)) for a, b in mean)
 
 
-def strip_regions(width: float, height: float, beta: float, *, layout: str = "equal") -> np.ndarray:
+def strip_regions(width: float, height: float, beta: float, *, layout: StripLayout = "equal") -> np.ndarray:
     """The baseline's fixed regions: the whole image and four horizontal strips.
 
     The paper only says "fixed horizontal strips".  Strips span the full width; like Eq. 2, the

@@ -271,7 +271,7 @@ def build_test_sets(cfg: DictConfig) -> dict[str, Any]:
     network sees what it was trained on.
     """
     from reid.conf import CONF_DIR, compose_configs
-    from reid.schema import ConfigError
+    from reid.errors import ConfigError
 
     names = list(cfg.data.get("test_sets") or [])
     if not names:

@@ -156,7 +156,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         score_features,
     )
     from reid.metrics.attention_health import AttentionHealth, health_summary
-    from reid.schema import validate_config
+    from reid.conf.validate import validate_config
 
     validate_config(cfg)
     e = cfg.eval

@@ -53,7 +53,7 @@ def _limit_validation(cfg: DictConfig, datamodule: Any) -> dict[str, Any] | None
     ``limit_val_batches`` the trainer must then be built with ``limit_val_batches=1.0`` (the
     run's stored config keeps the user's value). 0 (no validation) stays Lightning's.
     """
-    from reid.schema import ConfigError
+    from reid.errors import ConfigError
 
     if not hasattr(datamodule, "limit_eval"):
         return None
@@ -95,7 +95,7 @@ def check_something_to_train(cfg: DictConfig, datamodule: Any, trainer: pl.Train
         ConfigError: ``trainer.max_steps=0``, or no complete training batch per epoch (naming
             ``data.batch_size`` and the training images) or none left by ``limit_train_batches``.
     """
-    from reid.schema import ConfigError
+    from reid.errors import ConfigError
 
     trainer_cfg = cfg.trainer
     if not trainer_cfg.get("fast_dev_run") and trainer_cfg.get("max_steps") == 0:
@@ -129,7 +129,7 @@ def check_visibility_label(cfg: DictConfig) -> None:
         ConfigError: ``visibility_target`` erasing or both without ``data.augment.random_erasing``;
             ``model.net.inter_source=map`` with ``model.visibility_loss=0``.
     """
-    from reid.schema import ConfigError
+    from reid.errors import ConfigError
 
     model = cfg.get("model") or {}
     target = model.get("visibility_target", "keypoints")
@@ -164,7 +164,7 @@ def check_training_split(cfg: DictConfig) -> None:
             training set (``data.test_sets``), or with ``evaluate.py``.
     """
     from reid.data.datasets import is_test_only
-    from reid.schema import ConfigError
+    from reid.errors import ConfigError
 
     name = str((cfg.get("data") or {}).get("name") or "")
     if name and is_test_only(name):
@@ -228,7 +228,7 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
         resolve_ckpt_path,
     )
     from reid.rundir import commit_replaced_results
-    from reid.schema import validate_config
+    from reid.conf.validate import validate_config
 
     validate_config(cfg)
     check_training_split(cfg)

@@ -7,47 +7,14 @@ Usage::
 
 Options: ``key=value`` as for every tool (``reid-export --help`` lists them, :class:`ExportOptions`).
 
-The exported graph is the network's test-time path only: inputs ``whole`` (B, 3, H, W) and
-``parts`` (B, 4, 3, h, w) (head, upper body, upper leg, lower leg), output ``feature`` (B, D),
-the same vector evaluation ranks with (``NetworkOutput.feature``); classifiers and attention
-maps are left out.  The batch axis is dynamic, the crop sizes are the trained ones.  A JSON
-sidecar ``<out>.json`` records the input sizes, the feature size, the normalisation and the
-distance.
-
-Deployment recipe (everything before the network stays in Python, as in training)::
-
-    from reid.data.crops import crop_regions
-    from reid.data.io import read_image
-    from reid.data.transforms import SampleTransform
-    from reid.pose import image_regions, strip_regions
-
-    image = read_image(path)                                   # (H, W, 3) uint8 RGB
-    height, width = image.shape[:2]
-    # keypoints: (18, 3) OpenPose (x, y, confidence), e.g. from reid.pose.read_openpose_json
-    boxes, status, _ = image_regions(keypoints, width, height, beta=meta["regions"]["beta"])
-    # (a model with regions == "strips", the baseline: boxes = strip_regions(width, height, beta))
-    whole, parts = crop_regions(image, boxes, meta["inputs"]["whole"]["size"], meta["inputs"]["parts"]["size"])
-    to_tensor = SampleTransform(train=False, normalize=meta["normalization"]["method"])
-    whole_t, parts_t = to_tensor(whole, parts)                 # (3, H, W), (4, 3, h, w) float32
-    feature = session.run(["feature"], {"whole": whole_t[None].numpy(), "parts": parts_t[None].numpy()})[0]
-
-``image_regions`` applies Eq. 1-2 (:func:`reid.pose.compute_regions`) with the canonical-pose
-fill-in and falls back to fixed strips, exactly as the data module does.  Compare features with
-the sidecar's ``distance`` (squared Euclidean or cosine); a model evaluated with ``flip`` averaged
-each feature with that of the mirrored crops (``whole[..., ::-1]``, ``parts[..., ::-1]``).
-
-Choices (the paper has no deployment part): the legacy TorchScript exporter is the default
-because it exports these models in about a second on a CPU and needs only ``onnx`` (torch 2.13
-still has it, with a deprecation warning; ``exporter=dynamo`` is the way on when it goes); torch's
-``dynamo`` exporter gives the same numbers (checked on the intra_inter model) but takes over
-ten seconds even for a tiny network.  The network is exported in the contiguous memory format
-(training runs it channels_last, which changes nothing but speed).
-
-The check passes when the largest absolute difference is at most ``tolerance * max(1, largest
-|feature|)``, or else when onnxruntime is at least half as close to a float64 run of the network
-as PyTorch's float32 run is (rounding, not the export, is then the cause).  The default tolerance
-is 1e-3, not 1e-4, because float32 rounding alone comes near 1e-4 (docs/evaluation.md's export section
-has the figures); a wrong operator shows up as 1e-2 relative and more.
+Output: the network's test-time path only, inputs ``whole`` (B, 3, H, W) and ``parts``
+(B, 4, 3, h, w) (head, upper body, upper leg, lower leg), output ``feature`` (B, D), the vector
+evaluation ranks with; the batch axis is dynamic, the crop sizes are the trained ones. A JSON
+sidecar ``<out>.json`` records the input sizes, the feature size, the normalisation, the region
+settings and the distance. With ``check=true`` onnxruntime must match PyTorch within
+``tolerance * max(1, largest |feature|)``, or be at least half as close to a float64 run of the
+network as PyTorch's float32 run is. docs/evaluation.md's export section has the deployment
+recipe (the regions and crops stay in Python), the exporter's choice and the measured differences.
 """
 
 from __future__ import annotations

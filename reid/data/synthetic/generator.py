@@ -182,7 +182,7 @@ def resolve_preset(preset: str | None, options: dict) -> dict:
     """``options`` over the preset's values; options that are None take the preset's (or the generator's default)."""
     name = preset or "default"
     if name not in PRESETS:
-        from reid.schema import ConfigError
+        from reid.errors import ConfigError
 
         raise ConfigError([f"data.options.preset={name!r} is not a synthetic preset; choose one of {sorted(PRESETS)}"])
     given = {key: value for key, value in options.items() if value is not None}

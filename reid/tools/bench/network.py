@@ -1,19 +1,18 @@
-"""Throughput benchmark: training and inference images/s of the ablation networks and of a ResNet-50.
+"""Network throughput: training and inference images/s of the ablation networks and of a ResNet-50.
 
-Usage::
+Usage (``reid-bench`` or ``reid-bench network``; ``python -m reid.tools.bench`` is the same)::
 
     reid-bench                                    # defaults: every distinct network of conf/model/, demo + paper sizes
     reid-bench sizes=[demo] variants=[baseline,intra_inter] batch_size=32
     reid-bench parts_layout=[grouped,separate] sizes=[demo]   # grouped vs separate parts
-    reid-bench precision=bf16 channels_last=false             # (reid-bench = python -m reid.tools.bench)
+    reid-bench precision=bf16 channels_last=false
 
 Training = forward + backward + SGD step (momentum 0.9) with cross-entropy on every logit
 (the five branch logits, plus the fused logits for fc / inter); inference = eval-mode forward
 under ``torch.inference_mode``. Each measurement runs ``warmup`` untimed iterations, then
 ``iters`` timed ones, and reports the fastest (the machine may be shared). ResNet-50 is fed
-the same whole-body batch (no parts). Prints a Markdown table naming the hardware.
-
-The figures measured on this project's machines are in docs/benchmarks.md.
+the same whole-body batch (no parts). Prints a Markdown table naming the hardware; the figures
+measured on this project's machines are in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reid.models import ResNet50, count_macs, count_parameters
-from reid.schema import ConfigError
+from reid.errors import ConfigError
 from reid.conf.tool import option, run_tool
 from reid.variants import build_variant, model_variant, model_variants
 
@@ -237,7 +236,9 @@ class BenchOptions:
     precision: Literal["fp32", "bf16", "fp16"] = option("fp32", "fp32, or autocast to bf16 / fp16")
     device: Optional[str] = option(None, "cpu, cuda, cuda:1... (default: cuda when there is one)")
     compile: bool = option(False, "torch.compile each network (slow first steps)")
-    channels_last: bool = option(True, "channels_last memory format (several times faster on CPU)")
+    channels_last: bool = option(
+        True, "channels_last memory format (false: contiguous NCHW; docs/benchmarks.md compares them)"
+    )
     parts_layout: Optional[List[str]] = option(None, "grouped and/or separate part branches (default: the network's)")
     timer: Literal["wall", "process"] = option("wall", "wall clock or process CPU time")
     resnet: bool = option(True, "include ResNet-50")
@@ -270,7 +271,7 @@ def bench(options: BenchOptions) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``reid-bench`` / ``python -m reid.tools.bench``."""
+    """``reid-bench [network]`` / ``python -m reid.tools.bench [network]``."""
     return run_tool(bench, BenchOptions, "bench", argv)
 
 

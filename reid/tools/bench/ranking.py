@@ -1,17 +1,30 @@
-"""Benchmark of the ranking metrics on random Market-sized and 100k-gallery problems: `python -m reid.metrics.bench`."""
+"""Ranking: CMC + mAP + mINP on a random Market-sized problem and on a large gallery of random features.
+
+Usage::
+
+    reid-bench ranking                     # python -m reid.tools.bench.ranking
+    reid-bench ranking threads=1 large_gallery=500000 repeats=5
+
+Prints seconds and peak memory of :func:`reid.metrics.rank.evaluate_rank` on a random distance
+matrix with Market-1501's sizes (3,368 queries x 15,913 gallery, 751 ids, 6 cameras), on one
+thread and on torch's, against a plain per-query NumPy reference (timed on ``reference_queries``
+queries and extrapolated), then :func:`reid.metrics.rank.evaluate_features` on ``large_gallery``
+random features. The figures measured on this project's machines are in docs/benchmarks.md.
+"""
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
 
+from reid.conf.tool import option, run_tool
 from reid.metrics.distance import squared_euclidean
 from reid.metrics.rank import evaluate_features, evaluate_rank
 
@@ -71,34 +84,33 @@ def _timed(fn: Callable[[], _T], repeats: int) -> tuple[float, _T]:
     return best, out
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the benchmark and print seconds and peak memory for each case."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=3, help="timings keep the best of this many runs")
-    parser.add_argument(
-        "--reference-queries",
-        type=int,
-        default=300,
-        help="queries timed for the NumPy reference (extrapolated to all queries)",
-    )
-    parser.add_argument("--large-gallery", type=int, default=100_000)
-    parser.add_argument("--dim", type=int, default=768, help="feature dimension of the large case")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+@dataclass
+class RankingOptions:
+    """The options of ``reid-bench ranking`` (``key=value``)."""
+
+    seed: int = option(0, "seed of the random problems")
+    repeats: int = option(3, "timings keep the best of this many runs", low=1)
+    reference_queries: int = option(300, "queries timed for the NumPy reference (extrapolated to all queries)", low=1)
+    large_gallery: int = option(100_000, "gallery size of the large case", low=1)
+    dim: int = option(768, "feature dimension of the large case", low=1)
+    threads: Optional[int] = option(None, "torch intra-op threads (default: torch's)", low=1)
+
+
+def bench(options: RankingOptions) -> int:
+    """Prints seconds and peak memory of the ranking metrics on a Market-sized problem and a large gallery."""
+    if options.threads:
+        torch.set_num_threads(options.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
         f"1-min load average {load:.2f}; peak RSS after imports {peak_rss_mib():.0f} MiB"
     )
 
-    distmat, q_pids, g_pids, q_camids, g_camids = market_sized_problem(args.seed)
+    distmat, q_pids, g_pids, q_camids, g_camids = market_sized_problem(options.seed)
     num_q, num_g = distmat.shape
     print(f"[market-sized] {num_q} queries x {num_g} gallery, 751 ids, 6 cameras, random float32 distances")
     # num_threads=1 is evaluate_rank's default; None runs the ranking on torch's thread setting
-    for num_threads, repeats in ((1, args.repeats), (None, 1)):
+    for num_threads, repeats in ((1, options.repeats), (None, 1)):
         seconds, (cmc, mean_ap, minp) = _timed(
             lambda: evaluate_rank(
                 distmat, q_pids, g_pids, q_camids, g_camids, 50, return_minp=True, num_threads=num_threads
@@ -111,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
             f"rank1={cmc[0]:.5f} mAP={mean_ap:.6f} mINP={minp:.6f}; peak RSS so far {peak_rss_mib():.0f} MiB"
         )
 
-    n_ref = min(args.reference_queries, num_q)
+    n_ref = min(options.reference_queries, num_q)
     ref_seconds, (ref_cmc, ref_ap) = _timed(
         lambda: numpy_reference(distmat[:n_ref], q_pids[:n_ref], g_pids, q_camids[:n_ref], g_camids), 1
     )
@@ -124,15 +136,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     distmat = np.empty((0, 0), np.float32)  # free the Market-sized matrix before the large-gallery case
 
-    rng = np.random.default_rng(args.seed + 1)
-    g_large = args.large_gallery
+    rng = np.random.default_rng(options.seed + 1)
+    g_large = options.large_gallery
     print(
-        f"[large gallery] {num_q} queries x {g_large} gallery, features of dim {args.dim} (float32), "
+        f"[large gallery] {num_q} queries x {g_large} gallery, features of dim {options.dim} (float32), "
         f"squared Euclidean, distances computed per query block on {torch.get_num_threads()} thread(s), "
         f"ranking on 1"
     )
-    q_feats = torch.from_numpy(rng.standard_normal((num_q, args.dim), dtype=np.float32))
-    g_feats = torch.from_numpy(rng.standard_normal((g_large, args.dim), dtype=np.float32))
+    q_feats = torch.from_numpy(rng.standard_normal((num_q, options.dim), dtype=np.float32))
+    g_feats = torch.from_numpy(rng.standard_normal((g_large, options.dim), dtype=np.float32))
     g_pids_large = rng.integers(0, 751, g_large)
     g_cams_large = rng.integers(0, 6, g_large)
     seconds, out = _timed(
@@ -150,7 +162,13 @@ def main(argv: list[str] | None = None) -> None:
         f"  of which distances take about {block_seconds * num_q / block:.1f} s "
         f"(one {block}-query block timed and scaled)"
     )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``reid-bench ranking`` / ``python -m reid.tools.bench.ranking``."""
+    return run_tool(bench, RankingOptions, "bench ranking", argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
