@@ -11,9 +11,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any
 
 from reid.errors import ReidError
 
@@ -50,7 +51,7 @@ class DiskFullError(ReidError, OSError):
     def __str__(self) -> str:
         return self.message  # OSError's own would be "[Errno 28] None: '<path>'"
 
-    def with_retry(self, retry: str) -> "DiskFullError":
+    def with_retry(self, retry: str) -> DiskFullError:
         """The same error, with ``retry`` as what to do once space is freed."""
         return DiskFullError(self.path, self.errno, retry)
 

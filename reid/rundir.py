@@ -60,10 +60,10 @@ except ImportError:  # pragma: no cover - Windows
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 
-from reid.errors import ReidError, one_line
-from reid.names import PROVENANCE_FILE
-from reid.files import atomic_write, fsync_dir
 from reid.conf.schema import schema_default
+from reid.errors import ReidError, one_line
+from reid.files import atomic_write, fsync_dir
+from reid.names import PROVENANCE_FILE
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ package, say) lists the module prefixes they trust in ``REID_TRUSTED_TARGETS``
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from reid.errors import ReidError
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -79,7 +80,7 @@ def model_variant(name: str) -> ModelVariant:
     )
 
 
-def build_variant(name: str, num_classes: int, **overrides: Any) -> "AttentionReIDNet":
+def build_variant(name: str, num_classes: int, **overrides: Any) -> AttentionReIDNet:
     """The network of model ``name`` (a file of ``conf/model/``), with extra keyword options."""
     from reid.models import AttentionReIDNet
 

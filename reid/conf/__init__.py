@@ -9,8 +9,8 @@ first composed (:func:`reid.conf.store.register_schemas`).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 

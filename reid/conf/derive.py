@@ -17,7 +17,8 @@ import functools
 import inspect
 import types
 import typing
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import annotated_types
 from omegaconf import MISSING

@@ -12,7 +12,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from reid.conf.schema import UNION_ORIGINS, override_text
 
-
 # Hydra's instantiation keys, allowed in every node that has a _target_.
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
 

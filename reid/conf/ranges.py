@@ -7,7 +7,6 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-
 # typing.Union[a, b] and a | b (PEP 604)
 UNION_ORIGINS = (Union, types.UnionType)
 

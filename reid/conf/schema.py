@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from typing import Any, ClassVar, Dict, List, Literal, Optional, Union
-
 
 from reid.conf.ranges import POSITIVE, PROBABILITY, SEED, UNION_ORIGINS, Range, override_text, ranged
 
@@ -141,17 +140,17 @@ DERIVED = (
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def derived_schemas() -> dict[str, type]:
     """The schemas of the project's classes, derived from their signatures (built once, on first use)."""
     from reid.conf.derive import make_schema, schema_from_signature
     from reid.data.index import keypoint_options
-    from reid.pose.regions import strip_regions
     from reid.data.transforms import SampleTransform
     from reid.lit.datamodule import ReIDDataModule
     from reid.lit.module import ReIDModule
     from reid.models.network import AttentionReIDNet
     from reid.names import RegionMode
+    from reid.pose.regions import strip_regions
 
     pose = schema_from_signature("PoseConfig", keypoint_options, target_path=None)
     strips = schema_from_signature("StripsConfig", strip_regions, target_path=None, skip=("width", "height", "beta"))
@@ -244,7 +243,7 @@ def __getattr__(name: str) -> type:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _type_hints(schema: type) -> dict[str, Any]:
     return typing.get_type_hints(schema)
 

@@ -7,12 +7,10 @@ import functools
 import re
 import typing
 from dataclasses import field
-from functools import lru_cache
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Literal, Optional
 
 from omegaconf import MISSING
 
-from reid.errors import ConfigError
 from reid.conf.messages import (
     _field,
     _missing_option_problem,
@@ -22,7 +20,7 @@ from reid.conf.messages import (
     _unknown_key_problem,
 )
 from reid.conf.schema import UNION_ORIGINS, _default, _plain, _schema_at, _type_hints, derived_schemas
-
+from reid.errors import ConfigError
 
 #: the ConfigStore group of the schemas: a YAML file extends one with ``- /schema/<name>@_here_``
 SCHEMA_GROUP = "schema"
@@ -63,9 +61,9 @@ def _omegaconf_type(annotation: Any) -> Any:
     if origin in (list, tuple):
         items = [a for a in args if a is not Ellipsis]
         inner = _omegaconf_type(items[0]) if items and len(set(items)) == 1 else Any
-        return List[inner]  # type: ignore[valid-type]
+        return list[inner]  # type: ignore[valid-type]
     if origin is dict:
-        return Dict[str, _omegaconf_type(args[1]) if len(args) == 2 else Any]  # type: ignore[misc]
+        return dict[str, _omegaconf_type(args[1]) if len(args) == 2 else Any]  # type: ignore[misc]
     if annotation in (int, float, bool, str):
         return annotation
     return Any
@@ -76,7 +74,7 @@ def _structured(schema: type, values: bool = True) -> type:
     return _structured_class(schema, values)
 
 
-@lru_cache(maxsize=None)
+@functools.cache
 def _structured_class(schema: type, values: bool) -> type:
     """``schema`` as OmegaConf types it: widened field types (see above), no class variables.
 
@@ -104,7 +102,7 @@ def _structured_class(schema: type, values: bool) -> type:
     return dataclasses.make_dataclass(schema.__name__, fields, bases=bases)
 
 
-@lru_cache(maxsize=None)
+@functools.cache
 def register_schemas() -> None:
     """Registers the run config's schemas with Hydra's ConfigStore, once (before anything composes a run config)."""
     from hydra.core.config_store import ConfigStore
@@ -114,7 +112,7 @@ def register_schemas() -> None:
         store.store(group=SCHEMA_GROUP, name=name, node=_structured(schema, values=name not in EXTENSIONS))
 
 
-@lru_cache(maxsize=None)
+@functools.cache
 def registered() -> dict[str, type]:
     """ConfigStore name -> schema (``conf/train.yaml``: ``- /schema/train@_here_``)."""
     schemas = derived_schemas()
@@ -199,7 +197,7 @@ def _schema_named(name: str, root: type | None) -> type | None:
     return _all_schemas().get(name)
 
 
-@lru_cache(maxsize=None)
+@functools.cache
 def _all_schemas() -> dict[str, type]:
     """Every schema of the run config, by class name (nested ones included)."""
     found: dict[str, type] = {}

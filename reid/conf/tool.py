@@ -16,7 +16,8 @@ import os
 import sys
 import types
 import typing
-from typing import Any, Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from reid.errors import one_line, user_errors
 

@@ -29,15 +29,15 @@ import inspect
 import math
 import re
 import typing
-from functools import lru_cache
+from functools import cache
 from typing import Any, Literal
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationValidationError
 
-from reid.errors import ConfigError
 from reid.conf.messages import HYDRA_KEYS, _format_value, _join, _type_problem, _unknown_key_problem
 from reid.conf.schema import UNION_ORIGINS, Range, _default, _type_hints, derived_schemas, override_text
+from reid.errors import ConfigError
 
 
 class _Unresolved:
@@ -161,9 +161,7 @@ def _check(value: Any, expected: Any, path: str, findings: _Findings, example: A
         return
     if dataclasses.is_dataclass(expected):
         expected = typing.cast(type, expected)
-        if value is None:
-            findings.add(path, _type_problem(path, value, expected, example))
-        elif not isinstance(value, (DictConfig, dict)):
+        if value is None or not isinstance(value, (DictConfig, dict)):
             findings.add(path, _type_problem(path, value, expected, example))
         elif _schema_for(value, [expected]) is not None:
             _check_node(value, expected, path, findings)
@@ -350,7 +348,7 @@ def _target_parameters(value: DictConfig | dict, path: str, findings: _Findings)
         return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parameters_of(target: str) -> frozenset[str] | None:
     from hydra.utils import get_object
 

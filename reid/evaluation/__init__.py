@@ -8,12 +8,12 @@ from reid.evaluation.scoring import (
     METRIC_NAMES,
     PART_NAMES,
     RerankTooLargeError,
+    ScoringOptions,
     plain_metrics,
     rerank_scores,
     results_table,
     score_datamodule,
     score_features,
-    ScoringOptions,
 )
 
 __all__ = [

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +16,6 @@ from reid.errors import ReidError
 from reid.files import atomic_write
 from reid.models.network import NetworkOutput
 from reid.names import PART_NAMES  # noqa: F401 - re-exported (dashboard, reports)
-
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class FeatureSet:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "FeatureSet":
+    def load(cls, path: str | Path) -> FeatureSet:
         """Reads a set written by :meth:`save` (safely: ``weights_only=True``).
 
         Raises:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -229,7 +230,7 @@ def write_report_md(
         f"# Evaluation on {features.meta.get('data', cfg.data.get('name', '?'))}",
         "",
         f"- scored: `{source}`",
-        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- images: {_queries_line(features)}, {len(features.gallery)} gallery; protocol {features.protocol}",
         f"- distance {e.distance}, flip averaging {'on' if features.meta.get('flip') else 'off'}, "
         f"re-ranking {'on (k1=%s, k2=%s, lambda=%s)' % (e.rerank_k1, e.rerank_k2, e.rerank_lambda) if e.rerank else 'off'}",

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 import math
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from reid.errors import ReidError
+from reid.evaluation.features import ROW_LABELS, FeatureSet, extract_features
 from reid.metrics import evaluate_features, evaluate_rank, pairwise_distance, re_ranking
 from reid.names import PART_NAMES, RANK_METRICS  # noqa: F401 - PART_NAMES re-exported (dashboard, reports)
-from reid.evaluation.features import FeatureSet, ROW_LABELS, extract_features
-
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class ScoringOptions:
     flip: bool = False
 
     @classmethod
-    def from_config(cls, eval_cfg: Mapping[str, Any]) -> "ScoringOptions":
+    def from_config(cls, eval_cfg: Mapping[str, Any]) -> ScoringOptions:
         """From the ``eval`` group (a DictConfig or a mapping); absent keys take the defaults above."""
         chunk = eval_cfg.get("chunk_size", cls.chunk_size)
         return cls(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from reid.data.crop_dataset import CropDataset
 from reid.data.records import Record, ReIDDataset

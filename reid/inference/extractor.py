@@ -20,9 +20,10 @@ import hashlib
 import importlib.util
 import logging
 import os
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch

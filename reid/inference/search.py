@@ -24,14 +24,14 @@ import io
 import json
 import logging
 import sys
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, List, Literal, Mapping, Optional, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from torch import Tensor
-
 from omegaconf import MISSING
+from torch import Tensor
 
 from reid.conf.tool import option, run_tool
 from reid.errors import ReidError
@@ -133,7 +133,7 @@ def topk_search(query: Tensor, gallery: Tensor, k: int, chunk: int = 65536) -> t
     return best_d.clamp_min(0.0) + 0.0, best_i
 
 
-def _load_cache(path: Path, key: str) -> "ExtractedFeatures | None":
+def _load_cache(path: Path, key: str) -> ExtractedFeatures | None:
     if not path.is_file():
         return None
     try:
@@ -170,8 +170,8 @@ def search(
     matching: str = "none",
 ) -> dict:
     """Runs a search and writes its outputs (see the module doc); returns what it wrote and whether the cache served."""
-    from reid.inference.extractor import FeatureExtractor
     from reid.files import atomic_save_image, atomic_write, atomic_write_text
+    from reid.inference.extractor import FeatureExtractor
     from reid.viz.ranked import search_picture
 
     images = gallery_images(gallery)
@@ -245,8 +245,8 @@ class SearchOptions:
 
     ckpt_path: str = option(MISSING, "a checkpoint of train.py, or its run folder (required)")
     gallery: str = option(MISSING, "folder of gallery images (searched recursively; required)")
-    query: List[str] = option([], "query image(s)", positional=True)
-    keypoints: Optional[str] = option(None, "folder of OpenPose JSON files (<stem>_keypoints.json)")
+    query: list[str] = option([], "query image(s)", positional=True)
+    keypoints: str | None = option(None, "folder of OpenPose JSON files (<stem>_keypoints.json)")
     topk: int = option(10, "gallery images listed per query", low=1)
     out: str = option("search_out", "where ranked.csv, ranked_list.png and the gallery's features go")
     batch_size: int = option(64, "images per forward pass", low=1)

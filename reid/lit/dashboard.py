@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
-from reid.names import RANK_METRICS
-from reid.evaluation.report import evaluation_pictures, save_pictures
 from reid.evaluation import PART_NAMES, ROW_LABELS, FeatureSet, plain_metrics, score_features
+from reid.evaluation.report import evaluation_pictures, save_pictures
+from reid.names import RANK_METRICS
 
 log = logging.getLogger(__name__)
 

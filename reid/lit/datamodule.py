@@ -6,13 +6,13 @@ and :mod:`reid.data.loaders`; the validation subsets in :mod:`reid.evaluation.su
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Mapping, Sequence
-
-from annotated_types import Ge, Interval
+from typing import Annotated, Any
 
 import numpy as np
 import pytorch_lightning as pl
+from annotated_types import Ge, Interval
 from torch.utils.data import DataLoader, Dataset
 
 from reid.data.crop_dataset import CropDataset
@@ -27,6 +27,7 @@ from reid.data.index import (
     pose_options,
     split_regions,
 )
+from reid.data.io import VerifyMode
 from reid.data.loaders import (
     build_train_sampler,
     check_sampler_options,
@@ -35,7 +36,6 @@ from reid.data.loaders import (
     train_labels,
     train_loader,
 )
-from reid.data.io import VerifyMode
 from reid.data.records import Record, ReIDDataset
 from reid.data.samplers import ResumableDataLoader, Sampler
 from reid.evaluation.subsets import check_scorable, limit_eval_set

@@ -15,9 +15,10 @@ nothing about how an ImageNet image becomes the five inputs. Choices here (keywo
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, get_args
-
-from annotated_types import Ge, Interval
+from typing import Annotated, Any, Literal, get_args
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Interval
 from torch import Tensor, nn
 
 from reid.data.records import CropBatch
@@ -145,7 +145,7 @@ class ReIDModule(pl.LightningModule):
         hparams_file: str | Path | None = None,
         strict: bool | None = None,
         **kwargs: Any,
-    ) -> "ReIDModule":
+    ) -> ReIDModule:
         """Rebuilds the module from a checkpoint of ``train.py`` alone, as Lightning users expect.
 
         Lightning's own version calls ``cls(**hyper_parameters)``, but the network and the
@@ -173,7 +173,7 @@ class ReIDModule(pl.LightningModule):
         source: str | Path = "the checkpoint",
         strict: bool | None = None,
         **kwargs: Any,
-    ) -> "ReIDModule":
+    ) -> ReIDModule:
         """The module of an already loaded checkpoint of ``train.py`` (see :meth:`load_from_checkpoint`).
 
         Built from the stored config as *data*: the network class is looked up among this

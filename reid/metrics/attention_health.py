@@ -35,7 +35,8 @@ the figures are exact over a whole validation pass whatever the batching or the 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor

@@ -36,7 +36,7 @@ class _Gallery:
     group_of: torch.Tensor  # (G,) identity number of each gallery entry
 
     @classmethod
-    def build(cls, pids: torch.Tensor, camids: torch.Tensor) -> "_Gallery":
+    def build(cls, pids: torch.Tensor, camids: torch.Tensor) -> _Gallery:
         by_identity = torch.sort(pids, stable=True).indices
         group_pids, group_of, group_size = torch.unique(pids, return_inverse=True, return_counts=True)
         group_start = torch.cumsum(group_size, 0) - group_size

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Literal, Sequence, Union, overload
+from typing import Any, Literal, Union, overload
 
 import numpy as np
 import torch

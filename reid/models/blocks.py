@@ -174,4 +174,4 @@ def init_weights(module: nn.Module, classifier_std: float = 0.001, zero_init_res
     for sub in module.modules():
         # modules whose init is part of their design (the attention heads) re-apply their own
         if getattr(sub, "owns_init", False):
-            getattr(sub, "reset_parameters")()
+            sub.reset_parameters()

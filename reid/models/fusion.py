@@ -17,7 +17,8 @@ Choices where the paper is silent:
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal, NamedTuple, TypeVar, get_args
+from collections.abc import Callable
+from typing import Literal, NamedTuple, TypeVar, get_args
 
 import torch
 import torch.nn.functional as F
@@ -80,7 +81,7 @@ class Fusion(nn.Module):
         inter_norm: str,
         inter_weight: str = "residual",
         inter_source: str = "feature",
-    ) -> "Fusion":
+    ) -> Fusion:
         """The fusion from the network's options (each fusion takes the ones it needs)."""
         raise NotImplementedError
 
@@ -122,7 +123,7 @@ class ConcatFusion(Fusion):
         self.out_dim = global_dim + NUM_PARTS * part_dim
 
     @classmethod
-    def build(cls, *, global_dim: int, part_dim: int, **_: object) -> "ConcatFusion":
+    def build(cls, *, global_dim: int, part_dim: int, **_: object) -> ConcatFusion:
         """The concatenation of the five features."""
         return cls(global_dim, part_dim)
 
@@ -162,7 +163,7 @@ class FCFusion(Fusion):
     @classmethod
     def build(
         cls, *, global_dim: int, part_dim: int, num_classes: int, fusion_dim: int | None, dropout: float, **_: object
-    ) -> "FCFusion":
+    ) -> FCFusion:
         """An FC fusion layer with its own classifier."""
         return cls(global_dim, part_dim, num_classes, fusion_dim, dropout)
 
@@ -242,7 +243,7 @@ class InterAttentionFusion(Fusion):
         inter_weight: str = "residual",
         inter_source: str = "feature",
         **_: object,
-    ) -> "InterAttentionFusion":
+    ) -> InterAttentionFusion:
         """Inter-attention with its fused classifier."""
         return cls(global_dim, part_dim, num_classes, dropout, inter_norm, inter_weight, inter_source)
 

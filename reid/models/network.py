@@ -16,17 +16,17 @@ convert checkpoints between them. Identity classifiers are the modules named ``c
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Iterator, Mapping, cast
-
-from annotated_types import Ge, Gt, Interval
+from typing import Annotated, Any, cast
 
 import torch
+from annotated_types import Ge, Gt, Interval
 from torch import Tensor, nn
 
+from reid.models.attention import AttentionNorm, UpsampleMode
 from reid.models.blocks import SharedStemConv, init_weights, scaled_channels
 from reid.models.branch import Branch, BranchOutput
-from reid.models.attention import AttentionNorm, UpsampleMode
 from reid.models.fusion import (  # noqa: F401 - FUSIONS re-exported
     FUSION_REGISTRY,
     FUSIONS,

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from reid.errors import ReidError
-from reid.names import CHECKPOINT_CONFIG_KEY
-from reid.trusted import check_stored_config
 from reid.models.network import (
     is_classifier_parameter,
     part_state_dict_to_grouped,
     part_state_dict_to_separate,
 )
+from reid.names import CHECKPOINT_CONFIG_KEY
+from reid.trusted import check_stored_config
 
 log = logging.getLogger(__name__)
 

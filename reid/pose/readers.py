@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-from typing import Literal, get_args
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 

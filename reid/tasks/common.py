@@ -6,17 +6,18 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from reid.checkpoints import CONFIG_KEY
-from reid.names import CLASSIFICATION_METRICS, RANK_METRICS
 from reid.errors import ReidError, one_line, user_errors
+from reid.names import CLASSIFICATION_METRICS, RANK_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +360,6 @@ def write_provenance(output_dir: str | Path, recorded: dict[str, Any] | None = N
     trained is the code checked out at the start, whatever was committed while it ran.
     """
     from reid.files import atomic_write_json
-
     from reid.names import PROVENANCE_FILE
 
     record = provenance() if recorded is None else recorded

@@ -13,10 +13,10 @@ from reid.checkpoints import CONFIG_KEY, load_checkpoint
 from reid.files import retry_when_full
 from reid.tasks.common import (
     build_datamodule,
-    eval_options,
-    write_provenance,
     build_test_sets,
+    eval_options,
     write_metrics,
+    write_provenance,
 )
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     row under ``branches``, re-ranked results under ``rerank``), ``report.md`` and the pictures
     into the run directory, and prints the table.
     """
-    from reid.evaluation.report import query_counts, write_evaluation_outputs
+    from reid.conf.validate import validate_config
     from reid.evaluation import (
         FeatureSet,
         ScoringOptions,
@@ -155,8 +155,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         results_table,
         score_features,
     )
+    from reid.evaluation.report import query_counts, write_evaluation_outputs
     from reid.metrics.attention_health import AttentionHealth, health_summary
-    from reid.conf.validate import validate_config
 
     validate_config(cfg)
     e = cfg.eval

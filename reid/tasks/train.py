@@ -22,10 +22,10 @@ from reid.tasks.common import (
     configure_wandb_env,
     format_table,
     instantiate_group,
-    write_provenance,
     metrics_from,
     terminated_as_error,
     write_metrics,
+    write_provenance,
 )
 
 log = logging.getLogger(__name__)
@@ -219,6 +219,7 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
     from reid.tasks.common import provenance
 
     started = provenance()  # the code that trains is the code checked out now
+    from reid.conf.validate import validate_config
     from reid.launch import multirun_group, prepare_ddp_children, rank_summary
     from reid.lit.resume import (
         CHECKPOINT_DIR,
@@ -228,7 +229,6 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
         resolve_ckpt_path,
     )
     from reid.rundir import commit_replaced_results
-    from reid.conf.validate import validate_config
 
     validate_config(cfg)
     check_training_split(cfg)

@@ -24,17 +24,18 @@ import os
 import sys
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from reid.conf.tool import option, run_tool, tool_options
 from reid.errors import ReidError
 from reid.files import atomic_write_json
 from reid.names import PART_NAMES
-from reid.conf.tool import option, run_tool, tool_options
 
 FORMATS = ("onnx",)
 EXPORTERS = ("torchscript", "dynamo")
@@ -71,10 +72,10 @@ class FeatureExtractor(nn.Module):
 class ExportOptions:
     """The options of ``reid-export`` / ``python -m reid.tools.export`` (``key=value``; see the module docstring)."""
 
-    ckpt_path: Optional[str] = option(None, "the checkpoint to export, or its run folder (required)")
+    ckpt_path: str | None = option(None, "the checkpoint to export, or its run folder (required)")
     format: str = option("onnx", "the file format (only onnx)")
-    out: Optional[str] = option(None, "the ONNX file (default: <checkpoint stem>.onnx next to the checkpoint)")
-    opset: Optional[int] = option(None, "ONNX opset (default: 17; 18 with exporter=dynamo)", low=7)
+    out: str | None = option(None, "the ONNX file (default: <checkpoint stem>.onnx next to the checkpoint)")
+    opset: int | None = option(None, "ONNX opset (default: 17; 18 with exporter=dynamo)", low=7)
     check: bool = option(True, "run the exported model in onnxruntime and compare with PyTorch")
     batch: int = option(2, "the example batch traced; the check runs batches 1 and batch + 1", low=1)
     tolerance: float = option(

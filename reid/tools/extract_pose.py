@@ -25,7 +25,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from reid.conf.tool import option, run_tool
 from reid.data.io import read_image
@@ -165,13 +165,13 @@ class ExtractOptions:
     """The options of ``reid-extract-pose`` (``key=value``, as every tool)."""
 
     data: str = option("synthetic", "the data set: an option of conf/data (market, duke, ...)")
-    data_dir: Optional[str] = option(None, "paths.data_dir (default: $REID_DATA or ./data)")
-    overrides: List[str] = option([], "other changes to the training config, e.g. [data.pose.path=kp/]")
-    out: Optional[str] = option(None, "where the JSON files go (default: data.pose.path, else <data set>/keypoints)")
+    data_dir: str | None = option(None, "paths.data_dir (default: $REID_DATA or ./data)")
+    overrides: list[str] = option([], "other changes to the training config, e.g. [data.pose.path=kp/]")
+    out: str | None = option(None, "where the JSON files go (default: data.pose.path, else <data set>/keypoints)")
     overwrite: bool = option(False, "extract again images that already have a keypoint file")
-    limit: Optional[int] = option(None, "extract at most this many images (a trial run)", low=1)
+    limit: int | None = option(None, "extract at most this many images (a trial run)", low=1)
     estimator: str = option("mediapipe", "the pose estimator (reid.pose.extract.register_estimator)")
-    estimator_options: Dict[str, Any] = option(
+    estimator_options: dict[str, Any] = option(
         {}, "the estimator's options, added as +estimator_options.min_visibility=0.3"
     )
 

@@ -23,16 +23,17 @@ import sys
 import textwrap
 import tokenize
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from omegaconf import OmegaConf
 
 from reid.conf import schema
 from reid.conf.store import GROUP_FIELDS
-from reid.conf.validate import OPTIMIZER_RANGES
 from reid.conf.tool import option, run_tool
+from reid.conf.validate import OPTIMIZER_RANGES
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 #: the command that rewrites the file, named in its header and in the test's failure

@@ -7,9 +7,10 @@ images with their joints and five boxes (:func:`reid.viz.regions.render`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Literal, Optional, Sequence
+from typing import Literal
 
 from reid.conf.tool import option, run_tool
 from reid.viz.regions import render
@@ -20,8 +21,8 @@ class RegionsOptions:
     """The options of ``python -m reid.tools.regions`` (``key=value``, as every tool)."""
 
     data: str = option("synthetic", "the data set: an option of conf/data (market, duke, ...)")
-    data_dir: Optional[str] = option(None, "paths.data_dir (default: $REID_DATA or ./data)")
-    overrides: List[str] = option([], "other changes to the training config, e.g. [data.beta=0.0625]")
+    data_dir: str | None = option(None, "paths.data_dir (default: $REID_DATA or ./data)")
+    overrides: list[str] = option([], "other changes to the training config, e.g. [data.beta=0.0625]")
     n: int = option(16, "images drawn", low=1)
     split: Literal["train", "eval"] = option("train", "train, or eval (query + gallery)")
     seed: int = option(0, "which images")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import List
 
 from hydra.utils import instantiate
 
@@ -22,9 +21,9 @@ class SummaryOptions:
 
     model: str = option("intra_inter", "a model of conf/model/")
     num_classes: int = option(PAPER_CLASSES, "identities (classifier size; Table 12: Market-1501's 751)", low=1)
-    whole_size: List[int] = option(PAPER_WHOLE, "whole-body input [height,width]", low=8)
-    part_size: List[int] = option(PAPER_PART, "part input [height,width]", low=8)
-    overrides: List[str] = option([], "other changes to the training config, e.g. [model.net.width=0.5]")
+    whole_size: list[int] = option(PAPER_WHOLE, "whole-body input [height,width]", low=8)
+    part_size: list[int] = option(PAPER_PART, "part input [height,width]", low=8)
+    overrides: list[str] = option([], "other changes to the training config, e.g. [model.net.width=0.5]")
 
 
 def summarize(options: SummaryOptions) -> dict[str, object]:

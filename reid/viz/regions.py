@@ -7,7 +7,7 @@ The picture of a data set is ``python -m reid.tools.regions data=<name> n=16 [ou
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw

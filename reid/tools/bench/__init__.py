@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
+from reid.conf.tool import usage
 from reid.tools.bench.network import (
     SIZES,
     BenchOptions,
@@ -30,7 +31,6 @@ from reid.tools.bench.network import (
     measure,
     run,
 )
-from reid.conf.tool import usage
 
 BENCHMARKS = ("network", "loader", "ranking", "search", "truth")
 """The benchmarks by name: the modules of this package that ``reid-bench <name>`` runs."""

@@ -20,16 +20,17 @@ from __future__ import annotations
 import contextlib
 import platform
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, List, Literal, Optional, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid.models import ResNet50, count_macs, count_parameters
-from reid.errors import ConfigError
 from reid.conf.tool import option, run_tool
+from reid.errors import ConfigError
+from reid.models import ResNet50, count_macs, count_parameters
 from reid.variants import build_variant, model_variant, model_variants
 
 SIZES = {
@@ -229,17 +230,17 @@ def format_table(rows: Sequence[BenchRow], args: BenchOptions) -> str:
 class BenchOptions:
     """The options of ``reid-bench`` (``key=value``)."""
 
-    variants: Optional[List[str]] = option(None, "models of conf/model/ (default: each distinct network among them)")
-    sizes: List[str] = option(["demo", "paper"], "named input sizes: demo (128x64 / 32x64), paper (384x192 / 96x192)")
+    variants: list[str] | None = option(None, "models of conf/model/ (default: each distinct network among them)")
+    sizes: list[str] = option(["demo", "paper"], "named input sizes: demo (128x64 / 32x64), paper (384x192 / 96x192)")
     batch_size: int = option(32, "images per batch", low=1)
-    threads: Optional[int] = option(None, "torch intra-op threads (default: torch's)", low=1)
+    threads: int | None = option(None, "torch intra-op threads (default: torch's)", low=1)
     precision: Literal["fp32", "bf16", "fp16"] = option("fp32", "fp32, or autocast to bf16 / fp16")
-    device: Optional[str] = option(None, "cpu, cuda, cuda:1... (default: cuda when there is one)")
+    device: str | None = option(None, "cpu, cuda, cuda:1... (default: cuda when there is one)")
     compile: bool = option(False, "torch.compile each network (slow first steps)")
     channels_last: bool = option(
         True, "channels_last memory format (false: contiguous NCHW; docs/benchmarks.md compares them)"
     )
-    parts_layout: Optional[List[str]] = option(None, "grouped and/or separate part branches (default: the network's)")
+    parts_layout: list[str] | None = option(None, "grouped and/or separate part branches (default: the network's)")
     timer: Literal["wall", "process"] = option("wall", "wall clock or process CPU time")
     resnet: bool = option(True, "include ResNet-50")
     num_classes: int = option(751, "identities (classifier size)", low=1)

@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -93,7 +93,7 @@ class RankingOptions:
     reference_queries: int = option(300, "queries timed for the NumPy reference (extrapolated to all queries)", low=1)
     large_gallery: int = option(100_000, "gallery size of the large case", low=1)
     dim: int = option(768, "feature dimension of the large case", low=1)
-    threads: Optional[int] = option(None, "torch intra-op threads (default: torch's)", low=1)
+    threads: int | None = option(None, "torch intra-op threads (default: torch's)", low=1)
 
 
 def bench(options: RankingOptions) -> int:

@@ -11,8 +11,8 @@ The figures measured on this project's machines are in docs/experiments.md.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Sequence
 
 import torch
 
@@ -24,7 +24,7 @@ class TruthOptions:
     """The options of ``reid-bench truth`` (``key=value``)."""
 
     repeats: int = option(2, "loader passes timed with and without the truth", low=1)
-    overrides: List[str] = option([], "other changes to the training config, e.g. [data=synthetic_occluded]")
+    overrides: list[str] = option([], "other changes to the training config, e.g. [data=synthetic_occluded]")
 
 
 def bench(options: TruthOptions) -> int:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
 
 from reid.conf.tool import option, run_tool
 from reid.tools.report.collect import _incomplete_note, collect_runs, incomplete_runs
@@ -18,15 +18,15 @@ from reid.tools.report.write import replace_marked_block, write_report
 class ReportOptions:
     """The options of ``reid-report`` (``key=value``; bare arguments are ``paths``)."""
 
-    paths: List[str] = option([], "multirun folders, run folders, or folders above them", positional=True)
-    out: Optional[str] = option(None, "where report.md and the plots go (default: the first folder)")
-    into: Optional[str] = option(
+    paths: list[str] = option([], "multirun folders, run folders, or folders above them", positional=True)
+    out: str | None = option(None, "where report.md and the plots go (default: the first folder)")
+    into: str | None = option(
         None,
         "also write Table 6, the paper's numbers beside it and the attention health table into this Markdown file "
         "(e.g. README.md), between <!-- reid.report:NAME --> and <!-- /reid.report:NAME -->",
     )
     name: str = option("ablation", "the marked block of `into` to replace")
-    command: Optional[str] = option(None, "the command that produced the runs, quoted in the `into` block")
+    command: str | None = option(None, "the command that produced the runs, quoted in the `into` block")
 
 
 def report(options: ReportOptions) -> int:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from reid.names import BRANCH_NAMES
 from reid.tools.report.paper import PAPER_METRICS, PaperResult, load_paper_results

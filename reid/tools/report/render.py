@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from reid.tools.report.collect import _incomplete_note
 from reid.tools.report.compare import paper_table

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from reid.files import atomic_save_image, atomic_write_text
 from reid.tools.report.plots import _sweep_plot, training_curves
