@@ -39,7 +39,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/ruff check --quiet .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -q -m "not slow" --durations=10 $(ARGS)
 
 # The documentation (docs/, mkdocs.yml): docs/options.md regenerated from the schema, then the site in
 # site/, offline and strict (a broken link or a missing page fails; never --quiet, which hides the warnings

@@ -80,7 +80,7 @@ def find_resume_checkpoint(run_dir: str | Path) -> Path | None:
         p for p in lasts if p.name.endswith(PREVIOUS_SUFFIX)
     ]
     others = newest_first(p for p in folder.glob("*.ckpt") if p not in lasts)
-    damaged = []
+    damaged: list[str] = []
     for candidate in lasts + others:
         problem = checkpoint_problem(candidate)
         if problem is None:

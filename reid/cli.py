@@ -84,6 +84,7 @@ def _first_of_each_sweep(overrides: Sequence[str]) -> list[str]:
     first = []
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         if not override.is_sweep_override():
+            assert override.input_line is not None  # parse_overrides records each override's line
             first.append(override.input_line)
             continue
         try:

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,7 +45,7 @@ class DiskFullError(ReidError, OSError):
         self.retry = retry
         self.message = _full_message(self.path, error_number, retry)
         super().__init__(self.message)
-        self.errno = error_number
+        self.errno: int = error_number  # always one of FULL_ERRNOS, never OSError's None
         self.filename = str(self.path)
 
     def __str__(self) -> str:
@@ -75,10 +75,8 @@ def device_of(folder: str | Path) -> str:
     except OSError:  # not Linux: the mount point names it
         pass
     details = [f"mounted on {mount}"] if device else []
-    try:
+    with suppress(OSError):
         details.append(f"{_size(shutil.disk_usage(folder).free)} free")
-    except OSError:
-        pass
     name = device or str(mount)
     return f"{name} ({', '.join(details)})" if details else name
 
@@ -183,7 +181,7 @@ def atomic_write(
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     except OSError as err:  # no room even for an empty file (inodes or quota used up)
-        if err.errno in FULL_ERRNOS:
+        if err.errno is not None and err.errno in FULL_ERRNOS:
             raise DiskFullError(target, err.errno, retry) from err
         raise
     try:

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -23,7 +23,8 @@ def hydra_config() -> DictConfig | None:
     """The running Hydra app's ``hydra`` node, or None outside a Hydra app."""
     from hydra.core.hydra_config import HydraConfig
 
-    return HydraConfig.get() if HydraConfig.initialized() else None
+    # typed as the HydraConf schema; at run time it is the DictConfig node built from it
+    return cast(DictConfig, HydraConfig.get()) if HydraConfig.initialized() else None
 
 
 def _kept_flags(argv: list[str]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Names defined once: the five branches and four parts, and the metrics (keys of logs, metrics.json, tables, pictures)."""
+"""Names defined once: the five branches and four parts, and the metrics (keys of logs, metrics.json,
+tables, pictures)."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -144,7 +144,7 @@ def lock_folder(folder: str | Path) -> None:
             f"the run folder's lock {path} is not a file, so the folder cannot be locked: remove it "
             f"(`rm -r {path}`) if no run uses {folder}, then start again"
         )
-    handle = open(path, "a+")
+    handle = open(path, "a+")  # noqa: SIM115 - kept open in _held_locks: the lock lives as long as the handle
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
@@ -198,7 +198,8 @@ def config_changes(stored: DictConfig, new: DictConfig) -> tuple[list[str], list
     """
     old_flat = _flat(OmegaConf.to_container(stored, resolve=False))
     new_flat = _flat(OmegaConf.to_container(new, resolve=False))
-    architecture, other = [], []
+    architecture: list[str] = []
+    other: list[str] = []
     for key in sorted(set(old_flat) | set(new_flat)):
         if _under(key, RESUME_KEYS):
             continue
@@ -232,7 +233,11 @@ def _keep_history(folder: Path) -> Path | None:
             partial.mkdir()
             for file in files:
                 data = file.read_bytes()
-                atomic_write(partial / file.name, lambda stream, data=data: stream.write(data))
+
+                def write(stream: IO[bytes], data: bytes = data) -> int:
+                    return stream.write(data)
+
+                atomic_write(partial / file.name, write)
             os.rename(partial, target)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
@@ -263,7 +268,7 @@ def _read_record(path: Path) -> DictConfig:
     except Exception as err:  # not YAML, not UTF-8, not a file: to the user all the same
         reason = one_line(str(err))[:160] or type(err).__name__
     if not reason:
-        return stored
+        return cast(DictConfig, stored)  # `whole` checked that it is one
     history = path.parent / HISTORY_DIR
     copies = sorted(
         (p for p in history.glob("[0-9]*") if p.name.isdigit() and (p / path.name).is_file()), key=lambda p: int(p.name)
@@ -453,7 +458,7 @@ class RunDirGuard(Callback):
         folder: Path | None = None
         try:
             folder = Path(str(config.hydra.run.dir)).resolve()
-            task_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+            task_cfg = OmegaConf.masked_copy(config, [str(k) for k in config if k != "hydra"])
             check_run_folder(folder, task_cfg)
         except Exception as err:
             _stop(err, folder)

@@ -1,4 +1,5 @@
-"""Configs read from files are data, never code: every ``_target_`` is checked against this project's own before anything is built.
+"""Configs read from files are data, never code: every ``_target_`` is checked against this project's own
+before anything is built.
 
 A checkpoint's stored run config (``reid_config``) passes every integrity check and loads with
 ``torch.load(weights_only=True)``, yet Hydra's ``instantiate`` would call whatever its

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -63,7 +63,11 @@ def model_variants() -> tuple[ModelVariant, ...]:
     """Every model of ``conf/model/``, composed by Hydra as ``model=<name>`` would, in Table 6's order."""
     names = sorted(path.stem for path in MODEL_GROUP_DIR.glob("*.yaml") if path.stem != BASE_MODEL)
     configs = compose_configs([[f"+model={name}"] for name in names], config_name=None)
-    return tuple(sorted((_variant(name, cfg) for name, cfg in zip(names, configs)), key=lambda variant: variant.rank))
+    return tuple(
+        sorted(
+            (_variant(name, cfg) for name, cfg in zip(names, configs, strict=True)), key=lambda variant: variant.rank
+        )
+    )
 
 
 def model_variant(name: str) -> ModelVariant:
@@ -88,7 +92,7 @@ def build_variant(name: str, num_classes: int, **overrides: Any) -> AttentionReI
 
 
 def _variant(name: str, cfg: DictConfig) -> ModelVariant:
-    net = OmegaConf.to_container(cfg.model.net, resolve=True)
+    net = cast(dict[str, Any], OmegaConf.to_container(cfg.model.net, resolve=True))  # YAML keys are strings
     assert isinstance(net, dict)
     return ModelVariant(
         name=name,

@@ -1,4 +1,5 @@
-"""The one-command GPU check (`make gpu-check`): paper-width training in bf16, compiled, DDP/NCCL, bench, loader; one JSON.
+"""The one-command GPU check (`make gpu-check`): paper-width training in bf16, compiled, DDP/NCCL, bench,
+loader; one JSON.
 
 Run on a CUDA machine from the repository root; it installs nothing (``make gpu-wheels`` fetches,
 on a machine with a package registry, what a bare GPU image lacks, and ``make gpu-check``
@@ -149,7 +150,9 @@ def _write_json(figures: dict[str, Any], path: Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line options."""
-    parser = argparse.ArgumentParser(prog="scripts/gpu_check.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="scripts/gpu_check.py", description=" ".join(__doc__.split("\n\n")[0].split())
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "gpu_check" / "gpu_check.json")
     parser.add_argument(
         "--data-dir", type=Path, default=ROOT / "data", help="where the synthetic set is (made if missing)"

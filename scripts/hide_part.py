@@ -37,29 +37,29 @@ def main(argv: list[str]) -> None:
     eval_set = build_datamodule(cfg).eval_set
     rows = [i for i, query in enumerate(eval_set.is_query) if query]
     change = np.zeros((len(PART_NAMES), len(PART_NAMES)))
+
+    def mu_of(picture: np.ndarray, box: np.ndarray) -> np.ndarray:
+        whole, parts = crop_regions(picture, box, eval_set.whole_size, eval_set.part_size)
+        whole_t, parts_t = eval_set.transform(whole, parts, box)
+        return module(whole_t[None], parts_t[None]).part_weights[0].numpy()
+
     with torch.no_grad():
         for i in rows:
             image = read_image(eval_set.records[i].image_path)
             box = eval_set.boxes[i]
-
-            def mu_of(picture: np.ndarray) -> np.ndarray:
-                whole, parts = crop_regions(picture, box, eval_set.whole_size, eval_set.part_size)
-                whole_t, parts_t = eval_set.transform(whole, parts, box)
-                return module(whole_t[None], parts_t[None]).part_weights[0].numpy()
-
-            plain = mu_of(image)
+            plain = mu_of(image, box)
             for part in range(len(PART_NAMES)):
                 hidden = image.copy()
                 x1, y1, x2, y2 = (int(round(v)) for v in box[part + 1])
                 y1, y2 = max(y1, 0), min(y2, image.shape[0])
                 x1, x2 = max(x1, 0), min(x2, image.shape[1])
                 hidden[y1:y2, x1:x2] = image.reshape(-1, 3).mean(axis=0).astype(np.uint8)
-                change[part] += mu_of(hidden) - plain
+                change[part] += mu_of(hidden, box) - plain
     change /= len(rows)
     print(f"{checkpoint}: mean change of mu over {len(rows)} queries when one part's box is painted over")
     print("| hidden part | " + " | ".join(f"d mu {p}" for p in PART_NAMES) + " |")
     print("|---|" + "---:|" * len(PART_NAMES))
-    for part, values in zip(PART_NAMES, change):
+    for part, values in zip(PART_NAMES, change, strict=True):
         print(f"| {part} | " + " | ".join(f"{v:+.4f}" for v in values) + " |")
 
 

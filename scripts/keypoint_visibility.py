@@ -1,4 +1,5 @@
-"""How much a keypoint-derived visibility can know: Spearman rho of each part's keypoint confidence with its true visible share.
+"""How much a keypoint-derived visibility can know: Spearman rho of each part's keypoint confidence with its
+true visible share.
 
 On the synthetic query images of the default preset, the hard preset and the occluded condition
 (or the data overrides given): the ceiling of what `model.visibility_loss` (trained on keypoint

@@ -1,4 +1,5 @@
-"""Does a checkpoint's mu follow visibility? Its part weights against the synthetic truth and the keypoints, per condition.
+"""Does a checkpoint's mu follow visibility? Its part weights against the synthetic truth and the keypoints,
+per condition.
 
 For the query images of the default preset, the occluded condition and the hard preset (the
 generator options are the default set's; the checkpoint's crop sizes are kept): mean and spread

@@ -34,7 +34,8 @@ class Range:
     def describe(self) -> str:
         """``[0, 1)``, ``>= 1``, ``> 0``... as in the error messages."""
         if self.low is not None and self.high is not None:
-            text = f"{'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}{')' if self.high_open else ']'}"
+            opening, closing = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            text = f"{opening}{_number(self.low)}, {_number(self.high)}{closing}"
         elif self.low is not None:
             text = f"{'>' if self.low_open else '>='} {_number(self.low)}"
         else:

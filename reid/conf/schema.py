@@ -61,7 +61,7 @@ class EvalConfig:
 
 @dataclass
 class TrainerConfig:
-    """``trainer``: the keys of conf/trainer/default.yaml typed; others must be ``pytorch_lightning.Trainer`` parameters."""
+    """``trainer``: conf/trainer/default.yaml's keys, typed; others must be ``pytorch_lightning.Trainer`` parameters."""
 
     TARGETS: ClassVar[tuple[str, ...]] = ("pytorch_lightning.Trainer", "pytorch_lightning.trainer.Trainer")
     KEYS_FROM_TARGET: ClassVar[bool] = True

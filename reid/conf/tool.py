@@ -1,4 +1,4 @@
-"""The one way every command-line tool reads its options: `key=value` arguments composed by Hydra into a typed dataclass.
+"""The one way every command-line tool reads its options: `key=value` arguments, composed by Hydra into a dataclass.
 
 A tool declares its options as a dataclass (types, defaults, ``help`` in each field's metadata)
 and calls :func:`run_tool`. The dataclass is registered in Hydra's ConfigStore (``tools/<name>``)
@@ -26,7 +26,7 @@ TOOL_GROUP = "tools"
 
 
 def option(default: Any, help: str, *, positional: bool = False, **valid: Any) -> Any:  # noqa: A002 - the word users read
-    """A tool option: its default, one line of ``--help``, and optionally its valid range (:class:`reid.conf.schema.Range`).
+    """A tool option: its default, one line of ``--help``, optionally its valid range (:class:`reid.conf.ranges.Range`).
 
     ``positional``: the list option that bare arguments fill (``reid-report DIR [DIR ...]``).
     """

@@ -56,9 +56,7 @@ def class_index(root: str | Path) -> dict[str, int]:
     return {wnid: index for index, wnid in enumerate(wnids)}
 
 
-def load_imagenet_folder(
-    root: str | Path, split: str, classes: dict[str, int] | None = None
-) -> list[tuple[str, int]]:
+def load_imagenet_folder(root: str | Path, split: str, classes: dict[str, int] | None = None) -> list[tuple[str, int]]:
     """Every image of one split as ``(path, class_index)``, sorted by class then file name.
 
     Files ending in ``.JPEG``, ``.jpg`` or ``.png`` (any case) are read; other files are ignored

@@ -5,25 +5,25 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Sequence, get_args
-
-from annotated_types import Ge, Interval
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
+from annotated_types import Ge, Interval
 
 from reid.data.crop_dataset import CropDataset
 from reid.data.io import VERIFY_MODES, CorruptImageError, image_size, verify_image
 from reid.data.records import Record, ReIDDataset
 from reid.data.transforms import SampleTransform
 from reid.data.truth import truth_path
+from reid.errors import ConfigError
+from reid.names import REGION_MODES
 from reid.pose import KeypointFormatError, build_keypoint_source, regions_for_images, strip_regions
 from reid.pose.readers import KeypointFormat
 from reid.pose.regions import DEFAULT_MAX_OUTSIDE, region_confidence
-from reid.errors import ConfigError
-from reid.names import REGION_MODES
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def split_regions(options: IndexOptions, split: str, records: Sequence[Record], 
     bad_images: list[CorruptImageError] = []
     bad_keypoints: list[KeypointFormatError] = []
     first_bad: CorruptImageError | KeypointFormatError | None = None
-    for record, size in zip(records, image_sizes(records, options.verify_images)):
+    for record, size in zip(records, image_sizes(records, options.verify_images), strict=True):
         if isinstance(size, CorruptImageError):
             bad_images.append(size)
             first_bad = first_bad or size

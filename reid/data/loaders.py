@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset

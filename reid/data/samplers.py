@@ -27,7 +27,8 @@ import logging
 import math
 import secrets
 from collections import Counter
-from typing import Any, Callable, Iterator, Literal, Sequence, get_args
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch.distributed as dist
@@ -121,7 +122,7 @@ class ResumableSampler(DistributedSampler):
         self._skip_epoch = int(epoch)
         self._skip_samples = int(num_samples)
 
-    def with_sample_seeds(self) -> "ResumableSampler":
+    def with_sample_seeds(self) -> ResumableSampler:
         """Makes the sampler yield ``(index, sample_seed)`` pairs instead of indices; returns it.
 
         The seed of each position of an epoch comes from ``(seed, epoch, rank)``, so a data set
@@ -143,7 +144,7 @@ class ResumableSampler(DistributedSampler):
         if skip > len(order):
             log.warning("asked to skip %d samples of an epoch of %d: the epoch is over", skip, len(order))
         if self.keyed:
-            return iter(list(zip(order, self.sample_seeds(self.epoch, len(order))))[skip:])
+            return iter(list(zip(order, self.sample_seeds(self.epoch, len(order)), strict=True))[skip:])
         return iter(order[skip:])
 
     # ------------------------------------------------------------------ state

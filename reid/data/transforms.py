@@ -36,13 +36,12 @@ import math
 import os
 from typing import Annotated, Literal, get_args
 
-from annotated_types import Ge, Gt, Interval
-
 import albumentations as A
 import cv2
 import numpy as np
 import torch
 import torch.utils.data
+from annotated_types import Ge, Gt, Interval
 
 Normalization = Literal["mean_subtract", "imagenet", "none"]
 NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)

@@ -27,7 +27,8 @@ class TruthFormatError(ReidError, ValueError):
 
 
 def truth_path(image_path: str | Path) -> Path | None:
-    """The truth file of ``<root>/<split>/<stem>.<ext>`` (``<root>/truth/<split>/<stem>_truth.png``), if there is one."""
+    """The truth file of ``<root>/<split>/<stem>.<ext>`` (``<root>/truth/<split>/<stem>_truth.png``), if
+    there is one."""
     image = Path(image_path)
     candidate = image.parent.parent / TRUTH_DIR / image.parent.name / f"{image.stem}{TRUTH_SUFFIX}"
     return candidate if candidate.is_file() else None
@@ -79,7 +80,8 @@ def region_visibility(labels: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 def crop_visible(
     labels: np.ndarray, boxes: np.ndarray, whole_size: tuple[int, int], part_size: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The visible person's coverage in each of the five crops, warped exactly as :func:`reid.data.crops.crop_regions` warps the image.
+    """The visible person's coverage in each of the five crops, warped exactly as
+    :func:`reid.data.crops.crop_regions` warps the image.
 
     Returns:
         ``(whole, parts)``: (h0, w0) and (4, h, w) float32 in [0, 1] (bilinear, 0 outside the image).

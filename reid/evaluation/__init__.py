@@ -1,4 +1,5 @@
-"""Evaluation of a trained model: features of a data set (Table 7 rows, flip) -> scores (re-ranking) -> pictures and report.md.
+"""Evaluation of a trained model: features of a data set (Table 7 rows, flip) -> scores (re-ranking) ->
+pictures and report.md.
 
 Distinct from :mod:`reid.tools.report`, which tabulates many finished runs (the ablation).
 """

@@ -139,7 +139,8 @@ class FeatureSet:
             )
         if not path.is_file():
             raise FileNotFoundError(
-                f"features file not found: {path} (write one with `python evaluate.py ckpt_path=... eval.save_features=true`)"
+                f"features file not found: {path} (write one with "
+                "`python evaluate.py ckpt_path=... eval.save_features=true`)"
             )
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -174,7 +174,9 @@ def write_evaluation_outputs(
 ) -> Path:
     """Writes the pictures (when ``eval.pictures.enabled``) and ``report.md`` into ``output_dir``."""
     output_dir = Path(output_dir)
-    options = OmegaConf.to_container(cfg.eval.pictures, resolve=True) if "pictures" in cfg.eval else {}
+    options: dict[str, Any] = {}
+    if "pictures" in cfg.eval:  # a mapping in the schema, so a dict here
+        options = cast(dict[str, Any], OmegaConf.to_container(cfg.eval.pictures, resolve=True))
     written: dict[str, Path] = {}
     if options.get("enabled", True):
         pictures = evaluation_pictures(
@@ -195,9 +197,10 @@ def query_counts(features: FeatureSet) -> dict[str, int]:
     """``total``, ``scored`` and ``skipped`` queries: a query is scored when the gallery holds its identity
     seen by another camera (the rule of :mod:`reid.metrics.rank`, both protocols); the others are skipped."""
     cameras_of: dict[int, set[int]] = {}
-    for pid, camid in zip(features.pids[features.gallery].tolist(), features.camids[features.gallery].tolist()):
+    gallery_ids = zip(features.pids[features.gallery].tolist(), features.camids[features.gallery].tolist(), strict=True)
+    for pid, camid in gallery_ids:
         cameras_of.setdefault(pid, set()).add(camid)
-    query_ids = zip(features.pids[features.query].tolist(), features.camids[features.query].tolist())
+    query_ids = zip(features.pids[features.query].tolist(), features.camids[features.query].tolist(), strict=True)
     scored = sum(1 for pid, camid in query_ids if cameras_of.get(pid, set()) - {camid})
     total = len(features.query)
     return {"total": total, "scored": scored, "skipped": total - scored}
@@ -226,16 +229,16 @@ def write_report_md(
     e = cfg.eval
     source = cfg.get("features_path") or cfg.get("ckpt_path")
     model = cfg.get("model", {}).get("net", {}) if cfg.get("model") else {}
+    rerank = f"on (k1={e.rerank_k1}, k2={e.rerank_k2}, lambda={e.rerank_lambda})" if e.rerank else "off"
     lines = [
         f"# Evaluation on {features.meta.get('data', cfg.data.get('name', '?'))}",
         "",
         f"- scored: `{source}`",
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- images: {_queries_line(features)}, {len(features.gallery)} gallery; protocol {features.protocol}",
-        f"- distance {e.distance}, flip averaging {'on' if features.meta.get('flip') else 'off'}, "
-        f"re-ranking {'on (k1=%s, k2=%s, lambda=%s)' % (e.rerank_k1, e.rerank_k2, e.rerank_lambda) if e.rerank else 'off'}",
+        f"- distance {e.distance}, flip averaging {'on' if features.meta.get('flip') else 'off'}, re-ranking {rerank}",
     ]
-    data = cfg.get("data") or {}
+    data: Any = cfg.get("data") or {}  # a DictConfig, or {} when the run has no data section
     if not cfg.get("features_path") and data.get("whole_size") is not None:
         # cfg.data holds the settings used: evaluate.py took them from the checkpoint unless given
         lines.append(

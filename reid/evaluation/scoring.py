@@ -1,4 +1,5 @@
-"""Scoring test-time features: CMC/mAP/mINP per Table 7 row, re-ranking, a data module's query/gallery, the results table."""
+"""Scoring test-time features: CMC/mAP/mINP per Table 7 row, re-ranking, a data module's query/gallery,
+the results table."""
 
 from __future__ import annotations
 

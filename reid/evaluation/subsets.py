@@ -104,7 +104,7 @@ def limit_eval_set(
         if len(kept) + len(group) > identity_budget:
             break
         kept += group
-        identities += 1
+        identities += 1  # noqa: SIM113 - the identities kept: the loop stops at the first that does not fit
     if not scorable(kept) and at_least_one:
         first = next(
             (q + gallery_of.get(p, []) for p, q in queries_of.items() if scorable(q + gallery_of.get(p, []))), []

@@ -23,7 +23,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -169,8 +169,9 @@ class FeatureExtractor:
         self.device = torch.device(device)
         # built from the stored model config: memory format and all, as evaluate.py builds it
         self.module = ReIDModule.from_checkpoint(loaded, path).eval().to(self.device)
-        self.whole_size = tuple(int(v) for v in data.whole_size)
-        self.part_size = tuple(int(v) for v in data.part_size)
+        # (h, w) pairs: the stored config passed the schema's checks when it was trained
+        self.whole_size = cast(tuple[int, int], tuple(int(v) for v in data.whole_size))
+        self.part_size = cast(tuple[int, int], tuple(int(v) for v in data.part_size))
         self.beta = float(data.beta)
         self.regions = str(self.config.model.get("regions", data.get("regions", "pose")))
         pose = data.get("pose") or {}
@@ -178,8 +179,9 @@ class FeatureExtractor:
         self.min_joints = int(pose.get("min_joints", 6))
         max_outside = pose.get("max_outside", 0.25)
         self.max_outside = None if max_outside is None else float(max_outside)
-        self.strips = OmegaConf.to_container(data.get("strips") or {}, resolve=True)
-        augment = OmegaConf.to_container(data.get("augment") or {}, resolve=True)
+        # both are mappings in the schema, so to_container gives dicts
+        self.strips = cast(dict[str, Any], OmegaConf.to_container(data.get("strips") or {}, resolve=True))
+        augment = cast(dict[str, Any], OmegaConf.to_container(data.get("augment") or {}, resolve=True))
         self.augment = augment
         self.transform = SampleTransform(train=False, **augment)
         self.batch_size = int(batch_size)
@@ -194,7 +196,8 @@ class FeatureExtractor:
     @property
     def feature_dim(self) -> int:
         """D, the length of one feature."""
-        return int(self.module.net.feature_dim)
+        # Module.__getattr__ is typed Tensor | Module; the network's feature_dim is an int
+        return int(cast(Any, self.module.net).feature_dim)
 
     def weights_digest(self) -> str:
         """SHA-256 of the network's weights (names, dtypes, shapes, values): the checkpoint's content identity.
@@ -289,7 +292,7 @@ class FeatureExtractor:
             boxes = np.stack([strip_regions(w, h, self.beta, **self.strips) for w, h in sizes])
         else:
             batch = regions_for_images(
-                [(f"image {i}", k, size) for i, (k, size) in enumerate(zip(keypoints, sizes))],
+                [(f"image {i}", k, size) for i, (k, size) in enumerate(zip(keypoints, sizes, strict=True))],
                 beta=self.beta,
                 min_conf=self.min_conf,
                 min_joints=self.min_joints,
@@ -301,7 +304,7 @@ class FeatureExtractor:
             for status, count in batch.counts.items():
                 self.last_counts[f"regions_{status}"] = self.last_counts.get(f"regions_{status}", 0) + int(count)
         wholes, parts = [], []
-        for image, box in zip(images, boxes.astype(np.float32)):
+        for image, box in zip(images, boxes.astype(np.float32), strict=True):
             whole, part = crop_regions(image, box, whole_size=self.whole_size, part_size=self.part_size)
             whole_t, part_t = self.transform(whole, part, box)
             wholes.append(whole_t)
@@ -318,9 +321,11 @@ class FeatureExtractor:
             passes.append(self.module(whole.flip(-1), parts.flip(-1)))
 
         def mean(values: list[Tensor | None]) -> Tensor | None:
-            if any(v is None for v in values):
+            present = [v for v in values if v is not None]
+            if len(present) != len(values):
                 return None
-            return (sum(values) / len(values)).float().cpu()  # type: ignore[arg-type]
+            # sum() is typed Tensor | Literal[0]: with at least one pass it is a Tensor
+            return (cast(Tensor, sum(present)) / len(present)).float().cpu()
 
         feature = mean([output.feature for output in passes])
         assert feature is not None
@@ -373,7 +378,7 @@ class FeatureExtractor:
         for chunk in chunks:
             arrays = [_as_rgb_array(images[i], i) for i in chunk]
             joints = []
-            for i, image in zip(chunk, arrays):
+            for i, image in zip(chunk, arrays, strict=True):
                 found, source = (
                     (None, "unused") if self.regions == "strips" else self._keypoints(keypoints[i], image, i)
                 )

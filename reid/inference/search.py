@@ -104,7 +104,7 @@ def fingerprint(
     files = keypoint_files if keypoint_files is not None else [None] * len(images)
     if len(files) != len(images):
         raise ValueError(f"{len(images)} images but {len(files)} keypoint entries")
-    for image, keypoints in zip(images, files):
+    for image, keypoints in zip(images, files, strict=True):
         pose = file_identity(Path(keypoints), content=True) if keypoints else "no keypoints"
         digest.update(f"\n{file_identity(image)}|{pose}".encode())
     return digest.hexdigest()
@@ -222,7 +222,7 @@ def search(
     writer = csv.writer(rows)
     writer.writerow(["query", "rank", "gallery", "distance"])
     for q, query in enumerate(queries):
-        for rank, (d, i) in enumerate(zip(distances[q].tolist(), indices[q].tolist()), start=1):
+        for rank, (d, i) in enumerate(zip(distances[q].tolist(), indices[q].tolist(), strict=True), start=1):
             writer.writerow([str(query), rank, str(images[i]), f"{d:.6f}"])
     table = atomic_write_text(out / "ranked.csv", rows.getvalue())
     picture = search_picture(

@@ -1,4 +1,7 @@
-"""Cross-domain evaluation during training: other data sets' query/gallery scored at every validation (data.test_sets)."""
+"""Cross-domain evaluation during training: other data sets' query/gallery scored at every validation.
+
+The data sets are those of ``data.test_sets``.
+"""
 
 from __future__ import annotations
 

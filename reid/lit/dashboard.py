@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytorch_lightning as pl
@@ -14,6 +14,7 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
 from reid.evaluation import PART_NAMES, ROW_LABELS, FeatureSet, plain_metrics, score_features
 from reid.evaluation.report import evaluation_pictures, save_pictures
+from reid.metrics import ReIDMetric
 from reid.names import RANK_METRICS
 
 log = logging.getLogger(__name__)
@@ -74,10 +75,16 @@ class ValidationDashboard(pl.Callback):
             return
         self.validations += 1
         features = self._feature_set(pl_module, gathered, eval_set)
-        metric = pl_module.val_metric
-        options = {"distance": metric.distance, "max_rank": metric.max_rank, "chunk_size": metric.chunk_size}
+        metric = cast("ReIDMetric", pl_module.val_metric)  # the ReIDModule's, as last_val_gathered says
         rows = [r for r in features.features if r != "all"] if self.per_branch else []
-        results: dict[str, dict[str, Any]] = score_features(features, rows=rows, **options, **metric.protocol_kw)
+        results: dict[str, dict[str, Any]] = score_features(
+            features,
+            rows=rows,
+            distance=metric.distance,
+            max_rank=metric.max_rank,
+            chunk_size=metric.chunk_size,
+            **metric.protocol_kw,
+        )
         results["all"] = {**getattr(pl_module, "last_val_results", {}), "cmc": gathered["cmc"].numpy()}
         self.last_results = {row: plain_metrics(r) for row, r in results.items()}
         self._log_scalars(trainer)
@@ -109,7 +116,7 @@ class ValidationDashboard(pl.Callback):
             camids=gathered["camids"],
             is_query=gathered["is_query"],
             paths=[r.image_path for r in eval_set.records],
-            protocol=pl_module.val_metric.protocol,
+            protocol=cast("ReIDMetric", pl_module.val_metric).protocol,
             part_weights=gathered.get("part_weights"),
         )
 
@@ -142,10 +149,15 @@ class ValidationDashboard(pl.Callback):
                 import wandb
 
                 histograms = {
-                    f"val/attention/mu_hist/{part}": wandb.Histogram(mu[:, index].numpy(), num_bins=32)
+                    # wandb types sequence as a Sequence; it takes any array np.histogram does
+                    f"val/attention/mu_hist/{part}": wandb.Histogram(
+                        mu[:, index].numpy(),  # type: ignore[arg-type]
+                        num_bins=32,
+                    )
                     for index, part in enumerate(PART_NAMES)
                 }
-                logger.log_metrics(histograms, step=trainer.global_step)
+                # WandbLogger types the values as floats; wandb.log takes media such as histograms
+                logger.log_metrics(histograms, step=trainer.global_step)  # type: ignore[arg-type]
             elif isinstance(logger, TensorBoardLogger):
                 for index, part in enumerate(PART_NAMES):
                     logger.experiment.add_histogram(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import numpy as np
 import pytorch_lightning as pl
@@ -221,11 +221,12 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
     ) -> None:
         super().__init__()
         check_index_options(regions, on_bad_sample, verify_images, pose)
-        self.name = name
+        self.name: str = name  # LightningDataModule declares name as str | None
         self.root = Path(root)
         self.options = dict(options or {})
-        self.whole_size = tuple(int(v) for v in whole_size)
-        self.part_size = tuple(int(v) for v in part_size)
+        # (height, width): the sizes are pairs
+        self.whole_size = cast("tuple[int, int]", tuple(int(v) for v in whole_size))
+        self.part_size = cast("tuple[int, int]", tuple(int(v) for v in part_size))
         self.regions = regions
         self.beta = float(beta)
         self.pose = pose_options(pose)
@@ -296,7 +297,10 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
         )
 
     def _keypoint_source(self, dataset: ReIDDataset) -> Any:
-        """The keypoints of ``dataset`` as ``data.pose`` says, or None for strips (:func:`reid.data.index.keypoint_source`)."""
+        """The keypoints of ``dataset`` as ``data.pose`` says, or None for strips.
+
+        See :func:`reid.data.index.keypoint_source`.
+        """
         return keypoint_source(dataset, self.regions, self.pose)
 
     def _regions(self, split: str, records: Sequence[Record], source: Any) -> SplitRegions:

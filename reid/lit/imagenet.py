@@ -18,7 +18,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -124,8 +124,8 @@ class ClassifiedImageDataset(Dataset):
             raise ValueError(f"data.framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
         self.samples = list(samples)
         self.transform = transform
-        self.whole_size = tuple(whole_size)
-        self.part_size = tuple(part_size)
+        self.whole_size = cast("tuple[int, int]", tuple(whole_size))  # a config list becomes a tuple
+        self.part_size = cast("tuple[int, int]", tuple(part_size))
         self.aspect = self.whole_size[0] / self.whole_size[1]
         self.framing = framing
         self.beta = float(beta)
@@ -231,10 +231,11 @@ class ImageNetDataModule(CropLoadersMixin, pl.LightningDataModule):
             log.warning("data.options %s are not used by the ImageNet data module", dict(options))
         if regions == "pose":
             log.info("ImageNet images carry no keypoints: the four part inputs are fixed strips")
-        self.name = name
+        self.name: str = name  # LightningDataModule declares name as str | None
         self.root = Path(root)
-        self.whole_size = tuple(int(v) for v in whole_size)
-        self.part_size = tuple(int(v) for v in part_size)
+        # (height, width): the sizes are pairs
+        self.whole_size = cast("tuple[int, int]", tuple(int(v) for v in whole_size))
+        self.part_size = cast("tuple[int, int]", tuple(int(v) for v in part_size))
         self.regions = regions
         self.beta = float(beta)
         self.strips = dict(strips or {})
@@ -266,7 +267,7 @@ class ImageNetDataModule(CropLoadersMixin, pl.LightningDataModule):
             load_imagenet_folder(self.root, "val", classes),
             classes,
         )
-        options = {
+        options: dict[str, Any] = {
             "framing": self.framing,
             "beta": self.beta,
             "strips": self.strips,
@@ -311,7 +312,8 @@ class ClassificationModule(ReIDModule):
     def __init__(
         self, *args: Any, eval_options: dict | None = None, top_k: Sequence[int] = (1, 5), **kwargs: Any
     ) -> None:
-        super().__init__(*args, eval_options=None, **kwargs)
+        # a new dict, not kwargs itself: save_hyperparameters reads this frame's kwargs
+        super().__init__(*args, **{**kwargs, "eval_options": None})
         num_classes = int(self.hparams["num_classes"])
         self.top_k = tuple(int(k) for k in top_k)
         self.val_accuracy = nn.ModuleDict(
@@ -321,26 +323,30 @@ class ClassificationModule(ReIDModule):
             }
         )
 
+    def accuracies(self) -> dict[str, MulticlassAccuracy]:
+        """``val_accuracy``'s metrics by name (a ModuleDict types its values as plain modules)."""
+        return cast("dict[str, MulticlassAccuracy]", dict(self.val_accuracy.items()))
+
     def classification_logits(self, output: Any) -> Tensor:
         """The logits that are scored: the fused classifier's, else the sum of the five branches'."""
         return output.fused_logits if output.fused_logits is not None else torch.stack(output.branch_logits).sum(0)
 
     def on_validation_epoch_start(self) -> None:
-        for metric in self.val_accuracy.values():
+        for metric in self.accuracies().values():
             metric.reset()
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         output = self(batch["whole"], batch["parts"])
         logits = self.classification_logits(output)
         labels = batch["pid"]
-        for metric in self.val_accuracy.values():
+        for metric in self.accuracies().values():
             metric.update(logits, labels)
         loss = self.compute_losses(output, labels)["loss"]
         self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=labels.shape[0])
 
     def on_validation_epoch_end(self) -> None:
         self.last_val_results = {}
-        for name, metric in self.val_accuracy.items():
+        for name, metric in self.accuracies().items():
             value = metric.compute()
             self.last_val_results[name] = float(value)
             self.log(f"val/{name}", value, prog_bar=name == "top1")

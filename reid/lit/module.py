@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, cast, get_args
 
 import pytorch_lightning as pl
 import torch
@@ -90,6 +90,9 @@ class ReIDModule(pl.LightningModule):
             network from, identity classifiers excepted (:func:`reid.models.pretrained.load_pretrained`).
     """
 
+    #: the last validation's figures, set by on_validation_epoch_end (tensors; ClassificationModule's are floats)
+    last_val_results: dict[str, Tensor | float]
+
     def __init__(
         self,
         net: Callable[..., nn.Module] | nn.Module,
@@ -132,7 +135,8 @@ class ReIDModule(pl.LightningModule):
         self.attention_health = AttentionHealth()
         self.last_attention_health: dict[str, Any] = {}
         if self.channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format at run time; torch's stubs leave it out of the overloads
+            self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if compile:
             # in place: parameter names (and so checkpoints) stay those of the plain network
             self.net.compile(**(compile_options or {}))
@@ -225,7 +229,7 @@ class ReIDModule(pl.LightningModule):
         it, is added with that weight.
         """
         losses: dict[str, Tensor] = {}
-        for name, logits in zip(BRANCH_NAMES, output.branch_logits):
+        for name, logits in zip(BRANCH_NAMES, output.branch_logits, strict=True):  # the network's five branches
             losses[f"loss_{name}"] = F.cross_entropy(logits, pids, label_smoothing=self.label_smoothing)
         intra = torch.stack([losses[f"loss_{n}"] for n in BRANCH_NAMES]).sum()
         if output.fused_logits is not None:
@@ -246,7 +250,8 @@ class ReIDModule(pl.LightningModule):
 
     def visibility_label(self, batch: CropBatch) -> Tensor | None:
         """The (B, 4) visibility pseudo-label that ``visibility_target`` names (None: the batch has none)."""
-        keypoints, unerased = batch.get("part_confidence"), batch.get("part_unerased")
+        fields = cast("Mapping[str, Tensor]", batch)  # every field of a batch is a tensor
+        keypoints, unerased = fields.get("part_confidence"), fields.get("part_unerased")
         if self.visibility_target == "keypoints":
             return keypoints
         if self.visibility_loss > 0 and unerased is None:
@@ -254,7 +259,8 @@ class ReIDModule(pl.LightningModule):
                 f"model.visibility_target={self.visibility_target} learns from what random erasing hid, but "
                 "the batch has no erasing: set data.augment.random_erasing > 0"
             )
-        if self.visibility_target == "erasing" or keypoints is None:
+        # unerased is None here only with visibility_loss == 0, where no loss reads the label
+        if self.visibility_target == "erasing" or keypoints is None or unerased is None:
             return unerased
         return unerased * torch.nan_to_num(keypoints.to(unerased), nan=1.0)
 
@@ -282,7 +288,10 @@ class ReIDModule(pl.LightningModule):
         self.val_metric.update(output.feature, batch["pid"], batch["camid"], batch["is_query"], batch["index"])
         # the batch's optional truth fields (synthetic masks, keypoint confidences) score the attention too
         self.attention_health.update(
-            output.attention, output.part_weights, select=batch["is_query"].bool(), truth=batch
+            output.attention,
+            output.part_weights,
+            select=batch["is_query"].bool(),
+            truth=cast("Mapping[str, Tensor]", batch),  # every field of a batch is a tensor
         )
 
     def on_validation_epoch_end(self) -> None:
@@ -299,8 +308,8 @@ class ReIDModule(pl.LightningModule):
             if key in results:
                 value = torch.as_tensor(results[key], dtype=torch.float32)
                 self.log(f"val/{key}", value, prog_bar=key in ("rank1", "mAP"), sync_dist=False)
-        for key, value in flatten_health(self.last_attention_health, prefix="val/attention").items():
-            self.log(key, torch.tensor(value, dtype=torch.float32), sync_dist=False)
+        for key, figure in flatten_health(self.last_attention_health, prefix="val/attention").items():
+            self.log(key, torch.tensor(figure, dtype=torch.float32), sync_dist=False)
         if self.last_attention_health:
             log.info("attention health (epoch %d): %s", self.current_epoch, health_summary(self.last_attention_health))
         self.val_metric.reset()

@@ -92,7 +92,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(
             target,
             lambda stream: torch.save(checkpoint, stream),
-            retry=f"resume with ckpt_path=last (`python train.py <same overrides> hydra.run.dir={run_dir} ckpt_path=last`)",
+            retry=(
+                "resume with ckpt_path=last "
+                f"(`python train.py <same overrides> hydra.run.dir={run_dir} ckpt_path=last`)"
+            ),
         )
 
     def load_checkpoint(
@@ -213,7 +216,8 @@ def wandb_resume_kwargs(
             log.info("resuming W&B run %s (from %s)", run_id, path)
             return {"id": run_id, "resume": "allow"}
     run_id = new_id()
-    if rank_zero_only.rank == 0:
+    # Lightning sets rank_zero_only.rank at import; lightning_utilities' typing of the function omits it
+    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, run_id + "\n")
     return {"id": run_id, "resume": "allow"}

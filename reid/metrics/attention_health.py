@@ -187,7 +187,9 @@ class AttentionHealth(Metric):
         boxes = field("boxes")
         if boxes is not None and "global" in masks:
             for part_index, part in enumerate(PART_NAMES):
-                for block_index, (whole_mask, part_mask) in enumerate(zip(masks["global"], masks.get(part, []))):
+                for block_index, (whole_mask, part_mask) in enumerate(
+                    zip(masks["global"], masks.get(part, []), strict=False)
+                ):
                     if block_index >= len(BLOCK_NAMES) or whole_mask.shape[0] == 0:
                         continue
                     values = mask_correlation(whole_mask, part_mask, boxes[:, 0], boxes[:, part_index + 1])
@@ -282,7 +284,7 @@ class AttentionHealth(Metric):
                     if bool(torch.isnan(pairs[:, offset : offset + parts]).all()):
                         continue  # no truth of this kind (a constant mu still gets NaN: it follows nothing)
                     rhos = [spearman(pairs[:, i], pairs[:, offset + i]) for i in range(parts)]
-                    for part, rho in zip(PART_NAMES, rhos):
+                    for part, rho in zip(PART_NAMES, rhos, strict=True):
                         out["inter"][part][figure] = rho
                     known = [r for r in rhos if not math.isnan(r)]
                     out.setdefault("inter_mean", {})[figure] = sum(known) / len(known) if known else math.nan

@@ -9,7 +9,8 @@ per-query ``np.argsort(kind="stable")`` reference.
 
 Threads: on CPU the ranking runs single-threaded by default (``num_threads=1``). It is
 memory-bound and made of many short operations; on a shared, busy machine every multi-threaded
-operation waits for a descheduled worker (docs/benchmarks.md has the figures). Pass ``num_threads=None`` to keep torch's setting.
+operation waits for a descheduled worker (docs/benchmarks.md has the figures). Pass ``num_threads=None``
+to keep torch's setting.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal, Union, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -37,17 +38,16 @@ _ELEMENTS_PER_STEP = 1 << 20
 _DISTANCE_ELEMENTS_PER_CHUNK = 1 << 25
 _REPORTED_RANKS = (1, 5, 10, 20)
 
-IdVector = Union[torch.Tensor, np.ndarray, Sequence[int]]
-Array = Union[torch.Tensor, np.ndarray]
+IdVector = torch.Tensor | np.ndarray | Sequence[int]
+Array = torch.Tensor | np.ndarray
 
 
 def _as_int_vector(x: IdVector, name: str, device: torch.device) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     if t.dim() != 1:
         raise ValueError(f"{name} must be 1-D, got shape {tuple(t.shape)}")
-    if t.is_floating_point() or t.is_complex():
-        if not bool(torch.all(t == torch.round(t))):
-            raise ValueError(f"{name} must hold integer ids, got non-integer values")
+    if (t.is_floating_point() or t.is_complex()) and not bool(torch.all(t == torch.round(t))):
+        raise ValueError(f"{name} must hold integer ids, got non-integer values")
     return t.to(device=device, dtype=torch.int64)
 
 
@@ -176,7 +176,8 @@ def _check_ids(
         _as_int_vector(q_camids, "q_camids", device),
         _as_int_vector(g_camids, "g_camids", device),
     )
-    for t, n, name in zip(ids, (num_q, num_g, num_q, num_g), ("q_pids", "g_pids", "q_camids", "g_camids")):
+    names = ("q_pids", "g_pids", "q_camids", "g_camids")
+    for t, n, name in zip(ids, (num_q, num_g, num_q, num_g), names, strict=True):
         if t.numel() != n:
             side = "queries" if name.startswith("q") else "gallery images"
             raise ValueError(f"{name} has {t.numel()} entries but there are {n} {side}")

@@ -1,4 +1,5 @@
-"""Visibility-aware matching: part distances weighted by both images' part visibilities and normalised (VPM, PGFA, BPBReID)."""
+"""Visibility-aware matching: part distances weighted by both images' part visibilities and normalised
+(VPM, PGFA, BPBReID)."""
 
 from __future__ import annotations
 

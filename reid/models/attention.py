@@ -285,7 +285,7 @@ class AttentionPath(nn.Module):
         for unit in self.encoder:
             skips.append(hidden)
             hidden = unit(self.pool(hidden))
-        for unit, skip in zip(self.decoder, reversed(skips)):
+        for unit, skip in zip(self.decoder, reversed(skips), strict=True):
             kwargs = {"align_corners": False} if self.upsample_mode == "bilinear" else {}
             upsampled = F.interpolate(hidden, size=skip.shape[-2:], mode=self.upsample_mode, **kwargs)
             hidden = unit(upsampled + skip)

@@ -10,6 +10,7 @@ four separate blocks whose weights are concatenated along the output-channel axi
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -174,4 +175,5 @@ def init_weights(module: nn.Module, classifier_std: float = 0.001, zero_init_res
     for sub in module.modules():
         # modules whose init is part of their design (the attention heads) re-apply their own
         if getattr(sub, "owns_init", False):
-            sub.reset_parameters()
+            # Module.__getattr__ is typed Tensor | Module: the method is the module's own
+            cast(Any, sub).reset_parameters()

@@ -98,7 +98,7 @@ class Branch(nn.Module):
         strides = (1, *stage_strides)
         blocks = []
         in_channels = stem_channels
-        for index, (width, units, stride) in enumerate(zip(stage_widths, units_per_stage, strides)):
+        for index, (width, units, stride) in enumerate(zip(stage_widths, units_per_stage, strides, strict=True)):
             out_channels = 2 * width
             attention = None
             if intra_attention and index > 0:

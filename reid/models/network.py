@@ -108,7 +108,8 @@ class AttentionReIDNet(nn.Module):
             ``standardize`` (default), ``batch`` or ``none`` (the paper's literal head); see
             :mod:`reid.models.attention`.
         inter_norm: ``none`` (Eq. 8-9 as written), ``l2`` (the part features enter Eq. 8-9
-            L2-normalised) or ``l2_batch`` (and mu's logit is standardised over the batch); see :class:`reid.models.fusion.InterAttentionFusion`.
+            L2-normalised) or ``l2_batch`` (and mu's logit is standardised over the batch); see
+            :class:`reid.models.fusion.InterAttentionFusion`.
         inter_weight: ``residual`` ((1 + mu) E_i, Eq. 9) or ``gate`` (2 mu E_i: a part's weight can
             fall below the global feature's); :data:`reid.models.fusion.INTER_WEIGHTS`.
         inter_source: where inter-attention's mu comes from (:data:`reid.models.fusion.INTER_SOURCES`):
@@ -299,7 +300,7 @@ class AttentionReIDNet(nn.Module):
 
         attention = spatial = None
         if return_attention and self.intra_attention:
-            outputs = dict(zip(BRANCH_NAMES, [global_out, *part_outputs]))
+            outputs = dict(zip(BRANCH_NAMES, [global_out, *part_outputs], strict=True))
             attention = {name: out.masks for name, out in outputs.items()}
             if self.decompose:
                 spatial = {name: out.spatial for name, out in outputs.items()}

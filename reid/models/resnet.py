@@ -25,7 +25,7 @@ class ResNet50(nn.Module):
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         stages = []
         in_channels = 64
-        for width, units, stride in zip((64, 128, 256, 512), (3, 4, 6, 3), (1, 2, 2, 2)):
+        for width, units, stride in zip((64, 128, 256, 512), (3, 4, 6, 3), (1, 2, 2, 2), strict=True):
             stages.append(make_stage(in_channels, width, 4 * width, units, stride))
             in_channels = 4 * width
         self.layers = nn.Sequential(*stages)

@@ -258,7 +258,7 @@ def generate_canonical_poses() -> dict[str, list[list[float]]]:
             yaw = math.radians(yaw_degrees)
             x = figure[:, 0] * math.cos(yaw) + figure[:, 2] * math.sin(yaw) + 0.25
             y = figure[:, 1] - figure[[10, 13], 1].max() + 0.94  # lowest ankle at 0.94
-            poses[f"{view}_{gait}"] = [[round(float(a), 4), round(float(b), 4)] for a, b in zip(x, y)]
+            poses[f"{view}_{gait}"] = [[round(float(a), 4), round(float(b), 4)] for a, b in zip(x, y, strict=True)]
     return poses
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -121,7 +122,7 @@ def _person_centre(keypoints: np.ndarray, min_conf: float) -> np.ndarray:
 
 
 def read_openpose_json(
-    path: str | Path,
+    path: str | os.PathLike[str],
     *,
     image_size: tuple[int, int] | None = None,
     min_conf: float = DEFAULT_MIN_CONF,
@@ -187,7 +188,7 @@ def read_openpose_json(
         return None
     counts = [int((p[:, 2] > min_conf).sum()) for p in people]
     best_count = max(counts)
-    tied = [p for p, c in zip(people, counts) if c == best_count]
+    tied = [p for p, c in zip(people, counts, strict=True) if c == best_count]
     if len(tied) == 1 or image_size is None:
         return tied[0]
     centre = np.array([image_size[0] / 2.0, image_size[1] / 2.0])

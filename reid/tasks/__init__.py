@@ -1,4 +1,7 @@
-"""The tasks the console scripts run on a composed config: train and evaluate (the only users of Hydra with the tools)."""
+"""The tasks the console scripts run on a composed config: train and evaluate.
+
+With the tools, they are the only users of Hydra.
+"""
 
 from reid.tasks.common import (
     RunInterrupted,

@@ -1,4 +1,7 @@
-"""What the train and evaluate tasks share: one-line errors, building the data module, model and test sets, metrics.json."""
+"""What the train and evaluate tasks share.
+
+One-line errors, building the data module, model and test sets, metrics.json.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,10 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
@@ -112,7 +115,7 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     for name, conf in group.items():
         if isinstance(conf, DictConfig) and "_target_" in conf:
             if str(conf._target_).endswith("WandbLogger"):
-                conf = check_wandb_online(conf, f"logger.{name}")
+                conf = check_wandb_online(conf, f"logger.{name!s}")
             log.info("instantiating %s <%s>", name, conf._target_)
             objects.append(instantiate(conf))
     return objects
@@ -139,7 +142,8 @@ def check_wandb_online(conf: DictConfig, key: str = "logger.wandb") -> DictConfi
     """
     from pytorch_lightning.utilities import rank_zero_only
 
-    if conf.get("offline") or rank_zero_only.rank != 0:
+    # Lightning sets rank_zero_only.rank at import; lightning_utilities' typing of the function omits it
+    if conf.get("offline") or rank_zero_only.rank != 0:  # type: ignore[attr-defined]
         return conf
     chosen_by = f"{key}.mode" if conf.get("mode") else "WANDB_MODE"
     mode = str(conf.get("mode") or os.environ.get("WANDB_MODE") or "online")
@@ -166,7 +170,7 @@ def check_wandb_online(conf: DictConfig, key: str = "logger.wandb") -> DictConfi
     )
     os.environ["WANDB_MODE"] = "offline"  # for processes started later (DDP)
     # and for this one as a wandb.init argument: wandb read the environment once, when first set up
-    conf = OmegaConf.create(OmegaConf.to_container(conf, resolve=True))
+    conf = OmegaConf.create(cast(dict[str, Any], OmegaConf.to_container(conf, resolve=True)))
     conf.mode = "offline"
     return conf
 
@@ -284,14 +288,16 @@ def build_test_sets(cfg: DictConfig) -> dict[str, Any]:
     # each set's data config exactly as `data=<name>` composes it
     composed = compose_configs([[f"data={name}", "logger=none", "callbacks=none"] for name in names])
     modules = {}
-    for name, option in zip(names, composed):
-        data_cfg = OmegaConf.create(OmegaConf.to_container(option.data, resolve=True))
+    for name, option in zip(names, composed, strict=True):  # one composed config per name
+        # data configs are mappings, so to_container gives dicts
+        data_cfg = OmegaConf.create(cast(dict[str, Any], OmegaConf.to_container(option.data, resolve=True)))
         if data_cfg.get("name") == "synthetic" and cfg.data.get("name") == "synthetic":
             # a condition of the synthetic set (synthetic_occluded): the training set's people and
             # difficulty, with only the options the condition's own YAML sets over the base set's
             base = compose_configs([["data=synthetic", "logger=none", "callbacks=none"]])[0].data.options
             own = {k: v for k, v in data_cfg.options.items() if base.get(k) != v}
-            data_cfg.options = {**OmegaConf.to_container(cfg.data.options, resolve=True), **own}
+            options = cast(dict[str, Any], OmegaConf.to_container(cfg.data.options, resolve=True))
+            data_cfg.options = {**options, **own}
         for key in TEST_SET_KEYS:
             if key in cfg.data:
                 data_cfg[key] = (
@@ -315,7 +321,7 @@ def build_model(cfg: DictConfig, num_classes: int, protocol: str) -> Any:
     return instantiate(cfg.model, num_classes=num_classes, eval_options=eval_options(cfg, protocol), _convert_="all")
 
 
-def metrics_from(results: dict[str, Any]) -> dict[str, float]:
+def metrics_from(results: Mapping[str, Any]) -> dict[str, float]:
     """The ``val/...`` values of a validate() result as plain floats keyed ``rank1``, ``mAP``..."""
     out: dict[str, float] = {}
     for key in METRIC_KEYS:
@@ -354,7 +360,9 @@ def provenance() -> dict[str, Any]:
 
 
 def write_provenance(output_dir: str | Path, recorded: dict[str, Any] | None = None) -> Path:
-    """Writes ``recorded`` (default: :func:`provenance` now) beside ``metrics.json`` (``provenance.json``), read by ``reid-report``.
+    """Writes ``recorded`` (default: :func:`provenance` now) beside ``metrics.json`` (``provenance.json``).
+
+    ``reid-report`` reads it.
 
     A training run records its provenance when it starts and writes it at the end: the code that
     trained is the code checked out at the start, whatever was committed while it ran.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
@@ -125,11 +125,14 @@ def _model_from_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any], protocol
 
 
 def knockout_scores(module: Any, datamodule: Any, cfg: DictConfig) -> dict[str, dict[str, float]]:
-    """The global + part feature's metrics with the attention masks flattened (``reid.models.attention.attention_knockout``)."""
+    """The global + part feature's metrics with the attention masks flattened.
+
+    See ``reid.models.attention.attention_knockout``.
+    """
     from reid.evaluation import score_datamodule
     from reid.models.attention import KNOCKOUTS, attention_knockout
 
-    options = OmegaConf.to_container(cfg.eval, resolve=True)
+    options = cast(dict[str, Any], OmegaConf.to_container(cfg.eval, resolve=True))  # eval is a mapping
     scores = {}
     for mode in KNOCKOUTS:
         with attention_knockout(module.net, mode):
@@ -243,7 +246,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if module is not None and cfg.data.get("test_sets"):
         from reid.lit.cross_dataset import score_test_sets
 
-        metrics["test_sets"] = score_test_sets(module, build_test_sets(cfg), OmegaConf.to_container(e, resolve=True))
+        test_set_options = cast(dict[str, Any], OmegaConf.to_container(e, resolve=True))  # eval is a mapping
+        metrics["test_sets"] = score_test_sets(module, build_test_sets(cfg), test_set_options)
     if knockout:
         attention["knockout"] = knockout
     if attention:

@@ -6,7 +6,7 @@ import logging
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
@@ -116,8 +116,8 @@ def check_something_to_train(cfg: DictConfig, datamodule: Any, trainer: pl.Train
         raise ConfigError(
             [
                 f"trainer.limit_train_batches={limit} keeps no batch of the {batches} training batches per epoch "
-                f"(data.batch_size={datamodule.batch_size}): raise it to at least {math.ceil(1000 / batches) / 1000:g}, or give a "
-                "number of batches (e.g. 1)"
+                f"(data.batch_size={datamodule.batch_size}): raise it to at least "
+                f"{math.ceil(1000 / batches) / 1000:g}, or give a number of batches (e.g. 1)"
             ]
         )
 
@@ -142,8 +142,8 @@ def check_visibility_label(cfg: DictConfig) -> None:
     ):
         raise ConfigError(
             [
-                "model.net.inter_source=map learns each part's visibility from model.visibility_loss alone, which is 0: "
-                "set it > 0 (e.g. model.visibility_loss=1), or model.net.inter_source=feature"
+                "model.net.inter_source=map learns each part's visibility from model.visibility_loss alone, "
+                "which is 0: set it > 0 (e.g. model.visibility_loss=1), or model.net.inter_source=feature"
             ]
         )
     if float(model.get("visibility_loss", 0.0) or 0.0) > 0 and target != "keypoints" and erasing <= 0:
@@ -157,7 +157,9 @@ def check_visibility_label(cfg: DictConfig) -> None:
 
 
 def check_training_split(cfg: DictConfig) -> None:
-    """Refuses, before anything is read, to train on a data set that has no training split (Occluded-REID, Partial-REID).
+    """Refuses, before anything is read, to train on a data set that has no training split.
+
+    Occluded-REID and Partial-REID have none.
 
     Raises:
         ConfigError: naming the data set and the two ways to score it: as a test set beside a
@@ -258,7 +260,7 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
         with open_dict(cfg):
             cfg.model.pretrained = None  # resuming: the checkpoint's weights win, the file need not exist
     model = build_model(cfg, datamodule.num_classes, datamodule.dataset.protocol)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))  # a DictConfig gives a dict
     callbacks = instantiate_group(cfg.get("callbacks"))
     interrupt_checkpoint = InterruptCheckpoint(output_dir / CHECKPOINT_DIR / "last.ckpt")
     callbacks += [StoreConfigInCheckpoint(resolved), RandomStateCheckpoint(), interrupt_checkpoint]
@@ -266,7 +268,8 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
     if test_sets:
         from reid.lit.cross_dataset import CrossDatasetValidation
 
-        cross_dataset = CrossDatasetValidation(test_sets, OmegaConf.to_container(cfg.eval, resolve=True))
+        scoring = cast(dict[str, Any], OmegaConf.to_container(cfg.eval, resolve=True))  # eval is a mapping
+        cross_dataset = CrossDatasetValidation(test_sets, scoring)
         callbacks.append(cross_dataset)
     if not cfg.trainer.get("enable_progress_bar", True):
         # `trainer.enable_progress_bar=false` alone should be enough to silence the bar
@@ -300,7 +303,7 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
     elif cfg.get("final_validation", True):
         with terminated_as_error(trainer, output_dir, "the final validation", interrupt_checkpoint):
             results = trainer.validate(model=model, datamodule=datamodule, verbose=False)
-        metrics = metrics_from(results[0] if results else {})
+        metrics.update(metrics_from(results[0] if results else {}))  # metrics is still empty here
         health = getattr(model, "last_attention_health", None)
         if health:
             metrics["attention"] = health

@@ -130,7 +130,10 @@ class ExportResult:
 
 
 def parse_options(argv: Sequence[str]) -> ExportOptions:
-    """Reads ``key=value`` arguments into :class:`ExportOptions`, as every tool does (:func:`reid.conf.tool.tool_options`)."""
+    """Reads ``key=value`` arguments into :class:`ExportOptions`, as every tool does.
+
+    See :func:`reid.conf.tool.tool_options`.
+    """
     return tool_options(ExportOptions, argv, "export")
 
 
@@ -203,7 +206,8 @@ def load_network(ckpt_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         first = str(err).splitlines()[0]
         raise ExportError(f"{ckpt_path}: the weights do not fit the stored model config ({first})") from None
     # channels_last weights (training's layout) would put layout transposes into the graph
-    net = net.to(memory_format=torch.contiguous_format).eval()
+    # Module.to takes memory_format at run time; torch's stubs leave it out of the overloads
+    net = net.to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
     return net, config
 
 
@@ -265,7 +269,6 @@ def example_inputs(
 
 def _export_onnx(model: FeatureExtractor, inputs: tuple[Tensor, Tensor], out: Path, options: ExportOptions) -> None:
     """Writes ``model`` to ``out`` with a dynamic batch axis."""
-    common = {"input_names": list(INPUT_NAMES), "output_names": [OUTPUT_NAME], "opset_version": options.opset}
     with torch.no_grad(), warnings.catch_warnings():
         # the legacy exporter's deprecation notice, and trace warnings about the network's input
         # checks (shape asserts that the trace keeps as constants: they hold for every valid input)
@@ -278,8 +281,11 @@ def _export_onnx(model: FeatureExtractor, inputs: tuple[Tensor, Tensor], out: Pa
                 dynamo=True,
                 dynamic_shapes={"whole": {0: batch}, "parts": {0: batch}},
                 verbose=False,
-                **common,
+                input_names=list(INPUT_NAMES),
+                output_names=[OUTPUT_NAME],
+                opset_version=options.opset,
             )
+            assert program is not None  # dynamo=True always returns the ONNXProgram
             program.save(str(out), external_data=False)
         else:
             torch.onnx.export(
@@ -289,7 +295,9 @@ def _export_onnx(model: FeatureExtractor, inputs: tuple[Tensor, Tensor], out: Pa
                 dynamo=False,
                 dynamic_axes={name: {0: "batch"} for name in (*INPUT_NAMES, OUTPUT_NAME)},
                 do_constant_folding=True,
-                **common,
+                input_names=list(INPUT_NAMES),
+                output_names=[OUTPUT_NAME],
+                opset_version=options.opset,
             )
 
 

@@ -265,7 +265,10 @@ def type_name(annotation: Any) -> str:
 
 
 def value_text(value: Any) -> str:
-    """A default in Hydra's override syntax: ``[384,192]``, ``null``, ``true``, ``{}`` (as the config errors write it)."""
+    """A default in Hydra's override syntax: ``[384,192]``, ``null``, ``true``, ``{}``.
+
+    As the config errors write it.
+    """
     return schema.override_text(value)
 
 
@@ -423,7 +426,8 @@ def render() -> str:
                     "",
                     f"### `{path}`",
                     "",
-                    f"A `_target_` node: its keys are the parameters of the target; these are the ones `{relative}` sets.",
+                    "A `_target_` node: its keys are the parameters of the target; "
+                    f"these are the ones `{relative}` sets.",
                     "",
                     *_table(_target_rows(path, relative, prefix)),
                 ]

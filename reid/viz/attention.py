@@ -21,7 +21,7 @@ TILE_GAP = 4
 def _to_numpy(x: object) -> np.ndarray:
     """A float64 numpy copy of an array or a (possibly CUDA, possibly grad-tracking) torch tensor."""
     if hasattr(x, "detach"):
-        return x.detach().float().cpu().numpy().astype(np.float64)  # type: ignore[attr-defined]
+        return x.detach().float().cpu().numpy().astype(np.float64)
     return np.asarray(x, dtype=np.float64)
 
 
@@ -135,7 +135,7 @@ def fuse_part_maps(
         raise ValueError(f"part_boxes must have shape ({len(part_maps)}, 4), got {part_boxes.shape}")
     height, width = canvas_size
     canvas = np.full((height, width), -np.inf)
-    for heat, box in zip(part_maps, part_boxes):
+    for heat, box in zip(part_maps, part_boxes, strict=True):
         heat = normalise_map(heat) if normalise_parts else np.asarray(heat, dtype=np.float64)
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         if x2 <= x1 or y2 <= y1:
@@ -174,9 +174,9 @@ def _batch_maps(attention: Mapping[str, Sequence[object]], branch: str, count: i
     if len(blocks) != len(BLOCK_NAMES):
         raise ValueError(f"attention[{branch!r}] must hold {len(BLOCK_NAMES)} masks (B2, B3, B4), got {len(blocks)}")
     maps = []
-    for block_name, masks in zip(BLOCK_NAMES, blocks):
+    for block_name, masks in zip(BLOCK_NAMES, blocks, strict=True):
         if hasattr(masks, "detach"):
-            masks = masks.detach().float()  # type: ignore[attr-defined]
+            masks = masks.detach().float()
             masks = masks.mean(1) if masks.dim() == 4 else masks  # reduce before leaving the device
         values = _to_numpy(masks)
         if values.ndim == 4:
@@ -257,7 +257,7 @@ def attention_picture(
         captions = [block_caption(health, [GLOBAL_BRANCH], b.lower()) for b in BLOCK_NAMES]
         if with_parts:
             captions += [block_caption(health, PART_NAMES, b.lower()) for b in BLOCK_NAMES]
-        titles = [titles[0]] + [t if c is None else f"{t}\n{c}" for t, c in zip(titles[1:], captions)]
+        titles = [titles[0]] + [t if c is None else f"{t}\n{c}" for t, c in zip(titles[1:], captions, strict=True)]
     title_height = TITLE_HEIGHT * max(title.count("\n") + 1 for title in titles)
     tile_w = max(1, int(round(crop_w * tile_height / crop_h)))
     gap = TILE_GAP
@@ -276,6 +276,7 @@ def attention_picture(
         tiles = [picture]
         tiles += [overlay_heatmap(picture, maps[row], alpha=alpha, cmap=cmap) for maps in global_maps]
         if with_parts:
+            assert part_boxes is not None  # with_parts implies it
             for block in range(len(BLOCK_NAMES)):
                 fused = fuse_part_maps(
                     [part_maps[name][block][row] for name in PART_NAMES],
@@ -290,7 +291,8 @@ def attention_picture(
         y = title_height + row * (tile_height + gap)
         for column, tile in enumerate(tiles):
             canvas.paste(
-                Image.fromarray(tile).resize((tile_w, tile_height), Image.BILINEAR), (column * (tile_w + gap), y)
+                Image.fromarray(tile).resize((tile_w, tile_height), Image.Resampling.BILINEAR),
+                (column * (tile_w + gap), y),
             )
     return canvas
 
@@ -299,7 +301,7 @@ def _draw_outline(tile: np.ndarray, coverage: object) -> np.ndarray:
     """``tile`` with the outline of the pixels where ``coverage`` is at least half, in white."""
     import cv2
 
-    mask = _to_numpy(coverage).astype(np.float32)
+    mask: np.ndarray = _to_numpy(coverage).astype(np.float32)
     if mask.max(initial=0.0) > 1.0:
         mask = mask / 255.0
     if mask.shape != tile.shape[:2]:

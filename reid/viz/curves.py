@@ -108,15 +108,16 @@ def part_weight_histogram(
     if not high > low:  # all weights equal: a narrow window around them
         low, high = low - 0.01, high + 0.01
     fig = Figure(figsize=size, layout="constrained")  # keeps the suptitle clear of the panel titles
-    axes = fig.subplots(1, mu.shape[1], sharex=True, sharey=True)
-    for k, (ax, name) in enumerate(zip(np.atleast_1d(axes), part_names)):
+    # squeeze=False: always a (1, P) array of Axes, also for one part
+    axes = fig.subplots(1, mu.shape[1], sharex=True, sharey=True, squeeze=False)[0]
+    for k, (ax, name) in enumerate(zip(axes, part_names, strict=True)):
         ax.hist(mu[:, k], bins=bins, range=(low, high), color=f"C{k}", alpha=0.8)
         mean = float(mu[:, k].mean())
         ax.axvline(mean, color="black", linestyle="--", linewidth=1, label=f"mean {mean:.3f}")
         ax.set_title(name)
         ax.set_xlabel("mu")
         ax.legend(loc="upper left", fontsize="small")
-    np.atleast_1d(axes)[0].set_ylabel("images")
+    axes[0].set_ylabel("images")
     fig.suptitle(f"inter-attention weights mu ({mu.shape[0]} images)")
     return figure_to_image(fig)
 
@@ -176,5 +177,5 @@ def line_plot_picture(
 def _to_numpy(x: object) -> np.ndarray:
     """A numpy copy of an array or a (possibly CUDA, possibly grad-tracking) torch tensor."""
     if hasattr(x, "detach"):
-        return x.detach().float().cpu().numpy()  # type: ignore[attr-defined]
+        return x.detach().float().cpu().numpy()
     return np.asarray(x)

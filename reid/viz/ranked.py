@@ -27,7 +27,7 @@ TILE_SPACING = 2  # between gallery tiles, so neighbouring frames of one colour 
 def _numpy(values: object) -> np.ndarray:
     """numpy view of an array, a sequence, or a (possibly CUDA) torch tensor."""
     if hasattr(values, "detach"):
-        return values.detach().cpu().numpy()  # type: ignore[attr-defined]
+        return values.detach().cpu().numpy()
     return np.asarray(values)
 
 
@@ -111,7 +111,7 @@ def _framed_tile(
     if source is None:
         tile.paste(EMPTY_TILE, (frame, frame, frame + width, frame + height))
     else:
-        tile.paste(Image.fromarray(_load(source)).resize((width, height), Image.BILINEAR), (frame, frame))
+        tile.paste(Image.fromarray(_load(source)).resize((width, height), Image.Resampling.BILINEAR), (frame, frame))
     return tile
 
 
@@ -265,7 +265,7 @@ def search_picture(
     canvas = Image.new("RGB", (width, row_h * max(len(queries), 1)), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
-    for q, (query, row) in enumerate(zip(queries, results)):
+    for q, (query, row) in enumerate(zip(queries, results, strict=True)):
         shown = ", ".join(f"{d:.2f}" for d in (distances[q][:5] if distances is not None else []))
         name = os.path.basename(str(query)) if isinstance(query, (str, os.PathLike)) else f"query {q}"
         draw.text((2, q * row_h + 2), f"{name}: nearest distances {shown}", fill=QUERY_COLOUR, font=font)

@@ -66,13 +66,15 @@ def draw_regions(
     """
     h, w = image.shape[:2]
     canvas = Image.new("RGB", ((w + 2 * pad) * scale, (h + 2 * pad) * scale), (40, 40, 40))
-    canvas.paste(Image.fromarray(image).resize((w * scale, h * scale), Image.NEAREST), (pad * scale, pad * scale))
+    canvas.paste(
+        Image.fromarray(image).resize((w * scale, h * scale), Image.Resampling.NEAREST), (pad * scale, pad * scale)
+    )
     draw = ImageDraw.Draw(canvas)
 
     def to_canvas(x: float, y: float) -> tuple[float, float]:
         return (x + pad) * scale, (y + pad) * scale
 
-    for k, (box, colour) in enumerate(zip(boxes, REGION_COLOURS)):
+    for k, (box, colour) in enumerate(zip(boxes, REGION_COLOURS, strict=False)):
         x1, y1 = to_canvas(box[0], box[1])
         x2, y2 = to_canvas(box[2], box[3])
         inset = k  # keeps coinciding edges of neighbouring boxes apart

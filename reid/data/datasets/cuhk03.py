@@ -39,8 +39,9 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -312,9 +313,7 @@ def _new_protocol_split(
     try:
         config = loadmat(config_path)
     except (NotImplementedError, ValueError, OSError, TypeError) as err:
-        raise DatasetFormatError(
-            f"{config_path} is not a readable MATLAB v5 file ({err}); download it again"
-        ) from err
+        raise DatasetFormatError(f"{config_path} is not a readable MATLAB v5 file ({err}); download it again") from err
     required = ("filelist", "labels", "train_idx", "query_idx", "gallery_idx")
     missing = [key for key in required if key not in config]
     if missing:

@@ -29,7 +29,7 @@ from reid.data.datasets.common import (
     locate_folder,
     relabel,
 )
-from reid.data.datasets.registry import DatasetNotFoundError, SYNTHETIC_HINT, register
+from reid.data.datasets.registry import SYNTHETIC_HINT, DatasetNotFoundError, register
 from reid.data.records import Record, ReIDDataset
 
 log = logging.getLogger(__name__)
@@ -105,16 +105,13 @@ def parse_market_style(
     for split, sub in SPLIT_FOLDERS.items():
         directory = folder / sub
         if not directory.is_dir():
-            raise DatasetNotFoundError(
-                f"{directory} is missing: expected {MARKET_LAYOUT}. {source_hint}"
-            )
+            raise DatasetNotFoundError(f"{directory} is missing: expected {MARKET_LAYOUT}. {source_hint}")
         records, counts = _parse_split(directory, split, num_cameras)
         for what, count in sorted(counts.items()):
             log.info("%s %s: %d %s", name, sub, count, what)
         if not records:
             raise DatasetNotFoundError(
-                f"{directory} holds no usable image (expected {MARKET_LAYOUT}); the copy is incomplete. "
-                f"{source_hint}"
+                f"{directory} holds no usable image (expected {MARKET_LAYOUT}); the copy is incomplete. {source_hint}"
             )
         splits[split] = records
     return ReIDDataset(

@@ -56,7 +56,8 @@ def _read_list(list_path: Path, image_dir: Path) -> list[Record]:
         parts = line.split()
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
             raise DatasetFormatError(
-                f"{list_path}:{number}: expected '<relative image path> <pid>', got {line.strip()!r}; fix or remove the line"
+                f"{list_path}:{number}: expected '<relative image path> <pid>', got {line.strip()!r}; "
+                "fix or remove the line"
             )
         relative, pid = parts[0], int(parts[1])
         fields = Path(relative).name.split("_")
@@ -88,14 +89,22 @@ def load_msmt17(root: Path) -> ReIDDataset:
             if missing:
                 tried.append((folder, "lacks " + ", ".join(missing)))
                 continue
-            splits = {split: _read_list(folder / name, folder / (train_dir if split in ("train", "val") else test_dir))
-                      for split, name in LISTS.items()}
+            splits = {
+                split: _read_list(folder / name, folder / (train_dir if split in ("train", "val") else test_dir))
+                for split, name in LISTS.items()
+            }
             for split, records in splits.items():
-                log.info("msmt17 (%s) %s: %d images, %d ids", version, split, len(records), len({r.pid for r in records}))
+                log.info(
+                    "msmt17 (%s) %s: %d images, %d ids", version, split, len(records), len({r.pid for r in records})
+                )
             if not splits["train"] or not splits["query"] or not splits["gallery"]:
                 empty = [s for s in ("train", "query", "gallery") if not splits[s]]
-                raise not_found("MSMT17", [(folder, "empty list(s): " + ", ".join(empty))],
-                                MSMT_LAYOUT.replace("<folder>", str(folder)), f"{source}; {SYNTHETIC_HINT}")
+                raise not_found(
+                    "MSMT17",
+                    [(folder, "empty list(s): " + ", ".join(empty))],
+                    MSMT_LAYOUT.replace("<folder>", str(folder)),
+                    f"{source}; {SYNTHETIC_HINT}",
+                )
             dataset = ReIDDataset(
                 name="msmt17",
                 root=folder,
@@ -107,4 +116,6 @@ def load_msmt17(root: Path) -> ReIDDataset:
             )
             compare_with_official(dataset, MSMT_OFFICIAL, version)
             return dataset
-    raise not_found("MSMT17", tried, MSMT_LAYOUT.replace("<folder>", f"{root}/MSMT17_V1"), f"{source}; {SYNTHETIC_HINT}")
+    raise not_found(
+        "MSMT17", tried, MSMT_LAYOUT.replace("<folder>", f"{root}/MSMT17_V1"), f"{source}; {SYNTHETIC_HINT}"
+    )

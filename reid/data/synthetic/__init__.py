@@ -1,4 +1,5 @@
-"""Procedural pedestrian data set in the Market-1501 layout, with exact COCO-18 keypoints, for tests and quick experiments."""
+"""Procedural pedestrian data set in the Market-1501 layout, with exact COCO-18 keypoints, for tests and
+quick experiments."""
 
 from reid.data.synthetic.generator import (
     COMPLETE_MARKER,

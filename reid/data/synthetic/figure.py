@@ -97,14 +97,18 @@ def sample_pose(rng: np.random.Generator, view_weights: dict[str, float] | None 
     gait = float(rng.uniform(0.3, 0.5)) if walking else float(rng.uniform(0.0, 0.08))
     abduction = (float(rng.uniform(0.04, 0.22)), float(rng.uniform(0.04, 0.22)))
     # mostly relaxed elbows; sometimes a forearm raised (phone, cup, hand on a strap)
-    flex_r, flex_l = (float(rng.uniform(0.05, 0.45)) if rng.random() < 0.85 else float(rng.uniform(0.9, 1.6)) for _ in range(2))
+    flex_r, flex_l = (
+        float(rng.uniform(0.05, 0.45)) if rng.random() < 0.85 else float(rng.uniform(0.9, 1.6)) for _ in range(2)
+    )
     phase = float(rng.uniform(0, 2 * math.pi))
     return Pose(yaw_deg=yaw, gait=gait, phase=phase, arm_abduction=abduction, elbow_flex=(flex_r, flex_l))
 
 
 def _swing(angle: float, abduction: float = 0.0, side: float = 0.0) -> np.ndarray:
     """Unit vector pointing down, rotated forward by ``angle`` and sideways (outwards) by ``abduction``."""
-    v = np.array([side * math.sin(abduction), math.cos(abduction) * math.cos(angle), math.cos(abduction) * math.sin(angle)])
+    v = np.array(
+        [side * math.sin(abduction), math.cos(abduction) * math.cos(angle), math.cos(abduction) * math.sin(angle)]
+    )
     return v / np.linalg.norm(v)
 
 
@@ -191,7 +195,15 @@ def _fill(canvas: np.ndarray, polygon: np.ndarray, colour: RGB) -> None:
 
 
 def _circle(canvas: np.ndarray, centre: np.ndarray, radius: float, colour: RGB) -> None:
-    cv2.circle(canvas, tuple(int(v) for v in np.round(centre * _ONE)), max(1, int(round(radius * _ONE))), colour, -1, cv2.LINE_AA, _SHIFT)
+    cv2.circle(
+        canvas,
+        tuple(int(v) for v in np.round(centre * _ONE)),
+        max(1, int(round(radius * _ONE))),
+        colour,
+        -1,
+        cv2.LINE_AA,
+        _SHIFT,
+    )
 
 
 def _ellipse(
@@ -213,7 +225,9 @@ def limb_polygon(p: np.ndarray, q: np.ndarray, width_p: float, width_q: float) -
     return np.array([p + n * width_p / 2, q + n * width_q / 2, q - n * width_q / 2, p - n * width_p / 2])
 
 
-def _draw_limb(canvas: np.ndarray, p: np.ndarray, q: np.ndarray, width_p: float, width_q: float, colour: RGB) -> np.ndarray:
+def _draw_limb(
+    canvas: np.ndarray, p: np.ndarray, q: np.ndarray, width_p: float, width_q: float, colour: RGB
+) -> np.ndarray:
     poly = limb_polygon(p, q, width_p, width_q)
     _fill(canvas, poly, colour)
     _circle(canvas, p, width_p / 2, colour)
@@ -265,7 +279,9 @@ class DrawnFigure:
     occluders: list[tuple[float, np.ndarray, frozenset[int]]]  # (depth, polygon, joints that belong to it)
 
 
-def draw_figure(canvas: np.ndarray, spec: IdentitySpec, pose: Pose, placement: Placement, colour_gain: float = 1.0) -> DrawnFigure:
+def draw_figure(
+    canvas: np.ndarray, spec: IdentitySpec, pose: Pose, placement: Placement, colour_gain: float = 1.0
+) -> DrawnFigure:
     """Paint the person on ``canvas`` (H x W x 3 RGB uint8, modified in place).
 
     Body parts are painted far to near (painter's algorithm on the depth of each part after
@@ -303,7 +319,15 @@ def draw_figure(canvas: np.ndarray, spec: IdentitySpec, pose: Pose, placement: P
         shin_c = trouser if spec.leg_style == "trousers" else skin
         owned = frozenset({J[f"{side}_hip"], J[f"{side}_knee"], J[f"{side}_ankle"]})
 
-        def paint_leg(hip=hip, knee=knee, ankle=ankle, toe=toe, thigh_c=thigh_c, shin_c=shin_c, shade=(0.92 if side == "l" else 1.0)):
+        def paint_leg(
+            hip=hip,
+            knee=knee,
+            ankle=ankle,
+            toe=toe,
+            thigh_c=thigh_c,
+            shin_c=shin_c,
+            shade=(0.92 if side == "l" else 1.0),
+        ):
             _draw_limb(canvas, hip, knee, 0.095 * s * w, 0.068 * s * w, _shade(thigh_c, shade))
             _draw_limb(canvas, knee, ankle, 0.066 * s * w, 0.05 * s * w, _shade(shin_c, shade))
             _draw_limb(canvas, ankle, toe, 0.056 * s, 0.048 * s, _shade(shoe, shade))
@@ -316,7 +340,9 @@ def draw_figure(canvas: np.ndarray, spec: IdentitySpec, pose: Pose, placement: P
         top = [pts["r_hip"] + [-0.035 * w, -0.03, 0], pts["l_hip"] + [0.035 * w, -0.03, 0]]
         knee_y = (pts["r_knee"][1] + pts["l_knee"][1]) / 2 - 0.03
         hem = [np.array([0.16 * w, knee_y, 0.0]), np.array([-0.16 * w, knee_y, 0.0])]
-        skirt_poly = _hull(proj, np.stack(top + hem + [p + [0, 0, 0.06] for p in top] + [p - [0, 0, 0.06] for p in top]))
+        skirt_poly = _hull(
+            proj, np.stack(top + hem + [p + [0, 0, 0.06] for p in top] + [p - [0, 0, 0.06] for p in top])
+        )
         items.append((0.0 - 0.01, 1, lambda: _fill(canvas, skirt_poly, trouser)))
 
     # torso: hull of a box between shoulders and hips, deep enough to read in side views
@@ -333,10 +359,14 @@ def draw_figure(canvas: np.ndarray, spec: IdentitySpec, pose: Pose, placement: P
     def paint_torso():
         _fill(canvas, torso_poly, shirt)
         if spec.shirt_pattern != "plain":
-            _paint_pattern(canvas, torso_poly, spec.shirt_pattern, col(CLOTHES[spec.pattern_colour]), 0.032 * s, hem_y, chest_y)
+            _paint_pattern(
+                canvas, torso_poly, spec.shirt_pattern, col(CLOTHES[spec.pattern_colour]), 0.032 * s, hem_y, chest_y
+            )
 
     items.append((0.0, 2, paint_torso))
-    occluders.append((0.0, torso_poly, frozenset({J["neck"], J["r_shoulder"], J["l_shoulder"], J["r_hip"], J["l_hip"]})))
+    occluders.append(
+        (0.0, torso_poly, frozenset({J["neck"], J["r_shoulder"], J["l_shoulder"], J["r_hip"], J["l_hip"]}))
+    )
 
     for side in ("r", "l"):
         sho, elb, wri = (px[f"{side}_{n}"] for n in ("shoulder", "elbow", "wrist"))

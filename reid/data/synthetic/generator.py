@@ -16,11 +16,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-# truth/<split folder>/<stem>_truth.png: what the generator knows and a pose estimator would not (reid.data.truth)
-from reid.data.truth import BACKGROUND as TRUTH_BACKGROUND
-from reid.data.truth import HIDDEN as TRUTH_HIDDEN
-from reid.data.truth import TRUTH_DIR, TRUTH_SUFFIX
-from reid.data.truth import VISIBLE as TRUTH_VISIBLE
 from reid.data.synthetic.figure import FACE_JOINTS, JOINT_NAMES, DrawnFigure, Placement, Pose, draw_figure, sample_pose
 from reid.data.synthetic.identities import IdentitySpec, make_identity_groups
 from reid.data.synthetic.scene import (
@@ -32,6 +27,12 @@ from reid.data.synthetic.scene import (
     make_camera_styles,
     render_backdrop,
 )
+
+# truth/<split folder>/<stem>_truth.png: what the generator knows and a pose estimator would not (reid.data.truth)
+from reid.data.truth import BACKGROUND as TRUTH_BACKGROUND
+from reid.data.truth import HIDDEN as TRUTH_HIDDEN
+from reid.data.truth import TRUTH_DIR, TRUTH_SUFFIX
+from reid.data.truth import VISIBLE as TRUTH_VISIBLE
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,10 @@ class SyntheticParams:
         checks = [
             (self.num_train_ids >= 1, "num_train_ids must be >= 1"),
             (self.num_test_ids >= 1, "num_test_ids must be >= 1"),
-            (self.num_train_ids + self.num_test_ids <= 9999, "num_train_ids + num_test_ids must be <= 9999 (4-digit ids)"),
+            (
+                self.num_train_ids + self.num_test_ids <= 9999,
+                "num_train_ids + num_test_ids must be <= 9999 (4-digit ids)",
+            ),
             (2 <= self.num_cameras <= 9, "num_cameras must be in 2..9 (Market names carry one camera digit)"),
             (1 <= self.images_per_train_id <= 5000, "images_per_train_id must be in 1..5000 (6-digit frame numbers)"),
             (1 <= self.images_per_test_id <= 5000, "images_per_test_id must be in 1..5000 (6-digit frame numbers)"),
@@ -149,7 +153,7 @@ class SyntheticParams:
                 del values[name]
         return values
 
-    def for_folder(self, folder: str) -> "SyntheticParams":
+    def for_folder(self, folder: str) -> SyntheticParams:
         """The parameters one split's images are rendered with (its own occlusion chance, if set)."""
         chance = {QUERY_DIR: self.query_occlusion_prob, GALLERY_DIR: self.gallery_occlusion_prob}.get(folder)
         return self if chance is None else replace(self, occlusion_prob=chance)
@@ -301,7 +305,7 @@ def plan_dataset(params: SyntheticParams) -> DatasetPlan:
         ("junk", groups[3], [JUNK_PID] * params.num_junk),
     ):
         offset = len(identities)
-        for spec, pid in zip(specs, pids):
+        for spec, pid in zip(specs, pids, strict=True):
             identities.append(spec if spec.sibling_of is None else _rebase(spec, offset))
             pid_of.append(pid)
             split_of.append(split)
@@ -311,7 +315,7 @@ def plan_dataset(params: SyntheticParams) -> DatasetPlan:
     max_cams = min(params.num_cameras, 5)
     jobs: list[ImageJob] = []
     queries: list[ImageJob] = []
-    for index, (pid, split) in enumerate(zip(pid_of, split_of)):
+    for index, (pid, split) in enumerate(zip(pid_of, split_of, strict=True)):
         if split == "train":
             n_cams = int(rng.integers(2, max_cams + 1)) if params.images_per_train_id > 1 else 1
             cams = [int(c) for c in rng.choice(cam_ids, size=n_cams, replace=False)]
@@ -615,7 +619,7 @@ def _write_dataset(plan: DatasetPlan, out: Path) -> dict:
         "dropped_joints": dropped_joints,
         "sibling_ids": sum(
             1
-            for s, split in zip(plan.identities, plan.split_of)
+            for s, split in zip(plan.identities, plan.split_of, strict=True)
             if s.sibling_of is not None and split in ("train", "test")
         ),
     }
@@ -623,7 +627,7 @@ def _write_dataset(plan: DatasetPlan, out: Path) -> dict:
 
 def _meta(plan: DatasetPlan, counts: dict) -> dict:
     identities = {}
-    for spec, pid, split in zip(plan.identities, plan.pid_of, plan.split_of):
+    for spec, pid, split in zip(plan.identities, plan.pid_of, plan.split_of, strict=True):
         if split in ("train", "test"):
             entry = spec.to_dict()
             if spec.sibling_of is not None:
@@ -636,7 +640,8 @@ def _meta(plan: DatasetPlan, counts: dict) -> dict:
         "keypoints": f"{KEYPOINT_DIR}/<split folder>/<image stem>_keypoints.json (OpenPose COCO-18)",
         "truth": (
             f"{TRUTH_DIR}/<split folder>/<image stem>{TRUTH_SUFFIX}: uint8 labels at the image's size, "
-            f"{TRUTH_BACKGROUND} background, {TRUTH_HIDDEN} person hidden by an occluder, {TRUTH_VISIBLE} person visible"
+            f"{TRUTH_BACKGROUND} background, {TRUTH_HIDDEN} person hidden by an occluder, "
+            f"{TRUTH_VISIBLE} person visible"
         ),
         "params": plan.params.to_dict(),
         "counts": counts,
@@ -712,7 +717,8 @@ def generate(
         return final
     if final.exists():
         raise FileExistsError(
-            f"{final} exists but has no {COMPLETE_MARKER} marker (not written by this generator, or damaged); delete it and call again"
+            f"{final} exists but has no {COMPLETE_MARKER} marker (not written by this generator, or damaged); "
+            "delete it and call again"
         )
     root.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -175,7 +175,9 @@ def sample_identity(rng: np.random.Generator) -> IdentitySpec:
     return IdentitySpec(**values)
 
 
-def make_sibling(parent: IdentitySpec, parent_index: int, rng: np.random.Generator, part: str | None = None) -> IdentitySpec:
+def make_sibling(
+    parent: IdentitySpec, parent_index: int, rng: np.random.Generator, part: str | None = None
+) -> IdentitySpec:
     """Copy ``parent`` and re-draw exactly one body part until it differs in a salient attribute.
 
     The attributes that must change are :data:`SALIENT_ATTRIBUTES` (e.g. the trouser colour
@@ -254,13 +256,15 @@ def make_identity_groups(
     Returns:
         One list of specs per group, siblings mixed in at random positions.
     """
-    fractions = list(sibling_fraction) if isinstance(sibling_fraction, (list, tuple)) else [sibling_fraction] * len(sizes)
+    fractions = (
+        list(sibling_fraction) if isinstance(sibling_fraction, (list, tuple)) else [sibling_fraction] * len(sizes)
+    )
     if len(fractions) != len(sizes) or not all(0.0 <= f < 1.0 for f in fractions):
         raise ValueError(f"sibling_fraction must be in [0, 1), one value or one per group; got {sibling_fraction}")
     table = _PartTable(sum(sizes))
     relaxed = 0
     bases: list[list[IdentitySpec]] = []
-    for size, fraction in zip(sizes, fractions):
+    for size, fraction in zip(sizes, fractions, strict=True):
         n_siblings = min(int(round(fraction * size)), size - 1) if size >= 2 else 0
         group: list[IdentitySpec] = []
         for _ in range(size - n_siblings):
@@ -280,7 +284,7 @@ def make_identity_groups(
         log.info("%d identities were drawn with a relaxed separation (1 part) to fit the palette", relaxed)
 
     groups = []
-    for size, group in zip(sizes, bases):
+    for size, group in zip(sizes, bases, strict=True):
         n_base = len(group)
         specs = list(group)
         # one sibling per parent while parents last: pairs, not families, of look-alikes
@@ -300,9 +304,6 @@ def make_identity_groups(
         new_position = {int(old): new for new, old in enumerate(order)}
         shuffled = [specs[int(old)] for old in order]
         groups.append(
-            [
-                s if s.sibling_of is None else replace(s, sibling_of=new_position[s.sibling_of])
-                for s in shuffled
-            ]
+            [s if s.sibling_of is None else replace(s, sibling_of=new_position[s.sibling_of]) for s in shuffled]
         )
     return groups

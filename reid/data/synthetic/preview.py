@@ -37,9 +37,11 @@ def draw_keypoints(image: np.ndarray, keypoints: list[float], zoom: int = 2) -> 
     present = kp[:, 2] > 0
     # pixel centre of output pixel j after nearest-neighbour zoom is zoom*j + (zoom-1)/2
     pts = kp[:, :2] * zoom + (zoom - 1) / 2
-    for (a, b), colour in zip(SKELETON, _LIMB_COLOURS):
+    for (a, b), colour in zip(SKELETON, _LIMB_COLOURS, strict=True):
         if present[a] and present[b]:
-            cv2.line(big, tuple(int(round(v)) for v in pts[a]), tuple(int(round(v)) for v in pts[b]), colour, 1, cv2.LINE_AA)
+            cv2.line(
+                big, tuple(int(round(v)) for v in pts[a]), tuple(int(round(v)) for v in pts[b]), colour, 1, cv2.LINE_AA
+            )
     for j in np.flatnonzero(present):
         cv2.circle(big, tuple(int(round(v)) for v in pts[j]), 2, (255, 255, 255), -1, cv2.LINE_AA)
         cv2.circle(big, tuple(int(round(v)) for v in pts[j]), 2, (0, 0, 0), 1, cv2.LINE_AA)
@@ -64,7 +66,9 @@ def preview_grid(dataset: Path, per_camera: int = 8, zoom: int = 2, gap: int = 4
         for path in sorted((dataset / folder).glob("*.jpg")):
             match = pattern.match(path.name)
             if match is None:
-                raise ValueError(f"{path}: not a Market-1501 file name; was this folder written by reid.data.synthetic?")
+                raise ValueError(
+                    f"{path}: not a Market-1501 file name; was this folder written by reid.data.synthetic?"
+                )
             by_camera.setdefault(int(match.group(2)), []).append((folder, path))
     if not by_camera:
         raise FileNotFoundError(f"{dataset}: no images under {TRAIN_DIR}/, {GALLERY_DIR}/ or {QUERY_DIR}/")
@@ -84,7 +88,9 @@ def preview_grid(dataset: Path, per_camera: int = 8, zoom: int = 2, gap: int = 4
             cells.append(draw_keypoints(image, people[0]["pose_keypoints_2d"] if people else [0] * 54, zoom))
         cell_h, cell_w = cells[0].shape[:2]
         row = np.full((cell_h, label_w + per_camera * (cell_w + gap), 3), 255, np.uint8)
-        cv2.putText(row, f"c{camera}", (4, cell_h // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * zoom, (0, 0, 0), zoom, cv2.LINE_AA)
+        cv2.putText(
+            row, f"c{camera}", (4, cell_h // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * zoom, (0, 0, 0), zoom, cv2.LINE_AA
+        )
         for k, cell in enumerate(cells):
             x = label_w + k * (cell_w + gap)
             row[:, x : x + cell_w] = cell

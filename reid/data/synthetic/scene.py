@@ -93,7 +93,9 @@ def make_camera_styles(num_cameras: int, rng: np.random.Generator, cast_strength
             gains = _triple(float(g) for g in rng.uniform(0.88, 1.12, 3))
             brightness = float(rng.uniform(0.88, 1.1))
         jitter = lambda c: _triple(int(np.clip(v + rng.integers(-12, 13), 0, 255)) for v in c)  # noqa: E731
-        gains = _triple(round(1.0 + (float(g) * float(rng.uniform(0.98, 1.02)) - 1.0) * cast_strength, 4) for g in gains)
+        gains = _triple(
+            round(1.0 + (float(g) * float(rng.uniform(0.98, 1.02)) - 1.0) * cast_strength, 4) for g in gains
+        )
         styles.append(
             CameraStyle(
                 index=i + 1,
@@ -118,7 +120,9 @@ def _vertical_gradient(h: int, w: int, top: tuple[int, int, int], bottom: tuple[
     return np.broadcast_to(img, (h, w, 3)).copy()
 
 
-def render_backdrop(style: CameraStyle, height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def render_backdrop(
+    style: CameraStyle, height: int, width: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """The camera's wall and floor textures, each ``height`` x ``width`` RGB float32, to crop windows from."""
     h, w = height, width
     wall = _vertical_gradient(h, w, style.wall_top, style.wall_bottom)
@@ -129,7 +133,9 @@ def render_backdrop(style: CameraStyle, height: int, width: int, rng: np.random.
         offset = (row % 2) * unit
         mortar = (yy % unit < max(unit // 6, 1)) | (((xx + offset) % (2 * unit)) < max(unit // 6, 1))
         wall[mortar] = wall[mortar] * 0.55 + 110
-        wall *= rng.uniform(0.9, 1.1, size=(h // unit + 1, w // (2 * unit) + 2))[row, (xx + offset) // (2 * unit)][..., None]
+        wall *= rng.uniform(0.9, 1.1, size=(h // unit + 1, w // (2 * unit) + 2))[row, (xx + offset) // (2 * unit)][
+            ..., None
+        ]
     elif style.kind == "panels":
         panel = (xx // (3 * unit)) % 2
         wall *= (0.85 + 0.2 * panel)[..., None]
@@ -137,11 +143,19 @@ def render_backdrop(style: CameraStyle, height: int, width: int, rng: np.random.
     elif style.kind == "foliage":
         blobs: np.ndarray = np.zeros((h, w), np.float32)
         for _ in range(int(h * w / (unit * unit) * 0.6)):
-            cv2.circle(blobs, (int(rng.integers(w)), int(rng.integers(h // 3, h))), int(rng.integers(unit, 2 * unit)), float(rng.uniform(0.3, 1.0)), -1)
+            cv2.circle(
+                blobs,
+                (int(rng.integers(w)), int(rng.integers(h // 3, h))),
+                int(rng.integers(unit, 2 * unit)),
+                float(rng.uniform(0.3, 1.0)),
+                -1,
+            )
         blobs = cv2.GaussianBlur(blobs, (0, 0), unit / 2)
         wall = wall * (1 - 0.45 * blobs[..., None]) + 0.45 * blobs[..., None] * np.array([40, 95, 35], np.float32)
     elif style.kind == "gradient":
-        wall += rng.normal(0, 6, size=(h // unit + 1, w // unit + 1)).astype(np.float32)[yy // unit, xx // unit][..., None]
+        wall += rng.normal(0, 6, size=(h // unit + 1, w // unit + 1)).astype(np.float32)[yy // unit, xx // unit][
+            ..., None
+        ]
     elif style.kind == "tiles":
         grout = ((yy % (2 * unit)) < 2) | ((xx % (2 * unit)) < 2)
         wall[grout] *= 0.7
@@ -163,7 +177,9 @@ def render_backdrop(style: CameraStyle, height: int, width: int, rng: np.random.
     return np.clip(wall, 0, 255), np.clip(floor, 0, 255)
 
 
-def compose_background(wall: np.ndarray, floor: np.ndarray, height: int, width: int, floor_y: float, rng: np.random.Generator) -> np.ndarray:
+def compose_background(
+    wall: np.ndarray, floor: np.ndarray, height: int, width: int, floor_y: float, rng: np.random.Generator
+) -> np.ndarray:
     """Crop a random window of the camera's textures and join wall and floor at row ``floor_y`` (uint8)."""
     y = int(rng.integers(0, wall.shape[0] - height + 1))
     x = int(rng.integers(0, wall.shape[1] - width + 1))
@@ -200,7 +216,9 @@ def draw_clutter(canvas: np.ndarray, count: int, rng: np.random.Generator) -> No
 OCCLUDER_KINDS = ("pole", "box", "passer_by")
 
 
-def draw_occluder(canvas: np.ndarray, body_box: tuple[float, float, float, float], rng: np.random.Generator, kind: str | None = None) -> tuple[str, np.ndarray]:
+def draw_occluder(
+    canvas: np.ndarray, body_box: tuple[float, float, float, float], rng: np.random.Generator, kind: str | None = None
+) -> tuple[str, np.ndarray]:
     """Paint an object that hides part of the person and return (kind, mask of the hidden pixels).
 
     Args:
@@ -246,10 +264,16 @@ def draw_occluder(canvas: np.ndarray, body_box: tuple[float, float, float, float
     return kind, mask
 
 
-def apply_camera(image: np.ndarray, style: CameraStyle, rng: np.random.Generator, brightness_jitter: float = 0.06) -> np.ndarray:
+def apply_camera(
+    image: np.ndarray, style: CameraStyle, rng: np.random.Generator, brightness_jitter: float = 0.06
+) -> np.ndarray:
     """Colour cast, illumination, blur and sensor noise of the camera, on a uint8 RGB image."""
     img: np.ndarray = image.astype(np.float32) / 255.0
-    gain = np.array(style.gains, np.float32) * style.brightness * float(rng.uniform(1 - brightness_jitter, 1 + brightness_jitter))
+    gain = (
+        np.array(style.gains, np.float32)
+        * style.brightness
+        * float(rng.uniform(1 - brightness_jitter, 1 + brightness_jitter))
+    )
     img = img * gain
     img = (img - 0.5) * style.contrast + 0.5
     if style.blur > 0:

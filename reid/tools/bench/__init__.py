@@ -37,7 +37,10 @@ BENCHMARKS = ("network", "loader", "ranking", "search", "truth")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``reid-bench [benchmark] [key=value ...]``: the named benchmark (default ``network``); returns the exit status."""
+    """``reid-bench [benchmark] [key=value ...]``: the named benchmark (default ``network``).
+
+    Returns the exit status.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     name = args.pop(0) if args and args[0] in BENCHMARKS else "network"
     if name == "network" and any(arg in ("-h", "--help") for arg in args):

@@ -22,7 +22,7 @@ import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -120,7 +120,8 @@ def _loss(output: object, labels: torch.Tensor) -> torch.Tensor:
     logits = list(output.branch_logits)  # type: ignore[attr-defined]
     if output.fused_logits is not None:  # type: ignore[attr-defined]
         logits.append(output.fused_logits)  # type: ignore[attr-defined]
-    return sum(F.cross_entropy(item.float(), labels) for item in logits)
+    # at least one branch, so the sum is a tensor
+    return cast(torch.Tensor, sum(F.cross_entropy(item.float(), labels) for item in logits))
 
 
 def measure(
@@ -159,7 +160,12 @@ def measure(
 
 
 def run(args: BenchOptions) -> list[BenchRow]:
-    """Benchmarks every requested (model, size) pair; returns the table rows."""
+    """Benchmarks every requested (model, size) pair; returns the table rows.
+
+    ``variants``, ``threads`` and ``device`` are those :func:`bench` fills in.
+    """
+    assert args.variants is not None, "bench() fills in the variants"
+    assert args.threads is not None and args.device is not None, "bench() fills in threads and device"
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
@@ -172,8 +178,10 @@ def run(args: BenchOptions) -> list[BenchRow]:
         whole = torch.randn(args.batch_size, 3, *whole_size, device=device).contiguous(memory_format=memory_format)
         parts = torch.randn(args.batch_size, 4, 3, *part_size, device=device)
         models: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], tuple[int, int] | None]] = []
+        net: nn.Module
+        layouts: Sequence[str | None] = args.parts_layout or [None]
         for variant in args.variants:
-            for layout in args.parts_layout or [None]:
+            for layout in layouts:
                 if layout is None:
                     label, net = variant, build_variant(variant, args.num_classes)
                 else:
@@ -183,7 +191,8 @@ def run(args: BenchOptions) -> list[BenchRow]:
         if args.resnet:
             models.append(("ResNet-50", ResNet50(args.num_classes), (whole,), None))
         for label, net, inputs, macs_part_size in models:
-            net = net.to(memory_format=memory_format)
+            # Module.to takes memory_format at run time; torch's stubs leave it out of the overloads
+            net = net.to(memory_format=memory_format)  # type: ignore[call-overload]
             params = count_parameters(net) / 1e6
             gmacs = count_macs(net, whole_size, macs_part_size) / 1e9
             net = net.to(device)
@@ -204,7 +213,8 @@ def run(args: BenchOptions) -> list[BenchRow]:
 
 
 def format_table(rows: Sequence[BenchRow], args: BenchOptions) -> str:
-    """The results as a Markdown table preceded by the hardware and settings."""
+    """The results as a Markdown table preceded by the hardware and settings (``bench`` fills the device)."""
+    assert args.device is not None, "bench() fills in the device"
     device = torch.device(args.device)
     hardware = f"{cpu_model()}, {args.threads} thread(s)"
     if device.type == "cuda":

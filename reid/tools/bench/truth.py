@@ -1,4 +1,6 @@
-"""Synthetic truth: what it costs a validation, one evaluation-loader pass with and without it, and the attention figures.
+"""Synthetic truth: what it costs a validation.
+
+One evaluation-loader pass with and without it, and the attention figures.
 
 Usage, from the repository root after ``make train`` has generated the default synthetic set::
 
@@ -28,7 +30,7 @@ class TruthOptions:
 
 
 def bench(options: TruthOptions) -> int:
-    """Prints the seconds of CPU of a validation loader pass and of the attention figures, without and with the truth."""
+    """Prints the CPU seconds of a validation loader pass and of the attention figures, without and with the truth."""
     from hydra.utils import instantiate
     from omegaconf import open_dict
 

@@ -78,7 +78,7 @@ def _as_float(value: Any) -> float | None:
         return None
 
 
-def _data_group(config: DictConfig | None) -> str:
+def _data_group(config: DictConfig | ListConfig | None) -> str:
     """The data config group, guessed from the composed config (for runs without hydra.yaml)."""
     name = _select(config, "data.name")
     if name is None:
@@ -88,7 +88,7 @@ def _data_group(config: DictConfig | None) -> str:
     return DATASET_GROUPS.get(str(name), str(name))
 
 
-def _model_variant(config: DictConfig | None) -> str:
+def _model_variant(config: DictConfig | ListConfig | None) -> str:
     """The model of ``conf/model/`` that the composed config is, for runs without hydra.yaml.
 
     A run is a model when it has that model's crops and the same values for every network
@@ -184,7 +184,7 @@ def _given(overrides: Sequence[str], key: str) -> bool:
     return any(o.lstrip("+~").split("=", 1)[0] == key for o in overrides)
 
 
-def _training_run_of(config: DictConfig, hydra: DictConfig | None) -> Path | None:
+def _training_run_of(config: DictConfig | ListConfig, hydra: DictConfig | ListConfig | None) -> Path | None:
     """The run folder of an evaluation run's checkpoint (``<run>/checkpoints/<name>.ckpt``), if it has .hydra."""
     ckpt = _select(config, "ckpt_path")
     if not ckpt:

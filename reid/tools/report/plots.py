@@ -71,7 +71,7 @@ def training_curves(runs: Sequence[RunResult]) -> dict[str, Image.Image]:
             by_data[run.data][run.model].append(points)
     pictures = {}
     for data, models in by_data.items():
-        series: dict[str, tuple[list[float], list[float]]] = {}
+        series: dict[str, tuple[Sequence[float], Sequence[float]]] = {}
         for model in sorted(models, key=_model_rank):
             for key, label in (("val/mAP", "val mAP"), ("train/acc", "train acc")):
                 epochs = sorted({e for points in models[model] for e in points.get(key, {})})

@@ -98,9 +98,10 @@ def render_report(
         if plots and sweep.plot_name in plots:
             kind = "λ" if sweep.parameter == "lambda_intra" else "β"
             parts += [f"![{sweep.model} on {data_label(sweep.data)} against {kind}]({plots[sweep.plot_name]})", ""]
-    curves = sorted(name for name in (plots or {}) if name.startswith("curves_"))
+    pictures = plots or {}
+    curves = sorted(name for name in pictures if name.startswith("curves_"))
     if curves:
-        parts += ["## Training curves", ""] + [f"![{name}]({plots[name]})" for name in curves] + [""]
+        parts += ["## Training curves", ""] + [f"![{name}]({pictures[name]})" for name in curves] + [""]
     notes = [note for run in runs for note in run.notes]
     if incomplete:
         notes.append(_incomplete_note(incomplete))
