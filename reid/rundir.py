@@ -1,5 +1,8 @@
 """One run, one folder: a lock while the run lives, finished runs kept, a resume's config compared with the stored one.
 
+Over 400 lines on purpose: the lock, the provenance and the resume comparison act together in
+one Hydra callback, and their order at run start is what makes a refused run change nothing.
+
 :class:`RunDirGuard` is a Hydra callback (``conf/hydra/default.yaml``). It acts in
 ``on_run_start``, before Hydra writes ``.hydra/config.yaml`` and opens the log in the run folder,
 so a refused run changes nothing there:

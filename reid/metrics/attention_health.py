@@ -1,5 +1,8 @@
 """Is the attention alive? A torchmetrics Metric of mask saturation, working range, spatial spread and mu.
 
+Over 400 lines on purpose: the Metric, its per-batch figures and the truth scores that feed it
+are one measurement, kept together so that what is logged and what is reported cannot drift.
+
 A mechanism that does not work measures nothing, so the intra-attention masks m (Eq. 4-7) and
 the inter-attention weights mu (Eq. 8) are watched with figures of what they are for:
 

@@ -1,5 +1,8 @@
 """ONNX export of a trained network's feature extractor: `python -m reid.tools.export ckpt_path=... format=onnx`.
 
+Over 400 lines on purpose: the export and its numerical check share the network wrapper and the
+inputs they are run on, so that what is checked is what was exported.
+
 Usage::
 
     python -m reid.tools.export ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt

@@ -1,8 +1,12 @@
 """The options reference, ``docs/options.md``, generated from the typed schemas and the shipped YAML files.
 
+Over 400 lines on purpose: reading the sources (YAML comments, docstrings, signatures) and
+formatting the reference are one generator whose test compares its whole output.
+
 Every option of a config group (``data``, ``model``, ``model.net``, ``eval``, ``trainer``, the
 top-level keys...) gets one row: its type, its default, its valid range or choices, and one line
-of help. The type, range and choices come from the dataclasses of :mod:`reid.conf.schema`; the default
+of help. The type, range and choices come from the dataclasses of :mod:`reid.conf.schema` (for the
+project's own classes, derived from their signatures: :mod:`reid.conf.derive`); the default
 is the value of the group's ``conf/<group>/default.yaml`` (the file every option of the group
 starts from), else the schema's; the help is the YAML comment above or beside the key, else the
 comment beside the schema field, else the ``Args:`` entry of the class the group configures.

@@ -1,5 +1,8 @@
 """CUHK03 from the original ``cuhk-03.mat``: PNG extraction, the classic 20 splits and the 767/700 protocol.
 
+Over 400 lines on purpose: the .mat reader, the PNG extraction and both protocols of this one
+data set share their index arithmetic, and splitting them would spread one file format over modules.
+
 Files (the first layout found wins):
 
 - ``root/cuhk03/cuhk03_release/cuhk-03.mat`` (torchreid's layout) or ``root/cuhk03_release/cuhk-03.mat``

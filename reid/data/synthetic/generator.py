@@ -1,4 +1,8 @@
-"""Plan, render and write the synthetic pedestrian data set in the Market-1501 layout, cached by its parameters."""
+"""Plan, render and write the synthetic pedestrian data set in the Market-1501 layout, cached by its parameters.
+
+Over 400 lines on purpose: planning, rendering, truth and writing are versioned together (the
+cache key covers all of them), so one module holds what a generator version is.
+"""
 
 from __future__ import annotations
 
