@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 import string
 import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence, Union
 
 import cv2
 import numpy as np
@@ -15,7 +15,7 @@ import numpy as np
 MARKET_SPLIT_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 
 # A (pid, camera) entry, or a literal file name.
-Entry = Union[tuple[int, int], str]
+Entry = tuple[int, int] | str
 
 # Small Market tree: train pids 2, 5, 9 (labels 0, 1, 2); one junk image in train and gallery;
 # one distractor in the gallery and one (to be dropped) in the query folder.

@@ -1,4 +1,4 @@
-"""Test-only callbacks for the resume tests: record the samples of every training step, slow steps down, crash, SIGKILL."""
+"""Test-only callbacks for the resume tests: record every training step's samples, slow steps down, crash, SIGKILL."""
 
 from __future__ import annotations
 
@@ -101,7 +101,11 @@ class KillAt(pl.Callback):
         if trainer.sanity_checking:
             return
         fitting = trainer.state.fn == "fit"
-        if self.point == "validation" and fitting and trainer.current_epoch == self.epoch:
-            self._kill()
-        elif self.point == "final_validation" and not fitting:
+        if (
+            self.point == "validation"
+            and fitting
+            and trainer.current_epoch == self.epoch
+            or self.point == "final_validation"
+            and not fitting
+        ):
             self._kill()

@@ -1,4 +1,4 @@
-"""`from reid import FeatureExtractor`: features of any images that score exactly as evaluate.py scores the checkpoint."""
+"""`from reid import FeatureExtractor`: features of any images, scoring exactly as evaluate.py scores the checkpoint."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from reid import checkpoints
-from reid import FeatureExtractor
+from reid import FeatureExtractor, checkpoints
 from reid import tasks as runner
 from reid.data.io import read_image
 from reid.inference.extractor import FeatureInputError

@@ -1,4 +1,4 @@
-"""The paper's numbers as data (reid/tools/report/paper_results.yaml) and `reid-report` printing them beside the runs."""
+"""The paper's numbers as data (reid/tools/report/paper_results.yaml), and `reid-report` printing them by the runs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from test_report import table_rows, write_run
 
 from reid.tools.report import (
     PAPER_RESULTS_FILE,
@@ -19,7 +20,6 @@ from reid.tools.report import (
     paper_table,
 )
 from reid.tools.report.compare import result_network
-from test_report import table_rows, write_run
 
 
 def _value(table: str, data: str, row: str, metric: str, **where) -> float:
@@ -167,7 +167,7 @@ def test_the_report_prints_the_papers_numbers_beside_the_measured_ones(table6_ma
 def test_rows_without_a_paper_value_show_nothing_extra(table6_market, tmp_path):
     runs = collect_runs([table6_market, tmp_path / "other"])
     assert len(runs) == 12
-    assert not any("0.3" == row[1] or "CUHK03-L" in row for row in table_rows(paper_table(runs))[1:])
+    assert not any(row[1] == "0.3" or "CUHK03-L" in row for row in table_rows(paper_table(runs))[1:])
     assert "intra | 0.3 |" in ablation_table(runs)  # still in Table 6
     synthetic = [r for r in runs if r.lambda_intra == 0.3] + [r for r in runs if r.data == "cuhk03_labeled"]
     assert paper_table(synthetic) == ""

@@ -59,7 +59,8 @@ def write_run(
         f"task_name: {task_name}\n"
         + (f"ckpt_path: {ckpt_path}\n" if ckpt_path else "")
         + "paths:\n  output_dir: ${hydra:runtime.output_dir}\n"  # needs Hydra's resolver: must not break the report
-        + f"data:\n  name: {data_name}\n  options: {json.dumps(options)}\n  regions: ${{model.regions}}\n  beta: {beta}\n"
+        + f"data:\n  name: {data_name}\n  options: {json.dumps(options)}\n"
+        + f"  regions: ${{model.regions}}\n  beta: {beta}\n"
         + f"model:\n  regions: {net['regions']}\n  lambda_intra: {lambda_intra}\n"
         + f"  net:\n    intra_attention: {str(net['intra_attention']).lower()}\n    fusion: {net['fusion']}\n"
     )
@@ -508,8 +509,8 @@ def test_the_evaluation_report_states_the_queries_scored_and_skipped(make_cfg, t
     out = Path(cfg.paths.output_dir)
     report = (out / "report.md").read_text()
     assert (
-        "- images: 2 queries scored (1 of 3 skipped: the gallery holds no image of their identity from another camera), 4 gallery"
-        in report
+        "- images: 2 queries scored (1 of 3 skipped: the gallery holds no image of their identity "
+        "from another camera), 4 gallery" in report
     )
     assert "3 queries" not in report
     assert json.loads((out / "metrics.json").read_text())["queries"] == {"total": 3, "scored": 2, "skipped": 1}

@@ -104,7 +104,7 @@ def test_distances_of_near_identical_features_are_never_negative():
 
 
 def _keypoints_of(datamodule, name: str) -> Path:
-    """The synthetic set's keypoint file of its image ``name`` (``<root>/keypoints/<split folder>/<stem>_keypoints.json``)."""
+    """The synthetic set's keypoint file of image ``name`` (``<root>/keypoints/<split>/<stem>_keypoints.json``)."""
     image = Path(next(r.image_path for r in datamodule.eval_set.records if Path(r.image_path).name == name))
     found = image.parents[1] / "keypoints" / image.parent.name / f"{image.stem}_keypoints.json"
     assert found.is_file(), found

@@ -1,4 +1,4 @@
-"""Cross-dataset test sets (data.test_sets): scored at every validation, logged per set, in metrics.json; evaluate.py too."""
+"""Cross-dataset test sets (data.test_sets): scored at every validation, logged per set, in metrics.json, evaluated."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import csv
 from pathlib import Path
 
 import pytest
+from fixtures import write_market_tree
 from omegaconf import open_dict
 
-from fixtures import write_market_tree
 from reid import tasks as runner
 from reid.errors import ConfigError
 

@@ -1,4 +1,4 @@
-"""Every command-line tool reads its options one way: `key=value` composed by Hydra into its dataclass (reid.conf.tool)."""
+"""Every command-line tool reads its options one way: `key=value`, composed by Hydra into its dataclass (conf.tool)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import tomllib
 from importlib import import_module
 
 import pytest
-
 from conftest import ROOT
+
 from reid.conf.tool import tool_options
 
 # module, options class: every console script of pyproject.toml but the two Hydra apps, the regions picture and
@@ -53,9 +53,9 @@ def test_help_lists_every_option_with_its_default(module, capsys):
 
 
 def test_values_are_typed_checked_and_taken_as_written():
+    from reid.errors import ConfigError
     from reid.tools.bench import BenchOptions
     from reid.tools.report import ReportOptions
-    from reid.errors import ConfigError
 
     bench = tool_options(BenchOptions, ["sizes=[demo]", "batch_size=4", "channels_last=false"], "bench")
     assert (bench.sizes, bench.batch_size, bench.channels_last) == (["demo"], 4, False)

@@ -1,4 +1,4 @@
-"""Part weights that can follow visibility: the gate weight (below the global feature's) and the keypoint pseudo-label loss."""
+"""Part weights that can follow visibility: the gate weight (below the global one's), the keypoint pseudo-label loss."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+from reid.conf.validate import validate_config
+from reid.errors import ConfigError
 from reid.lit.module import ReIDModule
 from reid.models import AttentionReIDNet
 from reid.models.fusion import InterAttentionFusion
-from reid.errors import ConfigError
-from reid.conf.validate import validate_config
 
 
 def _fusion(weight: str, bias: float) -> InterAttentionFusion:
@@ -201,8 +201,9 @@ def test_visibility_distance_by_hand():
 
 
 def test_evaluate_scores_visibility_matching_from_keypoints_and_mu(trained, make_cfg):
-    import reid.tasks as runner
     from conftest import TINY_OVERRIDES
+
+    import reid.tasks as runner
 
     overrides = [o for o in TINY_OVERRIDES if not o.startswith(("callbacks=", "model.", "trainer.enable_model"))]
     for source in ("keypoints", "mu"):
