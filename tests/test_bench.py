@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 
 from conftest import ROOT
+
 from reid.tools import bench
 
 

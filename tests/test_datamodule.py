@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from fixtures import write_market_tree
+
 from reid.data.io import CorruptImageError
 from reid.lit.datamodule import ReIDDataModule
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import CONF_DIR, ROOT, TINY_OVERRIDES
 
-from conftest import ROOT, TINY_OVERRIDES
 from reid.launch import child_argv
 
 TINY = [o for o in TINY_OVERRIDES if not o.startswith(("callbacks=", "logger="))] + [
@@ -64,6 +64,7 @@ def test_child_argv_keeps_config_flags_and_the_jobs_own_values_only():
     ]
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_scores_like_a_single_process(tmp_path, data_dir):
     run_dir = tmp_path / "ddp"
     trained = _run("train.py", *TINY, *DDP, f"paths.data_dir={data_dir}", f"hydra.run.dir={run_dir}")
@@ -86,6 +87,7 @@ def test_ddp_on_two_cpu_processes_scores_like_a_single_process(tmp_path, data_di
         assert single[key] == pytest.approx(ddp_metrics[key], abs=1e-6), key
 
 
+@pytest.mark.slow
 def test_multirun_of_ddp_jobs_gives_one_directory_and_one_configuration_per_job(tmp_path, data_dir):
     sweep_dir = tmp_path / "sweep"
     result = _run(
@@ -116,6 +118,7 @@ def test_multirun_of_ddp_jobs_gives_one_directory_and_one_configuration_per_job(
     assert seen == [0.3, 0.7]
 
 
+@pytest.mark.slow
 def test_lambda_beta_sweep_in_parallel_builds_the_table(tmp_path, data_dir):
     sweep_dir = tmp_path / "sweep"
     result = _run(
@@ -148,6 +151,7 @@ def test_lambda_beta_sweep_in_parallel_builds_the_table(tmp_path, data_dir):
     assert list(sweep_dir.glob("*.png")) or list(sweep_dir.glob("**/*.png"))
 
 
+@pytest.mark.slow
 def test_optuna_sweep_runs_two_trials_and_reports_the_best(tmp_path, data_dir):
     sweep_dir = tmp_path / "optuna"
     result = _run(
@@ -169,6 +173,35 @@ def test_optuna_sweep_runs_two_trials_and_reports_the_best(tmp_path, data_dir):
     assert best["best_value"] == pytest.approx(max(maps))
 
 
+def _shown_config(*args: str, command_line: bool) -> str:
+    """What `python train.py <args> --cfg hydra|job` prints: run as a command, or composed in this process.
+
+    In this process: the command-line check train.py makes first, then Hydra's composition with its
+    own node, of which ``--cfg hydra`` shows only ``hydra`` and ``--cfg job`` everything else.
+    """
+    if command_line:
+        result = _run("train.py", *args, timeout=120)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from reid.cli import check_command_line
+
+    *overrides, flag, part = args
+    assert flag == "--cfg" and part in ("hydra", "job")
+    check_command_line("train", list(args))  # also registers the typed schemas that the configs extend
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    keys = ["hydra"] if part == "hydra" else [key for key in cfg if key != "hydra"]
+    return OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, keys))
+
+
+# the composition in this process in the fast loop; a new Python process per command (5 s each) in CI
+VIA = ["in_process", pytest.param("command_line", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("via", VIA)
 @pytest.mark.parametrize(
     "overrides, expected",
     [
@@ -177,15 +210,16 @@ def test_optuna_sweep_runs_two_trials_and_reports_the_best(tmp_path, data_dir):
         (["hydra/launcher=joblib"], ["JoblibLauncher"]),
     ],
 )
-def test_sweep_configs_compose(overrides, expected):
-    result = _run("train.py", *overrides, "--cfg", "hydra", timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_sweep_configs_compose(overrides, expected, via):
+    shown = _shown_config(*overrides, "--cfg", "hydra", command_line=via == "command_line")
     for text in expected:
-        assert text in result.stdout, text
+        assert text in shown, text
 
 
-def test_ddp_trainer_config_composes_for_many_nodes():
-    result = _run("train.py", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "--cfg", "job", timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    trainer = yaml.safe_load(result.stdout)["trainer"]
+@pytest.mark.parametrize("via", VIA)
+def test_ddp_trainer_config_composes_for_many_nodes(via):
+    shown = _shown_config(
+        "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "--cfg", "job", command_line=via == "command_line"
+    )
+    trainer = yaml.safe_load(shown)["trainer"]
     assert trainer["strategy"] == "ddp" and trainer["devices"] == 4 and trainer["num_nodes"] == 2

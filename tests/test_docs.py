@@ -12,8 +12,8 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import ROOT
+
 from reid.conf import schema
 from reid.tools import options_doc
 from reid.tools.options_doc import COMMAND, render, yaml_comments

@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from conftest import TINY_OVERRIDES
 from omegaconf import OmegaConf, open_dict
 
-from conftest import TINY_OVERRIDES
 from reid.evaluation import (
     FeatureSet,
     RerankTooLargeError,

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from fixtures import write_image, write_market_tree
 
+from reid.conf.tool import tool_options
 from reid.data.records import Record, ReIDDataset
 from reid.pose import OpenPoseJsonSource, read_openpose_json
-from reid.conf.tool import tool_options
 from reid.pose.extract import (
     MEDIAPIPE_MISSING,
     PoseEstimatorUnavailable,
@@ -215,6 +215,15 @@ def test_missing_mediapipe_gives_the_install_command(monkeypatch: pytest.MonkeyP
         extract_dataset(ExtractOptions(data="does_not_exist"))
 
 
+def test_the_tool_prints_one_error_line_without_mediapipe(tmp_path: Path, monkeypatch, capsys) -> None:
+    # main() in this process, `import mediapipe` blocked (the command in a new Python: the slow test below)
+    monkeypatch.setitem(sys.modules, "mediapipe", None)
+    monkeypatch.chdir(tmp_path)
+    assert main(["data=synthetic"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {MEDIAPIPE_MISSING}"]
+
+
+@pytest.mark.slow
 def test_command_line_prints_one_error_line_without_mediapipe(tmp_path: Path) -> None:
     import subprocess
 

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from PIL import Image
 
-from conftest import ROOT
 from reid import checkpoints
 from reid.files import (
     FULL_ERRNOS,
@@ -35,6 +35,7 @@ write_metrics({{f"metric_{{i}}": i / 1000 for i in range(1000)}}, {out!r})
 """
 
 
+@pytest.mark.slow
 def test_a_disk_full_write_leaves_the_previous_metrics_json_valid(tmp_path):
     write_metrics({"rank1": 0.5, "mAP": 0.25}, tmp_path)
     result = subprocess.run(
@@ -96,6 +97,7 @@ runner.run_cli(runner.train, config("trainer.max_epochs=2", "ckpt_path=last"))
 """
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_does_not_fit_is_one_line_and_the_previous_one_stays(tmp_path, data_dir):
     run = tmp_path / "run"
     script = _FULL_CHECKPOINT.format(
@@ -115,6 +117,36 @@ def test_a_checkpoint_that_does_not_fit_is_one_line_and_the_previous_one_stays(t
     # the epoch-1 checkpoint, whole, and no temporary file beside it
     assert last.read_bytes()[-64:] == result.stdout[-64:]
     assert checkpoints.load_checkpoint(last)["epoch"] == 0
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt", "last.prev.ckpt"]
+
+
+def test_a_checkpoint_too_large_for_the_disk_is_one_line_and_the_previous_one_stays(tmp_path, monkeypatch):
+    # the checkpoint writer of training, in this process with a write that fails as a file-size limit makes it
+    # fail (a run under a real limit, resumed: the slow test above)
+    import torch
+
+    from reid.lit.resume import AtomicCheckpointIO
+
+    run = tmp_path / "run"
+    last = run / "checkpoints" / "last.ckpt"
+    writer = AtomicCheckpointIO()
+    writer.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "epoch": 0}, last)
+    previous = last.read_bytes()
+
+    def too_large(fd):
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+
+    monkeypatch.setattr(os, "fsync", too_large)
+    with pytest.raises(DiskFullError) as info:
+        writer.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "epoch": 1}, last)
+    monkeypatch.undo()
+    line = str(info.value)
+    assert line.startswith(f"file too large writing {last} (the previous last.ckpt is intact): ") and "\n" not in line
+    assert "free space on " in line and line.endswith(
+        f"then resume with ckpt_path=last (`python train.py <same overrides> hydra.run.dir={run} ckpt_path=last`)"
+    )
+    # the epoch-1 checkpoint, whole, and no temporary file beside it
+    assert last.read_bytes() == previous and checkpoints.load_checkpoint(last)["epoch"] == 0
     assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt", "last.prev.ckpt"]
 
 

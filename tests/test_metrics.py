@@ -13,7 +13,6 @@ import torch
 from reid.metrics import ReIDMetric, evaluate_features, evaluate_rank, pairwise_distance, re_ranking
 from reid.metrics.rerank import nearest_neighbours
 
-
 # ----------------------------------------------------------------------------------------------
 # independent references: plain per-query loops, as torchreid writes them (stable sort for ties)
 

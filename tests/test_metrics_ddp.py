@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from reid.metrics import ReIDMetric
@@ -60,6 +61,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# two processes (a gloo group): CI, with the DDP runs of test_distributed.py
+@pytest.mark.slow
 def test_two_process_gloo_metric_equals_single_process(tmp_path: Path):
     script = tmp_path / "ddp_metric.py"
     script.write_text(WORKER_SCRIPT)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from fixtures import DEFAULT_MSMT17_SPLITS, write_msmt17_tree
+
 from reid.data.datasets import DatasetFormatError, DatasetNotFoundError, load
 
 

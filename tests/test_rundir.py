@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import resource
 import signal
@@ -10,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
-
 from conftest import ROOT, TINY_OVERRIDES
+from omegaconf import OmegaConf, open_dict
+
 from reid import rundir
 from reid.conf import compose_config
 from reid.rundir import (
@@ -46,6 +48,32 @@ def _train(*overrides: str, common: bool = True, file_size_limit: int | None = N
     )
 
 
+def _start(via: str, *overrides: str) -> subprocess.CompletedProcess:
+    """``python train.py <COMMON> <overrides>`` (``via="train.py"``), or only the part of it that refuses a run
+    folder (``via="guard"``): the guard Hydra calls with the composed config before it writes anything,
+    run in this process (no new Python, no torch to import)."""
+    if via == "train.py":
+        return _train(*overrides)
+    folder = next(o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir="))
+    config = compose_config([*COMMON, *(o for o in overrides if not o.startswith("hydra."))])
+    with open_dict(config):
+        config.hydra = {"run": {"dir": folder}}
+    stderr, status = io.StringIO(), 0
+    try:
+        with contextlib.redirect_stderr(stderr):
+            RunDirGuard().on_run_start(config)
+    except SystemExit as stopped:
+        status = stopped.code
+    finally:  # a process's locks go when it ends: this one goes on
+        release_folder(folder)
+        rundir._pending_replacements.clear()
+    return subprocess.CompletedProcess(["RunDirGuard().on_run_start", *overrides], status, "", stderr.getvalue())
+
+
+# the guard in this process in the fast loop; the whole train.py (a new Python, 5 s) in CI
+VIA = ["guard", pytest.param("train.py", marks=pytest.mark.slow)]
+
+
 def _refused(result: subprocess.CompletedProcess, start: str) -> str:
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"error: {start}"), result.stderr[-2000:]
@@ -77,15 +105,38 @@ def test_two_runs_started_together_with_default_folders_keep_both_results(tmp_pa
         assert f"seed={seed}" in (folder / ".hydra" / "overrides.yaml").read_text()
 
 
-def test_a_folder_in_use_by_a_live_process_is_refused_in_one_line(tmp_path, data_dir):
+# holds a folder's lock in a process of its own until its stdin closes
+_HOLD_LOCK = (
+    "import sys; from reid.rundir import lock_folder; lock_folder(sys.argv[1]); print('held', flush=True); "
+    "sys.stdin.read()"
+)
+
+
+@pytest.mark.parametrize("via", VIA)
+def test_a_folder_in_use_by_a_live_process_is_refused_in_one_line(tmp_path, data_dir, via):
     folder = tmp_path / "run"
-    lock_folder(folder)  # this test process holds it, as a running train.py would
+    holder = None
+    if via == "train.py":
+        lock_folder(folder)  # this test process holds it, as a running train.py would
+        holder_pid = os.getpid()
+    else:  # the guard runs in this process: another one holds the folder
+        holder = subprocess.Popen(
+            [sys.executable, "-c", _HOLD_LOCK, str(folder)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        holder_pid = holder.pid
     try:
-        stderr = _refused(_train(f"hydra.run.dir={folder}", f"paths.data_dir={data_dir}"), "the run folder ")
-        assert f"is in use by pid {os.getpid()}" in stderr
+        stderr = _refused(_start(via, f"hydra.run.dir={folder}", f"paths.data_dir={data_dir}"), "the run folder ")
+        assert f"is in use by pid {holder_pid}" in stderr
         assert not (folder / ".hydra").exists() and not (folder / "train.log").exists()  # nothing written
     finally:
         release_folder(folder)
+        if holder is not None:
+            holder.communicate(timeout=60)  # its stdin closes: it ends
 
 
 @pytest.mark.slow
@@ -178,7 +229,8 @@ def _finished_run(folder: Path, *overrides: str) -> dict[str, bytes]:
     [b"\xff\xfe\x00 garbage: [", b"task_name: train\ntags: []\nseed: 4"],
     ids=["not-yaml", "cut-short-after-a-resume"],
 )
-def test_a_resume_against_a_damaged_record_stops_in_one_line_and_changes_nothing(tmp_path, data_dir, damage):
+@pytest.mark.parametrize("via", VIA)
+def test_a_resume_against_a_damaged_record_stops_in_one_line_and_changes_nothing(tmp_path, data_dir, damage, via):
     folder = tmp_path / "run"
     _finished_run(folder)
     record = folder / ".hydra" / "config.yaml"
@@ -189,8 +241,8 @@ def test_a_resume_against_a_damaged_record_stops_in_one_line_and_changes_nothing
     record.write_bytes(damage)
     before = _snapshot(folder)
 
-    result = _train(
-        f"hydra.run.dir={folder}", f"paths.data_dir={data_dir}", "ckpt_path=last", "seed=3", "data.batch_size=4"
+    result = _start(
+        via, f"hydra.run.dir={folder}", f"paths.data_dir={data_dir}", "ckpt_path=last", "seed=3", "data.batch_size=4"
     )
     line = _one_error_line(result)
     assert line.startswith(f"error: the run's record {record} cannot be read (")
@@ -199,16 +251,18 @@ def test_a_resume_against_a_damaged_record_stops_in_one_line_and_changes_nothing
     assert _snapshot(folder) == before and not (folder / "train.log").exists()  # not started: no record replaced
 
 
-def test_a_lock_that_is_a_folder_stops_the_run_in_one_line_and_keeps_the_finished_run(tmp_path, data_dir):
+@pytest.mark.parametrize("via", VIA)
+def test_a_lock_that_is_a_folder_stops_the_run_in_one_line_and_keeps_the_finished_run(tmp_path, data_dir, via):
     folder = tmp_path / "run"
     before = _finished_run(folder)
     (folder / ".lock").mkdir()
 
-    line = _one_error_line(_train(f"hydra.run.dir={folder}", f"paths.data_dir={data_dir}"))
+    line = _one_error_line(_start(via, f"hydra.run.dir={folder}", f"paths.data_dir={data_dir}"))
     assert line.startswith(f"error: the run folder's lock {folder / '.lock'} is not a file") and "rm -r" in line
     assert _snapshot(folder) == before and not (folder / "train.log").exists()
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_keeping_the_record_stops_the_resume_with_the_record_intact(tmp_path, data_dir):
     folder = tmp_path / "run"
     before = _finished_run(folder)
@@ -231,6 +285,7 @@ def test_a_full_disk_while_keeping_the_record_stops_the_resume_with_the_record_i
     assert not (folder / "resume_changes.log").exists()
 
 
+@pytest.mark.slow
 def test_overwrite_keeps_the_old_results_when_the_new_run_fails_at_set_up(tmp_path):
     folder = tmp_path / "run"
     before = _finished_run(folder)
@@ -250,7 +305,8 @@ def test_overwrite_keeps_the_old_results_when_the_new_run_fails_at_set_up(tmp_pa
     assert sorted(p.name for p in folder.iterdir()) == [".hydra", ".lock", "checkpoints", "metrics.json", "train.log"]
 
 
-def test_a_run_killed_between_setting_aside_and_replacing_loses_nothing(tmp_path, data_dir):
+@pytest.mark.parametrize("via", VIA)
+def test_a_run_killed_between_setting_aside_and_replacing_loses_nothing(tmp_path, data_dir, via):
     folder = tmp_path / "run"
     before = _finished_run(folder)
     # overwrite=true set the old results aside, then the process died before its set-up passed
@@ -270,7 +326,7 @@ def test_a_run_killed_between_setting_aside_and_replacing_loses_nothing(tmp_path
     (folder / ".hydra" / "config.yaml").write_text("the killed run's record\n")  # Hydra had written it
 
     # the next run in the folder puts them back first: a fresh run is refused as it was before the kill
-    result = _train(f"hydra.run.dir={folder}", f"paths.data_dir={data_dir}")
+    result = _start(via, f"hydra.run.dir={folder}", f"paths.data_dir={data_dir}")
     assert "already holds a run's results" in _one_error_line(result)
     assert "warning: put back the previous results" in result.stderr
     assert _snapshot(folder) == before

@@ -9,13 +9,13 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import ROOT, TINY_OVERRIDES
+from resume_helpers import read_steps
 from torch.utils.data import Dataset, DistributedSampler
 
 import reid.tasks as runner
-from conftest import ROOT, TINY_OVERRIDES
 from reid.data.datasets import load
 from reid.data.samplers import RandomIdentitySampler, ResumableDataLoader, ShuffleSampler, distributed_context
-from resume_helpers import read_steps
 
 # 10 identities with 1..10 images each (pid i has i + 1 images), in a scrambled data set order
 PIDS = np.random.default_rng(0).permutation(np.repeat(np.arange(10), np.arange(1, 11))).tolist()
@@ -269,6 +269,7 @@ def test_bad_sampler_options_name_the_keys(make_cfg, overrides, message):
 # ---------------------------------------------------------------------------- under Lightning DDP
 
 
+@pytest.mark.slow
 def test_lightning_ddp_keeps_our_sampler_and_each_rank_trains_its_own_batches(tmp_path, data_dir):
     """2 CPU processes (`python train.py trainer=ddp`, a subprocess: the DDP launcher re-runs the command)."""
     record = tmp_path / "steps.jsonl"

@@ -6,14 +6,15 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, TINY_OVERRIDES, flat_metrics
 from omegaconf import OmegaConf
 
 from reid.tasks import train
 from reid.variants import model_names
-from conftest import ROOT, TINY_OVERRIDES, flat_metrics
 
 MODELS = model_names()  # the files of conf/model/
 
@@ -73,6 +74,8 @@ def test_train_then_evaluate_reproduces_final_metrics(tmp_path, data_dir):
         f"hydra.run.dir={run_dir}",
     )
     assert train_run.returncode == 0, train_run.stderr[-3000:]
+    # Hydra ran the run-folder guard (test_rundir.py checks it in this process): it locked the folder
+    assert (run_dir / ".lock").read_text().startswith("pid ")
     trained = json.loads((run_dir / "metrics.json").read_text())
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file()
@@ -84,13 +87,28 @@ def test_train_then_evaluate_reproduces_final_metrics(tmp_path, data_dir):
         if not o.startswith(("model.", "trainer.enable_model_summary", "data.whole_size", "data.part_size"))
     ]
     eval_dir = tmp_path / "eval"
-    eval_run = _run(
-        "evaluate.py",
-        *eval_common,
-        f"ckpt_path={checkpoint}",
-        f"paths.data_dir={data_dir}",
-        f"hydra.run.dir={eval_dir}",
-    )
+    # and an explicit setting wins, with a notice in the log and in metrics.json (checked below): the two
+    # evaluations run side by side, each a process of its own
+    other_dir = tmp_path / "eval_other_beta"
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        eval_future = pool.submit(
+            _run,
+            "evaluate.py",
+            *eval_common,
+            f"ckpt_path={checkpoint}",
+            f"paths.data_dir={data_dir}",
+            f"hydra.run.dir={eval_dir}",
+        )
+        other_future = pool.submit(
+            _run,
+            "evaluate.py",
+            *eval_common,
+            "data.beta=0.1",
+            f"ckpt_path={checkpoint}",
+            f"paths.data_dir={data_dir}",
+            f"hydra.run.dir={other_dir}",
+        )
+    eval_run, other = eval_future.result(), other_future.result()
     assert eval_run.returncode == 0, eval_run.stderr[-3000:]
     scored = json.loads((eval_dir / "metrics.json").read_text())
     for key in ("rank1", "rank5", "rank10", "rank20", "mAP"):
@@ -99,16 +117,7 @@ def test_train_then_evaluate_reproduces_final_metrics(tmp_path, data_dir):
     assert "data.beta=0.2 from the checkpoint" in (eval_dir / "evaluate.log").read_text()
     assert "input_differs_from_training" not in scored
 
-    # an explicit setting wins, with a notice in the log and in metrics.json
-    other_dir = tmp_path / "eval_other_beta"
-    other = _run(
-        "evaluate.py",
-        *eval_common,
-        "data.beta=0.1",
-        f"ckpt_path={checkpoint}",
-        f"paths.data_dir={data_dir}",
-        f"hydra.run.dir={other_dir}",
-    )
+    # the explicit setting
     assert other.returncode == 0, other.stderr[-3000:]
     notices = json.loads((other_dir / "metrics.json").read_text())["input_differs_from_training"]
     assert notices == ["data.beta=0.1 as given, but the checkpoint was trained with 0.2"]
@@ -126,17 +135,33 @@ def test_train_then_evaluate_reproduces_final_metrics(tmp_path, data_dir):
     ]
 
 
+# a command line -> the start of the one error line it gets
+BAD_COMMAND_LINES = {
+    ("data.no_such_key=1",): "error: unknown config key 'data.no_such_key' (fix: remove it or correct it;",
+    ("data.batch_size=many",): "error: config key 'data.batch_size': expected int, got 'many' (fix: e.g.",
+    ("model=intra_intre",): "error: config group 'model' has no option 'intra_intre' (fix: did you mean "
+    "'model=intra_inter'?)",
+    # a sweep is checked with its first job
+    ("-m", "model=intra,baseline", "data.pose.min_conff=0.2"): "error: unknown config key 'data.pose.min_conff' "
+    "(did you mean 'data.pose.min_conf'?)",
+}
+
+
+def test_a_bad_key_value_or_option_is_one_line_from_the_check_before_hydra(capsys):
+    # the check train.py makes before Hydra starts, in this process (the command itself: the slow test below)
+    from reid.cli import check_command_line
+
+    for overrides, expected in BAD_COMMAND_LINES.items():
+        with pytest.raises(SystemExit) as stopped:
+            check_command_line("train", overrides)
+        assert stopped.value.code == 2
+        err = capsys.readouterr().err
+        assert err.strip().splitlines() == [err.strip()] and err.startswith(expected), err[-2000:]
+
+
+@pytest.mark.slow
 def test_a_bad_key_value_or_option_fails_at_compose_with_one_line(tmp_path):
-    cases = {
-        ("data.no_such_key=1",): "error: unknown config key 'data.no_such_key' (fix: remove it or correct it;",
-        ("data.batch_size=many",): "error: config key 'data.batch_size': expected int, got 'many' (fix: e.g.",
-        ("model=intra_intre",): "error: config group 'model' has no option 'intra_intre' (fix: did you mean "
-        "'model=intra_inter'?)",
-        # a sweep is checked with its first job
-        ("-m", "model=intra,baseline", "data.pose.min_conff=0.2"): "error: unknown config key 'data.pose.min_conff' "
-        "(did you mean 'data.pose.min_conf'?)",
-    }
-    for overrides, expected in cases.items():
+    for overrides, expected in BAD_COMMAND_LINES.items():
         result = _run("train.py", *overrides, f"hydra.run.dir={tmp_path}", f"hydra.sweep.dir={tmp_path}")
         assert result.returncode == 2, result.stderr[-2000:]
         assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith(expected), (
@@ -145,6 +170,27 @@ def test_a_bad_key_value_or_option_fails_at_compose_with_one_line(tmp_path):
     assert not any(tmp_path.iterdir())  # refused before Hydra made any folder
 
 
+def test_missing_data_dir_is_one_line_naming_the_folder_and_the_fixes(make_cfg, capsys):
+    # what train.py runs inside Hydra, in this process (the command itself: the slow test below)
+    from omegaconf import open_dict
+
+    from reid.tasks import run_cli
+
+    cfg = make_cfg("data=market", "logger=none", tiny=False)
+    missing = Path(cfg.paths.output_dir).parent / "nowhere"
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(missing)
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(train, cfg)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "Traceback" not in err, err[-2000:]
+    line = error_lines[0]
+    assert str(missing) in line and "bounding_box_train" in line and "data=synthetic" in line
+
+
+@pytest.mark.slow
 def test_missing_data_dir_fails_at_start_with_one_line(tmp_path):
     missing = tmp_path / "nowhere"
     result = _run(
@@ -226,8 +272,8 @@ def test_paper_recipes_warn_in_one_line_when_pretraining_is_missing(make_cfg, ca
 def test_load_from_checkpoint_rebuilds_the_module_from_the_checkpoint_alone(make_cfg):
     import torch
 
-    from reid.lit.module import ReIDModule
     from reid.checkpoints import CheckpointLoadError
+    from reid.lit.module import ReIDModule
 
     cfg = make_cfg(
         "model=intra_inter",
@@ -277,6 +323,7 @@ def test_a_sweep_with_the_default_folders_runs_every_job(tmp_path, data_dir):
     assert [path.parent.name for path in written] == ["0", "1"]
 
 
+@pytest.mark.slow
 def test_a_batch_larger_than_the_training_set_is_one_error_line_and_writes_no_metrics(tmp_path, data_dir):
     # the tiny set has 6 identities x 4 images = 24 training images: no complete batch of 32
     run_dir = tmp_path / "run"
@@ -298,6 +345,8 @@ def test_a_batch_larger_than_the_training_set_is_one_error_line_and_writes_no_me
         (["+trainer.max_steps=0"], "trainer.max_steps=0 trains nothing"),
         (["trainer.limit_train_batches=0.1"], "trainer.limit_train_batches=0.1 keeps no batch of the 3 training"),
         (["data.sampler=identity", "data.batch_size=28"], "data.sampler=identity needs 7 identities per batch"),
+        # as train.py reports it in one line: the slow test above
+        (["data.batch_size=32"], "data.batch_size=32 is more than the 24 training images"),
     ],
 )
 def test_settings_that_train_nothing_are_refused_before_fit(make_cfg, overrides, message):

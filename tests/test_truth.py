@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import spearmanr
+from test_synthetic import BRIGHT, EXACT, NEUTRAL
 
 from reid.data.synthetic import SyntheticParams, generate, render_sample
 from reid.data.synthetic.figure import Pose
@@ -26,8 +27,6 @@ from reid.metrics.attention_health import AttentionHealth, health_table, mask_co
 from reid.metrics.truth import mask_auroc, spearman, truth_on_grid
 from reid.names import BRANCH_NAMES, PART_NAMES
 from reid.pose.regions import image_regions
-
-from test_synthetic import BRIGHT, EXACT, NEUTRAL
 
 
 def _scene(occluder: str | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

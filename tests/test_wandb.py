@@ -8,7 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, TINY_OVERRIDES
+
 from reid.tasks.common import WANDB_CONNECT_TIMEOUT, _unreachable
 
 # nothing listens on the discard port of this machine: W&B's server "out of reach", network or not
@@ -43,6 +45,7 @@ def _train(tmp_path: Path, data_dir: Path, **env: str) -> subprocess.CompletedPr
     return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=240)
 
 
+@pytest.mark.slow
 def test_online_without_an_api_key_is_one_line_naming_the_login_and_the_offline_choices(tmp_path, data_dir):
     result = _train(tmp_path, data_dir)
     assert result.returncode == 2, result.stderr[-3000:]
@@ -55,6 +58,7 @@ def test_online_without_an_api_key_is_one_line_naming_the_login_and_the_offline_
         assert fix in line
 
 
+@pytest.mark.slow
 def test_a_key_but_no_server_logs_offline_after_one_warning_and_the_run_finishes(tmp_path, data_dir):
     started = time.monotonic()
     result = _train(tmp_path, data_dir, WANDB_API_KEY="0123456789abcdef0123456789abcdef01234567")
@@ -69,6 +73,33 @@ def test_a_key_but_no_server_logs_offline_after_one_warning_and_the_run_finishes
     offline_runs = list((run / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1 and list(offline_runs[0].glob("*.wandb")), "nothing for `wandb sync` to upload"
     assert elapsed < 120  # wandb.init alone would have waited 90 s for the server before failing
+
+
+def test_the_online_check_refuses_a_missing_key_and_falls_back_offline_without_a_server(tmp_path, monkeypatch, caplog):
+    # what train.py checks before it makes the W&B logger, in this process with wandb's own key and server
+    # lookups stubbed out (the command itself, with a home without credentials: the two slow tests above)
+    from omegaconf import OmegaConf
+
+    from reid.tasks import common
+
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setattr(common, "_wandb_base_url", lambda: NO_SERVER)
+    monkeypatch.setattr(common, "_has_wandb_credentials", lambda base_url, setting: False)
+    conf = OmegaConf.create({"_target_": "pytorch_lightning.loggers.wandb.WandbLogger", "save_dir": str(tmp_path)})
+    with pytest.raises(common.WandbLoginError) as info:
+        common.check_wandb_online(conf)
+    line = str(info.value)
+    assert line.startswith("WANDB_MODE=online: ") and "no W&B API key is configured" in line and "\n" not in line
+    for fix in ("`wandb login`", "WANDB_API_KEY", "WANDB_MODE=offline", "logger=csv"):
+        assert fix in line
+
+    monkeypatch.setattr(common, "_has_wandb_credentials", lambda base_url, setting: True)
+    with caplog.at_level("WARNING"):
+        checked = common.check_wandb_online(conf)  # nothing listens on NO_SERVER's port
+    assert checked.mode == "offline" and os.environ["WANDB_MODE"] == "offline"
+    warnings = [r.getMessage() for r in caplog.records if "cannot be reached" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert NO_SERVER in warnings[0] and f"wandb sync {tmp_path / 'wandb' / 'offline-run-*'}" in warnings[0]
 
 
 def test_the_reachability_check_is_bounded_even_where_packets_go_unanswered():
