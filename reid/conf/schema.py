@@ -25,36 +25,62 @@ class TargetConfig:
 
 @dataclass
 class PicturesConfig:
-    """``eval.pictures``: the pictures written after validation."""
+    """``eval.pictures``: the pictures written into the run directory (and to W&B during training)."""
 
     enabled: bool = True
+    # ranked lists (Fig. 6): queries shown, chosen at random with `seed`
     num_queries: int = ranged(8, 0)
+    # ...or these query numbers
     query_rows: Optional[List[int]] = ranged(None, 0)
+    # gallery images shown per ranked list
     topk: int = ranged(10, 1)
+    # attention maps (Fig. 7): query images shown
     num_attention: int = ranged(4, 0)
     seed: int = ranged(0, **SEED)
 
 
 @dataclass
 class EvalConfig:
-    """``eval``: how query and gallery features are compared and what evaluate.py reports."""
+    """``eval``: how query and gallery features are compared and what evaluate.py reports.
 
+    Declared here once: ``conf/eval/default.yaml`` lists only what differs (nothing, today).
+    """
+
+    # how query/gallery features are compared
     distance: Literal["euclidean", "cosine"] = "euclidean"
+    # the longest rank of the CMC curve
     max_rank: int = ranged(50, 1)
+    # CUHK03 classic single-shot: number of gallery samplings averaged
     cuhk03_repeats: int = ranged(10, 1)
+    # ... their seed
     cuhk03_seed: int = ranged(0, **SEED)
+    # ... or the exact expectation over every sampling
     cuhk03_exact: bool = False
+    # query rows per distance chunk (bounds memory for very large galleries)
     chunk_size: int = ranged(1024, 1)
+    # where evaluate.py runs the network and ranks: auto (GPU when present) | cpu | cuda | cuda:1 ...
     device: str = "auto"
+    # evaluate.py: also score every branch alone (Table 7: global, head, upper body, upper leg, lower leg, part fusion)
     branches: bool = True
+    # average each feature with that of the horizontally flipped image
     flip: bool = False
+    # k-reciprocal re-ranking (Zhong et al. 2017) of the global + part feature, as an extra result
     rerank: bool = False
+    # re-ranking's k1 (its reciprocal neighbourhood)
     rerank_k1: int = ranged(20, 1)
+    # re-ranking's k2 (its query expansion)
     rerank_k2: int = ranged(6, 1)
+    # re-ranking's weight of the original distance
     rerank_lambda: float = ranged(0.3, 0.0, 1.0)
+    # re-ranking holds (Q+G)^2 distances: refuse larger sets instead of running out of memory
     rerank_max_images: int = ranged(40000, 1)
+    # write features.pt into the run directory; `python evaluate.py features_path=...` scores it again without the model
     save_features: bool = False
+    # evaluate.py: score again with each intra-attention mask flattened over positions (spatial) and over
+    # channels (channel), its mean kept: how much retrieval relies on where / which channels the network attends
     attention_knockout: bool = False
+    # evaluate.py: also score with part distances weighted by both images' part visibilities and normalised
+    # (VPM / PGFA / BPBReID): mu (inter-attention's weights) | keypoints (their joints' mean confidence)
     visibility_matching: Literal["none", "mu", "keypoints"] = "none"
     pictures: PicturesConfig = field(default_factory=PicturesConfig)
 
