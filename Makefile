@@ -35,11 +35,12 @@ test: $(STAMP)
 	$(MKDOCS) build --strict --site-dir site
 	$(BIN)/python -m pytest -q $(ARGS)
 
-# the edit loop: lint, types and the tests not marked slow (no multi-process runs, no docs build)
+# the edit loop: lint, types and the tests not marked slow (no multi-process runs, no docs build), spread
+# over the cores by pytest-xdist
 test-fast: $(STAMP)
 	$(BIN)/ruff check --quiet .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -m "not slow" --durations=10 $(ARGS)
+	$(BIN)/python -m pytest -q -m "not slow" -n auto --durations=10 $(ARGS)
 
 # The documentation (docs/, mkdocs.yml): docs/options.md regenerated from the schema, then the site in
 # site/, offline and strict (a broken link or a missing page fails; never --quiet, which hides the warnings
