@@ -159,16 +159,11 @@ def test_a_batch_mixing_image_sizes_crops_each_image_with_its_own_padding():
 @pytest.mark.parametrize(("hflip", "pad_crop", "seed"), [(1.0, 0.0, 3), (0.0, 1.0, 11), (1.0, 1.0, 2024)])
 def test_a_flip_and_a_translation_equal_sample_transforms_own_at_the_same_draws(persons, hflip, pad_crop, seed):
     transform = SampleTransform(train=True, hflip=hflip, pad_crop=pad_crop, translate=0.125, seed=0)
-    draws = [
-        dc.draw_geometry(
-            np.random.default_rng(seed + i),
-            hflip=transform.hflip,
-            pad_crop=transform.pad_crop,
-            translate=transform.translate,
-            whole_size=SMALL_WHOLE,
-        )
-        for i in range(len(persons))
-    ]
+    draws = []
+    for i in range(len(persons)):
+        transform.reseed(seed + i)
+        drawn = transform.draw(SMALL_WHOLE)
+        draws.append((drawn.flipped, drawn.shift or (0.0, 0.0)))
     for flipped, (dx, dy) in draws:  # forced to fire (or not to)
         assert flipped == (hflip == 1.0) and (dx != 0.0 and dy != 0.0) == (pad_crop == 1.0)
     images, boxes = batch(persons)

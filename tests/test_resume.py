@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -88,35 +89,38 @@ def _assert_same_weights(a: dict, b: dict) -> None:
 
 @pytest.fixture(scope="module")
 def uninterrupted_fits() -> dict:
-    """``num_workers -> (steps, weights)`` of the uninterrupted fit, made by the first test that needs it:
+    """``(num_workers, pipeline) -> (steps, weights)`` of the uninterrupted fit, made by the first test that needs it:
     the cases differ in where they crash and resume, not in the run they must replay."""
     return {}
 
 
 @pytest.mark.parametrize(
-    ("num_workers", "every", "crash_at", "resume_step"),
+    ("num_workers", "every", "crash_at", "resume_step", "pipeline"),
     [
-        (0, 4, 10, 8),  # resumes mid-epoch 1 (batch 3 of 6); steps 9, 10 are lost and replayed
+        (0, 4, 10, 8, "cpu"),  # resumes mid-epoch 1 (batch 3 of 6); steps 9, 10 are lost and replayed
+        # the same with the crops cut and augmented in the training process (data.pipeline=device)
+        (0, 4, 10, 8, "device"),
         # the same with workers prefetching batches ahead of training (CI; the fast loop has the loader's own
         # test with workers, test_samplers.py::test_loader_state_resumes_after_the_batches_the_consumer_processed)
-        pytest.param(2, 4, 10, 8, marks=pytest.mark.slow),
+        pytest.param(2, 4, 10, 8, "cpu", marks=pytest.mark.slow),
+        pytest.param(2, 4, 10, 8, "device", marks=pytest.mark.slow),
         # the checkpoint of epoch 0's last batch: resumes at the epoch boundary (CI; the fast loop resumes there
         # from the epoch-end checkpoint, the next case, and from a step checkpoint mid-epoch, the first)
-        pytest.param(0, 6, 8, 6, marks=pytest.mark.slow),
-        (0, "epoch", 8, 6),  # the checkpoint written at the end of epoch 0
+        pytest.param(0, 6, 8, 6, "cpu", marks=pytest.mark.slow),
+        (0, "epoch", 8, 6, "cpu"),  # the checkpoint written at the end of epoch 0
     ],
 )
 def test_resume_replays_the_uninterrupted_run(
-    make_cfg, tmp_path, uninterrupted_fits, num_workers, every, crash_at, resume_step
+    make_cfg, tmp_path, uninterrupted_fits, num_workers, every, crash_at, resume_step, pipeline
 ):
-    cfg = make_cfg(*RESUME_OVERRIDES, f"data.num_workers={num_workers}")
+    cfg = make_cfg(*RESUME_OVERRIDES, f"data.num_workers={num_workers}", f"data.pipeline={pipeline}")
 
-    if num_workers not in uninterrupted_fits:
+    if (num_workers, pipeline) not in uninterrupted_fits:
         straight = StepRecorder()
         reference = _fit(cfg, [straight])
         weights = {key: value.detach().clone() for key, value in reference.state_dict().items()}
-        uninterrupted_fits[num_workers] = (straight.steps, weights)
-    straight_steps, reference_weights = uninterrupted_fits[num_workers]
+        uninterrupted_fits[num_workers, pipeline] = (straight.steps, weights)
+    straight_steps, reference_weights = uninterrupted_fits[num_workers, pipeline]
     assert len(straight_steps) == 2 * STEPS_PER_EPOCH
 
     crashed = StepRecorder()
@@ -181,11 +185,18 @@ def _run(command: list[str]) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted_run(tmp_path_factory, data_dir) -> Path:
-    """The reference: the same command, never interrupted (its folder holds steps.jsonl)."""
-    run_dir = tmp_path_factory.mktemp("straight")
-    _run(_train_command(run_dir / "run", data_dir, run_dir / "steps.jsonl"))
-    return run_dir
+def uninterrupted_runs(tmp_path_factory, data_dir) -> Callable[[str], Path]:
+    """The reference of each pipeline: the same command, never interrupted (its folder holds steps.jsonl)."""
+    made: dict[str, Path] = {}
+
+    def run(pipeline: str) -> Path:
+        if pipeline not in made:
+            run_dir = tmp_path_factory.mktemp(f"straight_{pipeline}")
+            _run(_train_command(run_dir / "run", data_dir, run_dir / "steps.jsonl", f"data.pipeline={pipeline}"))
+            made[pipeline] = run_dir
+        return made[pipeline]
+
+    return run
 
 
 # (kill point, where last.ckpt then stands: global step, the epoch it belongs to, batches done in it)
@@ -216,15 +227,26 @@ KILL_POINTS = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", list(KILL_POINTS))
+@pytest.mark.parametrize(
+    ("point", "pipeline"),
+    [(point, "cpu") for point in KILL_POINTS]
+    # the device path (crops cut in the training process from the shipped draws): mid-epoch and in validation
+    + [("between_step_checkpoints", "device"), ("during_validation", "device")],
+)
 def test_sigkilled_run_resumed_with_ckpt_path_last_ends_like_an_uninterrupted_run(
-    tmp_path, data_dir, uninterrupted_run, point
+    tmp_path, data_dir, uninterrupted_runs, point, pipeline
 ):
     kill, step, epoch, batches_done = KILL_POINTS[point]
     killed_dir = tmp_path / "killed"
+    uninterrupted_run = uninterrupted_runs(pipeline)
     victim = subprocess.run(
         _train_command(
-            killed_dir, data_dir, tmp_path / "killed.jsonl", "+callbacks.kill._target_=resume_helpers.KillAt", *kill
+            killed_dir,
+            data_dir,
+            tmp_path / "killed.jsonl",
+            "+callbacks.kill._target_=resume_helpers.KillAt",
+            f"data.pipeline={pipeline}",
+            *kill,
         ),
         cwd=ROOT,
         env=_env(),
@@ -248,7 +270,16 @@ def test_sigkilled_run_resumed_with_ckpt_path_last_ends_like_an_uninterrupted_ru
     assert not (killed_dir / "metrics.json").exists()
 
     # the test's own callbacks (the killer, the step record's file) differ: said to be intended
-    _run(_train_command(killed_dir, data_dir, tmp_path / "resumed.jsonl", "ckpt_path=last", "resume_with_changes=true"))
+    _run(
+        _train_command(
+            killed_dir,
+            data_dir,
+            tmp_path / "resumed.jsonl",
+            "ckpt_path=last",
+            "resume_with_changes=true",
+            f"data.pipeline={pipeline}",
+        )
+    )
 
     # steps trained up to the checkpoint, then the resumed run's: the uninterrupted run's steps
     straight_steps = read_steps(uninterrupted_run / "steps.jsonl")

@@ -11,6 +11,8 @@ import torch
 from torch.utils.data import Dataset
 
 from reid.data.crops import crop_regions
+from reid.data.device_batch import DeviceCrops, Pipeline, collate_originals, sample_draws
+from reid.data.image_cache import DecodedImages
 from reid.data.io import read_image
 from reid.data.records import Record
 from reid.data.transforms import SampleTransform
@@ -34,6 +36,9 @@ class CropDataset(Dataset):
         indices: Sequence[int] | None = None,
         part_confidence: np.ndarray | None = None,
         truth: Sequence[str | None] | None = None,
+        pipeline: Pipeline = "cpu",
+        images: DecodedImages | None = None,
+        image_rows: Sequence[int] | None = None,
     ) -> None:
         if len(records) != len(boxes):
             raise ValueError(f"{len(records)} records but {len(boxes)} boxes")
@@ -49,6 +54,13 @@ class CropDataset(Dataset):
         self.part_size = cast("tuple[int, int]", tuple(part_size))
         self.is_query = list(is_query) if is_query is not None else [False] * len(self.records)
         self.indices = list(indices) if indices is not None else list(range(len(self.records)))
+        # data.pipeline=device: samples are the originals (from the decoded-image cache when given),
+        # boxes and draws; device_crops cuts the crops where the network runs
+        self.pipeline = pipeline
+        self.images = images
+        self.image_rows = list(image_rows) if image_rows is not None else list(range(len(self.records)))
+        self.device_crops = DeviceCrops.from_transform(transform, self.whole_size, self.part_size)
+        self.collate = collate_originals if pipeline == "device" else None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -63,20 +75,24 @@ class CropDataset(Dataset):
         else:
             i = key
         record = self.records[i]
-        image = read_image(record.image_path)
-        whole, parts = crop_regions(image, self.boxes[i], whole_size=self.whole_size, part_size=self.part_size)
-        whole_t, parts_t, unerased = self.transform.with_visibility(whole, parts, self.boxes[i])
-        sample = {
-            "whole": whole_t,
-            "parts": parts_t,
+        image = self.images[self.image_rows[i]] if self.images is not None else read_image(record.image_path)
+        sample: dict[str, Any] = {
             "pid": record.pid,
             "camid": record.camid,
             "index": self.indices[i],
             "is_query": self.is_query[i],
         }
-        if self.transform.random_erasing > 0:
-            # model.visibility_target=erasing's self-supervised label: what the erasing left of each part
-            sample["part_unerased"] = unerased
+        if self.pipeline == "device":
+            sample["image"] = torch.from_numpy(np.array(image))  # (H, W, 3) uint8: permuted on the device
+            sample["image_size"] = torch.tensor(image.shape[:2], dtype=torch.int64)
+            sample["crop_boxes"] = torch.from_numpy(self.boxes[i])
+            sample["draws"] = sample_draws(self.transform, self.boxes[i], self.whole_size, self.part_size)
+        else:
+            whole, parts = crop_regions(image, self.boxes[i], whole_size=self.whole_size, part_size=self.part_size)
+            sample["whole"], sample["parts"], unerased = self.transform.with_visibility(whole, parts, self.boxes[i])
+            if self.transform.random_erasing > 0:
+                # model.visibility_target=erasing's self-supervised label: what the erasing left of each part
+                sample["part_unerased"] = unerased
         if self.part_confidence is not None or self.truth is not None:
             sample["boxes"] = torch.from_numpy(self.boxes[i])
         if self.part_confidence is not None:
@@ -84,6 +100,14 @@ class CropDataset(Dataset):
         if self.truth is not None:
             sample.update(self._truth_fields(i, image.shape[:2]))
         return sample
+
+    def cropped(self, i: int) -> dict[str, Any]:
+        """Sample ``i`` with its ``whole`` and ``parts`` crops whatever the pipeline (device: cut on the CPU here)."""
+        sample = self[i]
+        if self.collate is None:
+            return sample
+        batch = self.device_crops(self.collate([sample]))
+        return {k: v[0] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
     def _truth_fields(self, i: int, image_shape: tuple[int, int]) -> dict[str, torch.Tensor]:
         """The visible person's coverage in each crop (uint8, 255 = all person) and each region's visible share."""

@@ -1,11 +1,11 @@
 """Batched tensor twins of :func:`reid.data.crops.crop_regions` and of :class:`~reid.data.transforms.SampleTransform`.
 
-The first piece of a device-side data path: the loader would ship only the uint8 original
+The device-side data path (``data.pipeline=device``): the loader ships only the uint8 original
 image, its five boxes and the sample's random draws, and the crops are cut on the device in one
 ``grid_sample`` call.  Pure torch (no OpenCV, albumentations or torchvision); every function
 takes a batch and, where the CPU path draws at random, the draws as tensors, so a batch is
-reproducible from the per-sample seeds whichever device runs it (:func:`draw_geometry` draws
-them on the CPU in :class:`SampleTransform`'s order).
+reproducible from the per-sample seeds whichever device runs it (:meth:`SampleTransform.draw`
+draws them on the CPU, for both paths).
 
 Conventions, the CPU path's:
 
@@ -40,8 +40,8 @@ units; after normalisation, times the gain):
   brings in take the normalisation's offset unrounded, so they become exactly 0 as
   SampleTransform's docstring intends; its uint8 ``warpAffine`` rounds that fill (up to 0.5 * gain).
 
-Not covered yet: colour jitter and random erasing (still CPU-only), and the wiring into the
-loader and the LightningModule.
+Colour jitter, random erasing and the wiring into the loader and the data module's
+``on_after_batch_transfer`` are in :mod:`reid.data.device_batch`.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -354,21 +353,3 @@ def sample_transform(
         moves = region_shifts(boxes, whole_size, part_size, shifts.to(whole.device))
         whole, parts = translate(whole, moves[:, 0], offset), translate(parts, moves[:, 1:], offset)
     return normalize(whole, offset, gain), normalize(parts, offset, gain)
-
-
-def draw_geometry(
-    rng: np.random.Generator, *, hflip: float, pad_crop: float, translate: float, whole_size: tuple[int, int]
-) -> tuple[bool, tuple[float, float]]:
-    """One sample's flip and whole-crop shift (dx, dy), drawn from ``rng`` as SampleTransform draws them.
-
-    Pass the transform's effective probabilities (``transform.hflip``, ``transform.pad_crop``, 0 when
-    ``train=False``) and ``translate``; with ``rng = np.random.default_rng(sample_seed)`` the draws
-    are those of ``transform.reseed(sample_seed)`` (colour jitter draws from its own generator and
-    the erasing draws come after these, so neither changes them).
-    """
-    flipped = hflip > 0 and bool(rng.random() < hflip)
-    dx = dy = 0.0
-    if pad_crop > 0 and rng.random() < pad_crop:
-        dx = float(rng.uniform(-translate, translate) * whole_size[1])
-        dy = float(rng.uniform(-translate, translate) * whole_size[0])
-    return flipped, (dx, dy)

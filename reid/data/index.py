@@ -15,6 +15,8 @@ import numpy as np
 from annotated_types import Ge, Interval
 
 from reid.data.crop_dataset import CropDataset
+from reid.data.device_batch import Pipeline
+from reid.data.image_cache import DecodedImages
 from reid.data.io import VERIFY_MODES, CorruptImageError, image_size, verify_image
 from reid.data.records import Record, ReIDDataset
 from reid.data.transforms import SampleTransform
@@ -238,17 +240,27 @@ def build_crop_sets(
     part_size: tuple[int, int],
     augment: Mapping[str, Any],
     with_confidence: bool,
+    pipeline: Pipeline = "cpu",
+    image_cache_dir: str | Path | None = None,
 ) -> tuple[CropDataset, CropDataset]:
     """The training set and the evaluation set (queries, then the gallery) over the ``splits``' boxes.
 
     With ``on_bad_sample=skip`` the kept training pids are relabelled 0..q-1 (``dataset.train``
     too). ``with_confidence`` (keypoints were read) attaches each part's keypoint confidence.
+    ``pipeline=device`` serves originals, boxes and draws instead of crops, from a decoded-image
+    cache in ``image_cache_dir`` (None: each worker decodes the files).
     """
     train, query, gallery = splits["train"], splits["query"], splits["gallery"]
     train_recs = train.records
     if on_bad_sample == "skip":
         dataset.train = relabel(train_recs)
         train_recs = dataset.train
+
+    def originals(records: Sequence[Record]) -> DecodedImages | None:
+        if pipeline != "device" or image_cache_dir is None or not records:
+            return None
+        return DecodedImages.open([r.image_path for r in records], image_cache_dir, log=log.info)
+
     train_set = CropDataset(
         train_recs,
         train.boxes,
@@ -257,6 +269,8 @@ def build_crop_sets(
         part_size,
         # model.visibility_loss's pseudo-labels (keypoints, never the synthetic truth)
         part_confidence=train.part_confidence if with_confidence else None,
+        pipeline=pipeline,
+        images=originals(train_recs),
     )
     eval_transform = SampleTransform(train=False, **augment)
     query_recs, gallery_recs = query.records, gallery.records
@@ -270,6 +284,8 @@ def build_crop_sets(
         indices=list(range(len(query_recs))) + list(range(len(gallery_recs))),
         part_confidence=np.concatenate([query.part_confidence, gallery.part_confidence]) if with_confidence else None,
         truth=[optional_path(truth_path(r.image_path)) for r in query_recs + gallery_recs],
+        pipeline=pipeline,
+        images=originals(query_recs + gallery_recs),
     )
     return train_set, eval_set
 

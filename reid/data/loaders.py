@@ -131,6 +131,7 @@ def train_loader(
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
         multiprocessing_context=worker_start_method(num_workers),
+        collate_fn=getattr(train_set, "collate", None),
         # the workers' base seed comes from this generator, not the global torch RNG: creating
         # the loader again on a resume must not shift the random stream of dropout
         generator=torch.Generator().manual_seed(sampler.seed),
@@ -155,6 +156,7 @@ def eval_loader(
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
         multiprocessing_context=worker_start_method(num_workers),
+        collate_fn=getattr(dataset, "collate", None),
         # workers' base seed from a generator of their own (evaluation draws nothing at random):
         # the first validation of a resumed run must not advance the global RNG that dropout
         # draws from, as the uninterrupted run's persistent workers did not

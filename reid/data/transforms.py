@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Annotated, Literal, get_args
+from dataclasses import dataclass
+from typing import Annotated, Literal, cast, get_args
 
 import albumentations as A
 import cv2
@@ -52,6 +53,23 @@ ErasingFill = Literal["mean", "random"]
 ERASING_FILLS: tuple[str, ...] = get_args(ErasingFill)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class SampleDraws:
+    """One sample's random decisions, in the whole-body crop's pixels (see :meth:`SampleTransform.draw`).
+
+    Attributes:
+        flipped: mirror the five crops.
+        shift: the whole-body crop's translation (dx, dy) in pixels, or None.
+        erase: the erased rectangle (top, left, bottom, right) of the whole-body crop, or None.
+        erase_colour: its solid RGB colour (``erasing_fill="random"``); None: the normalisation's offset, rounded.
+    """
+
+    flipped: bool
+    shift: tuple[float, float] | None
+    erase: tuple[int, int, int, int] | None
+    erase_colour: tuple[int, int, int] | None
 
 
 def _check_probability(name: str, value: float) -> float:
@@ -128,6 +146,13 @@ class SampleTransform:
         self.erasing_area = (float(erasing_area[0]), float(erasing_area[1]))
         self.erasing_aspect = (float(erasing_aspect[0]), float(erasing_aspect[1]))
         self.erasing_fill = erasing_fill
+        # the jitter ranges, as albumentations' ColorJitter draws its factors (the device path draws them itself)
+        self.jitter_ranges = (
+            (max(0.0, 1.0 - brightness), 1.0 + brightness),
+            (max(0.0, 1.0 - contrast), 1.0 + contrast),
+            (max(0.0, 1.0 - saturation), 1.0 + saturation),
+            (-hue, hue),
+        )
         self.seed = seed
         self._jitter = A.ColorJitter(brightness, contrast, saturation, hue, p=self.color_jitter)
         self._stacked_jitter = A.Compose([self._jitter], seed=seed)
@@ -239,6 +264,70 @@ class SampleTransform:
             borderValue=fill,
         )
 
+    # ------------------------------------------------------------------ draws
+
+    def draw(self, whole_shape: tuple[int, int]) -> SampleDraws:
+        """Draws one sample's flip, translation and erasing from the transform's generator.
+
+        The order is fixed (flip, translation, erasing rectangle, erasing colour), so a sample
+        seeded by :meth:`reseed` gets the same draws on the CPU path and on the device path
+        (:mod:`reid.data.device_batch`). Colour jitter draws from albumentations' own generator.
+
+        Args:
+            whole_shape: (height, width) of the whole-body crop.
+        """
+        self._reseed_in_worker()
+        h0, w0 = whole_shape
+        flipped = self.hflip > 0 and bool(self._rng.random() < self.hflip)
+        shift = None
+        if self.pad_crop > 0 and self._rng.random() < self.pad_crop:
+            dx = self._rng.uniform(-self.translate, self.translate) * w0
+            dy = self._rng.uniform(-self.translate, self.translate) * h0
+            shift = (float(dx), float(dy))
+        erase, colour = None, None
+        if self.random_erasing > 0 and self._rng.random() < self.random_erasing:
+            erase = self._erase_rectangle(h0, w0)
+            if erase is not None and self.erasing_fill == "random":
+                colour = cast("tuple[int, int, int]", tuple(int(c) for c in self._rng.integers(0, 256, 3)))
+        return SampleDraws(flipped, shift, erase, colour)
+
+    def draw_jitter(self) -> tuple[tuple[float, float, float, float], tuple[int, int, int, int]]:
+        """The device path's colour jitter draws: (brightness, contrast, saturation, hue shift) and their order.
+
+        Drawn from the transform's generator (after :meth:`draw`); unchanged (1, 1, 1, 0) when the
+        jitter does not fire. The CPU path never calls it: its jitter draws from albumentations.
+        """
+        if self.color_jitter <= 0 or self._rng.random() >= self.color_jitter:
+            return (1.0, 1.0, 1.0, 0.0), (0, 1, 2, 3)
+        b, c, s, h = (float(self._rng.uniform(low, high)) for low, high in self.jitter_ranges)
+        order = cast("tuple[int, int, int, int]", tuple(int(k) for k in self._rng.permutation(4)))
+        return (b, c, s, h), order
+
+    def part_rectangles(
+        self, draws: SampleDraws, boxes: np.ndarray, whole_shape: tuple[int, int], part_shape: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Where the erased rectangle falls in each part crop, and the share of each part left unerased.
+
+        Returns:
+            ``(rectangles, unerased)``: (4, 4) int64 rows (top, left, bottom, right) in part-crop
+            pixels (empty when top == bottom or left == right), and (4,) float32 shares.
+        """
+        rectangles = np.zeros((4, 4), dtype=np.int64)
+        unerased = np.ones(4, dtype=np.float32)
+        if draws.erase is None:
+            return rectangles, unerased
+        top, left, bottom, right = draws.erase
+        h, w = part_shape
+        for i, (sx, ox, sy, oy) in enumerate(self._part_mapping(boxes, whole_shape, part_shape, draws.flipped)):
+            # Round the mapped edges so that equal-scale crops erase exactly the same pixels.
+            r0 = min(max(int(round(top * sy + oy)), 0), h)
+            r1 = min(max(int(round(bottom * sy + oy)), 0), h)
+            c0 = min(max(int(round(left * sx + ox)), 0), w)
+            c1 = min(max(int(round(right * sx + ox)), 0), w)
+            rectangles[i] = (r0, c0, r1, c1)
+            unerased[i] = 1.0 - (r1 - r0) * (c1 - c0) / (h * w)
+        return rectangles, unerased
+
     # ------------------------------------------------------------------ call
 
     def __call__(
@@ -275,19 +364,19 @@ class SampleTransform:
         self._reseed_in_worker()
         h0, w0 = whole.shape[:2]
         h, w = parts.shape[1:3]
+        draws = self.draw((h0, w0))
 
-        flipped = self.hflip > 0 and self._rng.random() < self.hflip
         if w == w0:
             # One tall image: flip and jitter touch all five crops identically.
             stacked = np.concatenate([whole, parts.reshape(4 * h, w, 3)], axis=0)
-            if flipped:
+            if draws.flipped:
                 stacked = cv2.flip(stacked, 1)
             if self.color_jitter > 0:
                 stacked = self._stacked_jitter(image=stacked)["image"]
             crops = [stacked[:h0]] + [stacked[h0 + i * h : h0 + (i + 1) * h] for i in range(4)]
         else:
             crops = [whole] + [parts[i] for i in range(4)]
-            if flipped:
+            if draws.flipped:
                 crops = [cv2.flip(c, 1) for c in crops]
             if self.color_jitter > 0:
                 out = self._separate_jitter(image=crops[0], **{f"part{i}": crops[i + 1] for i in range(4)})
@@ -295,34 +384,22 @@ class SampleTransform:
 
         offset, gain = self._offset_and_gain(crops[0])
         fill = tuple(float(v) for v in offset)
-        mapping = None
-        if self.needs_boxes:
-            assert boxes is not None  # checked on entry
-            mapping = self._part_mapping(boxes, (h0, w0), (h, w), flipped)
-        if self.pad_crop > 0 and self._rng.random() < self.pad_crop:
-            dx = self._rng.uniform(-self.translate, self.translate) * w0
-            dy = self._rng.uniform(-self.translate, self.translate) * h0
+        if draws.shift is not None:
+            assert boxes is not None  # checked on entry: pad_crop > 0 needs boxes
+            dx, dy = draws.shift
             crops[0] = self._shift(crops[0], dx, dy, fill)
-            assert mapping is not None  # pad_crop > 0: needs_boxes
-            for i, (sx, _, sy, _) in enumerate(mapping):
+            for i, (sx, _, sy, _) in enumerate(self._part_mapping(boxes, (h0, w0), (h, w), draws.flipped)):
                 crops[i + 1] = self._shift(crops[i + 1], dx * sx, dy * sy, fill)
         unerased = np.ones(4, dtype=np.float32)
-        if self.random_erasing > 0 and self._rng.random() < self.random_erasing:
-            rectangle = self._erase_rectangle(h0, w0)
-            if rectangle is not None:
-                top, left, bottom, right = rectangle
-                colour = np.round(fill) if self.erasing_fill == "mean" else self._rng.integers(0, 256, 3)
-                crops = [np.array(c, copy=True) for c in crops]
-                crops[0][top:bottom, left:right] = colour
-                assert mapping is not None  # random_erasing > 0: needs_boxes
-                for i, (sx, ox, sy, oy) in enumerate(mapping):
-                    # Round the mapped edges so that equal-scale crops erase exactly the same pixels.
-                    r0 = min(max(int(round(top * sy + oy)), 0), h)
-                    r1 = min(max(int(round(bottom * sy + oy)), 0), h)
-                    c0 = min(max(int(round(left * sx + ox)), 0), w)
-                    c1 = min(max(int(round(right * sx + ox)), 0), w)
-                    crops[i + 1][r0:r1, c0:c1] = colour
-                    unerased[i] = 1.0 - (r1 - r0) * (c1 - c0) / (h * w)
+        if draws.erase is not None:
+            assert boxes is not None  # checked on entry: random_erasing > 0 needs boxes
+            top, left, bottom, right = draws.erase
+            colour = np.round(fill) if draws.erase_colour is None else np.asarray(draws.erase_colour)
+            crops = [np.array(c, copy=True) for c in crops]
+            crops[0][top:bottom, left:right] = colour
+            rectangles, unerased = self.part_rectangles(draws, boxes, (h0, w0), (h, w))
+            for i, (r0, c0, r1, c1) in enumerate(rectangles):
+                crops[i + 1][r0:r1, c0:c1] = colour
 
         # Reorder to CHW while still uint8 (a quarter of the bytes), then normalise in place.
         offset_t = torch.from_numpy(offset).view(3, 1, 1)

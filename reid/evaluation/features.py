@@ -229,7 +229,11 @@ def extract_features(
     keep = set(rows) if rows is not None else None
     chunks: dict[str, list[Tensor]] = {}
     pids, camids, is_query, weights, confidences = [], [], [], [], []
+    # data.pipeline=device: the batches hold originals, cut into crops here, where the network runs
+    device_crops = getattr(getattr(loader, "dataset", None), "device_crops", None)
     for batch in loader:
+        if "image" in batch and device_crops is not None:
+            batch = device_crops({k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()})
         whole = batch["whole"].to(device, non_blocking=True)
         parts = batch["parts"].to(device, non_blocking=True)
         output = module(whole, parts, return_attention=attention_health is not None)

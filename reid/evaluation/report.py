@@ -77,7 +77,7 @@ def attention_image(
     net = getattr(module, "net", module)
     if not getattr(net, "intra_attention", False) or not sample_rows:
         return None
-    samples = [eval_set[int(i)] for i in sample_rows]
+    samples = [eval_set.cropped(int(i)) for i in sample_rows]
     whole = torch.stack([s["whole"] for s in samples])
     parts = torch.stack([s["parts"] for s in samples])
     device = next(module.parameters()).device

@@ -130,6 +130,9 @@ def limit_eval_set(
         old.part_size,
         is_query=[True] * len(queries) + [False] * len(gallery),
         indices=list(range(len(queries))) + list(range(len(gallery))),
+        pipeline=old.pipeline,
+        images=old.images,
+        image_rows=[old.image_rows[i] for i in queries + gallery],
     )
     subset = {
         "setting": setting,

@@ -123,6 +123,9 @@ class FeatureExtractor:
         pose_estimator: for images given without keypoints to a pose-trained model: ``auto``
             (MediaPipe when installed), ``none`` (never), or a callable image -> (18, 3) or None.
         progress: show a progress bar; None: for lists longer than :data:`PROGRESS_FROM`.
+        pipeline: where the crops are cut: ``cpu`` (OpenCV, image by image) or ``device`` (one batched
+            ``grid_sample`` on ``device``, as ``data.pipeline=device``; the crops agree within the
+            tolerance of :mod:`reid.data.device_crops`).
 
     Batches and rounding: an image's feature depends on the images it is batched with, by
     float32 rounding only. The CPU kernels (oneDNN convolutions and the BLAS ones alike) order
@@ -142,14 +145,19 @@ class FeatureExtractor:
         flip: bool = False,
         pose_estimator: Any = "auto",
         progress: bool | None = None,
+        pipeline: str = "cpu",
     ) -> None:
         from omegaconf import OmegaConf
 
+        from reid.data.device_batch import PIPELINES
         from reid.data.transforms import SampleTransform
         from reid.lit.module import ReIDModule
 
         if int(batch_size) < 1:
             raise FeatureInputError(f"batch_size must be >= 1, got {batch_size}")
+        if pipeline not in PIPELINES:
+            raise FeatureInputError(f"pipeline must be one of {', '.join(PIPELINES)}, got {pipeline!r}")
+        self.pipeline = pipeline
         path = Path(checkpoint)
         if path.is_dir() and find_resume_checkpoint(path) is None:
             raise FeatureInputError(
@@ -218,8 +226,8 @@ class FeatureExtractor:
         """Every setting besides the weights that changes a feature, as plain values (the device is not one).
 
         Sizes, β, regions, the pose thresholds, the strips, the evaluation transform's options
-        (normalisation), L2 normalisation, flip averaging, and which pose estimator fills in
-        missing keypoints.
+        (normalisation), L2 normalisation, flip averaging, which pose estimator fills in
+        missing keypoints, and where the crops are cut.
         """
         estimator = self._estimator_choice
         if callable(estimator):
@@ -240,6 +248,8 @@ class FeatureExtractor:
             "normalize": self.normalize,
             "flip": self.flip,
             "pose_estimator": str(estimator),
+            # the device path's crops agree with OpenCV's within a tolerance, not bit for bit
+            "pipeline": self.pipeline,
         }
 
     # ------------------------------------------------------------------ pose
@@ -303,6 +313,10 @@ class FeatureExtractor:
             boxes = batch.boxes
             for status, count in batch.counts.items():
                 self.last_counts[f"regions_{status}"] = self.last_counts.get(f"regions_{status}", 0) + int(count)
+        if self.pipeline == "device":
+            from reid.data.device_batch import crop_images
+
+            return crop_images(images, boxes, self.transform, self.whole_size, self.part_size, self.device)
         wholes, parts = [], []
         for image, box in zip(images, boxes.astype(np.float32), strict=True):
             whole, part = crop_regions(image, box, whole_size=self.whole_size, part_size=self.part_size)

@@ -168,6 +168,7 @@ def search(
     device: str = "auto",
     flip: bool = False,
     matching: str = "none",
+    pipeline: str = "cpu",
 ) -> dict:
     """Runs a search and writes its outputs (see the module doc); returns what it wrote and whether the cache served."""
     from reid.files import atomic_save_image, atomic_write, atomic_write_text
@@ -178,7 +179,7 @@ def search(
     for query in queries:
         if not Path(query).is_file():
             raise SearchInputError(f"query image not found: {query}")
-    extractor = FeatureExtractor(checkpoint, device=device, batch_size=batch_size, flip=flip)
+    extractor = FeatureExtractor(checkpoint, device=device, batch_size=batch_size, flip=flip, pipeline=pipeline)
     gallery_keypoints = [keypoint_file(keypoints, image, gallery) for image in images]
     identity = {"weights": extractor.weights_digest(), "input": extractor.input_settings()}
     key = fingerprint(identity, images, gallery_keypoints)
@@ -256,6 +257,9 @@ class SearchOptions:
     matching: Literal["none", "mu", "keypoints"] = option(
         "none", "compare on what both images show: part distances weighted by mu or keypoint confidence"
     )
+    pipeline: Literal["cpu", "device"] = option(
+        "cpu", "where the crops are cut: cpu (OpenCV per image) or device (batched, where the network runs)"
+    )
 
 
 def search_command(options: SearchOptions) -> int:
@@ -274,6 +278,7 @@ def search_command(options: SearchOptions) -> int:
         device=options.device,
         flip=options.flip,
         matching=options.matching,
+        pipeline=options.pipeline,
     )
     print(
         f"wrote {result['ranked']} and {result['picture']} (gallery features "

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from reid.data.crop_dataset import CropDataset
 from reid.data.datasets import load
+from reid.data.device_batch import PIPELINES, Pipeline
 from reid.data.index import (
     BadSamplePolicy,
     IndexOptions,
@@ -194,6 +195,12 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
         test_sets: other ``conf/data`` options whose query/gallery are scored at every validation
             and in ``evaluate.py`` (cross-domain evaluation); built by the runner with this set's
             input settings (:func:`reid.tasks.build_test_sets`).
+        pipeline: where the five crops are cut and augmented: ``cpu`` (in the loader workers, with
+            OpenCV) or ``device`` (the workers ship the decoded originals, their boxes and the random
+            draws, and the crops are cut where the network runs, batched, in
+            ``on_after_batch_transfer``; :mod:`reid.data.device_batch`).
+        image_cache_dir: the folder of the device path's decoded-image cache (every original decoded
+            once, shared by runs, rebuilt when a file changes); None: each worker decodes the files.
     """
 
     def __init__(
@@ -218,6 +225,8 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
         num_instances: Annotated[int, Ge(1)] = 4,
         sampler_seed: Annotated[int | None, Interval(ge=0, le=2**32 - 1)] = None,
         test_sets: tuple[str, ...] = (),
+        pipeline: Pipeline = "cpu",
+        image_cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         check_index_options(regions, on_bad_sample, verify_images, pose)
@@ -241,6 +250,10 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
         self._set_sampler_options(sampler, num_instances, sampler_seed)
         # names of other conf/data options scored beside this set (the runner builds them)
         self.test_sets = list(test_sets)
+        if pipeline not in PIPELINES:
+            raise ValueError(f"data.pipeline must be one of {', '.join(PIPELINES)}, got {pipeline!r}")
+        self.pipeline = pipeline
+        self.image_cache_dir = image_cache_dir
         self.dataset: ReIDDataset | None = None
         self.train_set: CropDataset | None = None
         self.eval_set: CropDataset | None = None
@@ -281,6 +294,8 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
             self.part_size,
             self.augment,
             with_confidence=source is not None,
+            pipeline=self.pipeline,
+            image_cache_dir=self.image_cache_dir,
         )
         self.dataset = dataset
         check_scorable(dataset, splits["query"].records, splits["gallery"].records)
@@ -331,6 +346,11 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
             return None
         self.eval_set, subset = limited
         return subset
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """``data.pipeline=device``: cut and augment the crops of the batch on its device (a no-op otherwise)."""
+        crops = getattr(self.train_set or self.eval_set, "device_crops", None)
+        return crops(batch) if crops is not None and isinstance(batch, dict) else batch
 
     @property
     def num_classes(self) -> int:

@@ -190,6 +190,8 @@ class ImageNetDataModule(CropLoadersMixin, pl.LightningDataModule):
         num_instances: K of the identity sampler; ``batch_size`` must be a multiple of it.
         sampler_seed: seed of the training order (per epoch); None draws one, kept in checkpoints.
         test_sets: must be empty (the shared data keys include it; cross-domain sets are ReID sets).
+        pipeline: must be ``cpu`` (the device path cuts pose/strip boxes of ReID sets, not ImageNet's framing).
+        image_cache_dir: unused (the device path's cache; a shared data key).
     """
 
     def __init__(
@@ -215,8 +217,19 @@ class ImageNetDataModule(CropLoadersMixin, pl.LightningDataModule):
         num_instances: int = 4,
         sampler_seed: int | None = None,
         test_sets: Sequence[str] = (),
+        pipeline: str = "cpu",
+        image_cache_dir: str | None = None,
     ) -> None:
         super().__init__()
+        if pipeline != "cpu":
+            from reid.errors import ConfigError
+
+            raise ConfigError(
+                [
+                    "data.pipeline=device serves ReID data sets; ImageNet pre-training cuts its crops "
+                    "on the CPU: use data.pipeline=cpu"
+                ]
+            )
         if regions not in ("pose", "strips"):
             raise ValueError(f"data.regions must be 'pose' or 'strips', got {regions!r}")
         if test_sets:

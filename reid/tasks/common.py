@@ -265,6 +265,8 @@ TEST_SET_KEYS = (
     "pin_memory",
     "on_bad_sample",
     "verify_images",
+    "pipeline",
+    "image_cache_dir",
 )
 
 
