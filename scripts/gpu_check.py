@@ -8,13 +8,16 @@ the whole check stays within ``--budget-s`` (5 minutes by default):
 
 1. ``train_bf16``: a short synthetic training at the paper's width and sizes, ``trainer=gpu``
    (bf16-mixed): wall time, training images/s (``reid.lit.callbacks.TrainThroughput``), the
-   final rank-1/mAP and attention health, peak GPU memory;
+   final rank-1/mAP and attention health, peak GPU memory; ``train_bf16_device``: the same with
+   ``data.pipeline=device`` (the crops cut on the GPU);
 2. ``ddp_nccl``: one epoch with ``trainer=ddp`` on one GPU (the NCCL process group's path);
 3. ``train_compiled``: step 1 with ``model.compile=true`` (each training step gets a share of
    the budget, so a long compile cannot starve the steps after it);
 4. ``bench``: ``reid-bench device=cuda`` (bf16) for the full model and ResNet-50;
-5. ``loader``: images/s the training loader delivers with 8 and 16 workers, against the
-   images/s the GPU consumed in step 1: whether the loader keeps up.
+5. ``loader``: images/s the training loader delivers with 8 and 16 workers on each pipeline,
+   against the images/s the GPU consumed in step 1: whether the loader keeps up;
+6. ``step``: ``reid-bench step`` on each pipeline (paper size, batch 64, 8 workers) and the GPU's
+   busy share of the step: those images/s over the network's own (``reid-bench``, same batch).
 
 Figures go to one JSON file (``--out``), written atomically, and a summary is printed.
 Without CUDA it stops with one ``error:`` line (exit status 2). ``--cpu-smoke`` runs every step
@@ -52,6 +55,9 @@ SMOKE_OVERRIDES = [
     "model.net.width=0.25",
     "trainer.accelerator=cpu",
 ]
+
+# reid-bench step on the GPU: bf16 like the network benchmark it is compared with
+GPU_STEP = ["trainer=gpu", "trainer.precision=bf16-mixed"]
 
 
 def _train_command(data_dir: Path, run_dir: Path, epochs: int, smoke: bool, *extra: str) -> list[str]:
@@ -112,7 +118,9 @@ def _training_figures(run_dir: Path) -> dict[str, Any]:
     return figures
 
 
-def _loader_rates(workers: Sequence[int], smoke: bool, data_dir: Path, batches: int) -> dict[str, float]:
+def _loader_rates(
+    workers: Sequence[int], smoke: bool, data_dir: Path, batches: int, pipeline: str = "cpu"
+) -> dict[str, float]:
     """Training images/s the loader delivers (no model) with each number of workers."""
     from reid.conf import compose_config
     from reid.tasks import build_datamodule
@@ -122,6 +130,7 @@ def _loader_rates(workers: Sequence[int], smoke: bool, data_dir: Path, batches: 
         overrides = [
             f"paths.data_dir={data_dir}",
             f"data.num_workers={count}",
+            f"data.pipeline={pipeline}",
             "data.whole_size=[384,192]",
             "data.part_size=[96,192]",
             "logger=none",
@@ -201,7 +210,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # (name, overrides, epochs, share of the budget): torch.compile of the five branches can
         # take minutes, so it runs last and no step may eat the time of those after it
         plan = [
-            ("train_bf16", [*gpu, *workers, "trainer.precision=bf16-mixed"], args.epochs, 0.3),
+            ("train_bf16", [*gpu, *workers, "trainer.precision=bf16-mixed"], args.epochs, 0.2),
+            (
+                "train_bf16_device",
+                [*gpu, *workers, "trainer.precision=bf16-mixed", "data.pipeline=device"],
+                args.epochs,
+                0.15,
+            ),
             (
                 "ddp_nccl",
                 [
@@ -212,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "trainer.precision=bf16-mixed",
                 ],
                 1,
-                0.2,
+                0.15,
             ),
             # on the CPU the smoke test compiles with the eager backend: the compile path, not inductor's minutes
             (
@@ -225,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     *(["model.compile_options.backend=eager"] if smoke else []),
                 ],
                 args.epochs,
-                0.3,
+                0.25,
             ),
         ]
         for name, extra, epochs, share in plan:
@@ -262,16 +277,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[gpu-check] loader ({deadline - time.perf_counter():.0f} s left)", flush=True)
         try:
             counts = [1, 2] if smoke else list(args.workers)
-            delivered = _loader_rates(counts, smoke, args.data_dir, batches=2 if smoke else 40)
             consumed = steps["train_bf16"].get("train_images_per_s")
-            steps["loader"] = {
-                "ok": True,
-                "delivered_images_per_s": delivered,
-                "consumed_images_per_s": consumed,
-                "keeps_up": {k: (v >= consumed if consumed else None) for k, v in delivered.items()},
-            }
+            steps["loader"] = {"ok": True, "consumed_images_per_s": consumed}
+            for pipeline in ("cpu", "device"):
+                delivered = _loader_rates(counts, smoke, args.data_dir, 2 if smoke else 40, pipeline)
+                steps["loader"][pipeline] = {
+                    "delivered_images_per_s": delivered,
+                    "keeps_up": {k: (v >= consumed if consumed else None) for k, v in delivered.items()},
+                }
         except Exception as err:
             steps["loader"] = {"ok": False, "error": f"{type(err).__name__}: {err}"}
+        _write_json(figures, args.out)
+
+        print(f"[gpu-check] step ({deadline - time.perf_counter():.0f} s left)", flush=True)
+        try:
+            from reid.tools.bench.step import StepOptions, measure_steps
+
+            step_options = StepOptions(
+                steps=2 if smoke else 20,
+                warmup=1 if smoke else 5,
+                batch_size=8 if smoke else 64,
+                workers=1 if smoke else 8,
+                size="demo" if smoke else "paper",
+                overrides=[
+                    f"paths.data_dir={args.data_dir}",
+                    *(SMOKE_OVERRIDES if smoke else ["trainer=gpu", "trainer.precision=bf16-mixed"]),
+                ],
+            )
+            network = next(
+                (r["train_ips"] for r in steps.get("bench", {}).get("rows", []) if r.get("model") == "intra_inter"),
+                None,
+            )
+            steps["step"] = {"ok": True, "network_images_per_s": network}
+            for pipeline in ("cpu", "device"):
+                rate = round(measure_steps(step_options, pipeline), 1)
+                share = round(rate / network, 3) if network else None
+                steps["step"][pipeline] = {"images_per_s": rate, "busy_share": share}
+        except Exception as err:
+            steps["step"] = {"ok": False, "error": f"{type(err).__name__}: {err}"}
     if not smoke:
         figures["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     figures["ok"] = all(step.get("ok") for step in steps.values())

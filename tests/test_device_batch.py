@@ -59,6 +59,10 @@ def test_the_device_path_cuts_and_augments_as_the_cpu_path_does(persons, fill):
     assert (device["whole"] - cpu["whole"]).abs().max() <= tolerance
     assert (device["parts"] - cpu["parts"]).abs().max() <= tolerance
     torch.testing.assert_close(device["part_unerased"], cpu["part_unerased"], rtol=0, atol=0)
+    assert torch.equal(device["part_erased"], cpu["part_erased"])
+    erased = cpu["part_erased"]
+    area = (erased[..., 2] - erased[..., 0]) * (erased[..., 3] - erased[..., 1])
+    torch.testing.assert_close(cpu["part_unerased"], 1 - area / (SMALL_PART[0] * SMALL_PART[1]))
     for key in ("pid", "camid", "index", "is_query"):
         assert torch.equal(torch.as_tensor(device[key]), torch.as_tensor(cpu[key]))
 

@@ -48,12 +48,15 @@ def test_every_step_of_the_gpu_check_runs_and_lands_in_one_json(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads(out.read_text())
     steps = figures["steps"]
-    assert set(steps) == {"train_bf16", "train_compiled", "ddp_nccl", "bench", "loader"}
+    assert set(steps) == {"train_bf16", "train_bf16_device", "train_compiled", "ddp_nccl", "bench", "loader", "step"}
     assert figures["ok"] and all(step["ok"] for step in steps.values())
-    for name in ("train_bf16", "train_compiled", "ddp_nccl"):
+    for name in ("train_bf16", "train_bf16_device", "train_compiled", "ddp_nccl"):
         assert 0.0 <= steps[name]["rank1"] <= 1.0 and steps[name]["train_images_per_s"] > 0
         assert steps[name]["attention_saturated"] < 0.5  # the health figures travel too
     assert {row["model"] for row in steps["bench"]["rows"]} == {"intra_inter", "ResNet-50"}
     loader = steps["loader"]
-    assert all(rate > 0 for rate in loader["delivered_images_per_s"].values())
+    for pipeline in ("cpu", "device"):  # both data paths, each against what training consumed
+        assert all(rate > 0 for rate in loader[pipeline]["delivered_images_per_s"].values())
+        assert steps["step"][pipeline]["images_per_s"] > 0
+        assert steps["step"][pipeline]["busy_share"] > 0
     assert loader["consumed_images_per_s"] == steps["train_bf16"]["train_images_per_s"]

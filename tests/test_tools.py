@@ -18,6 +18,7 @@ TOOLS = {
     "reid.tools.export": "ExportOptions",
     "reid.tools.bench": "BenchOptions",
     "reid.tools.bench.loader": "LoaderOptions",
+    "reid.tools.bench.step": "StepOptions",
     "reid.tools.bench.ranking": "RankingOptions",
     "reid.tools.bench.search": "SearchBenchOptions",
     "reid.tools.bench.truth": "TruthOptions",

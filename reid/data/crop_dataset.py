@@ -89,10 +89,13 @@ class CropDataset(Dataset):
             sample["draws"] = sample_draws(self.transform, self.boxes[i], self.whole_size, self.part_size)
         else:
             whole, parts = crop_regions(image, self.boxes[i], whole_size=self.whole_size, part_size=self.part_size)
-            sample["whole"], sample["parts"], unerased = self.transform.with_visibility(whole, parts, self.boxes[i])
+            sample["whole"], sample["parts"], unerased, erased = self.transform.with_erasing(
+                whole, parts, self.boxes[i]
+            )
             if self.transform.random_erasing > 0:
-                # model.visibility_target=erasing's self-supervised label: what the erasing left of each part
-                sample["part_unerased"] = unerased
+                # model.visibility_target=erasing's self-supervised labels: what the erasing left of each
+                # part, and where it fell (model.visibility_dense)
+                sample["part_unerased"], sample["part_erased"] = unerased, erased
         if self.part_confidence is not None or self.truth is not None:
             sample["boxes"] = torch.from_numpy(self.boxes[i])
         if self.part_confidence is not None:

@@ -108,6 +108,25 @@ def _hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return torch.stack(out, dim=1)
 
 
+def _jitter_op(op: int, crops: list[torch.Tensor], value: torch.Tensor, stacked: bool) -> list[torch.Tensor]:
+    """One jitter operation (0 brightness, 1 contrast, 2 saturation, 3 hue) on the five crops of some samples."""
+    scale = value.view(-1, 1, 1, 1)
+    if op == 0:
+        return [torch.clamp(c * scale, 0, 255) for c in crops]
+    if op == 1:
+        greys = [_grey(c) for c in crops]
+        if stacked:  # one pivot: the mean luma of the five crops together, as of one stacked image
+            pixels = sum(g.shape[-2] * g.shape[-1] for g in greys)
+            pivot = torch.stack([g.sum(dim=(1, 2, 3)) for g in greys]).sum(dim=0).div(pixels).view(-1, 1, 1, 1)
+            pivots = [pivot] * len(crops)
+        else:
+            pivots = [g.mean(dim=(1, 2, 3), keepdim=True) for g in greys]
+        return [torch.clamp((c - p) * scale + p, 0, 255) for c, p in zip(crops, pivots, strict=True)]
+    if op == 2:
+        return [torch.clamp(torch.lerp(_grey(c), c, scale), 0, 255) for c in crops]
+    return [torch.clamp(_hue(c, value), 0, 255) for c in crops]
+
+
 def color_jitter(
     whole: torch.Tensor, parts: torch.Tensor, factors: torch.Tensor, order: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,38 +141,23 @@ def color_jitter(
 
     The contrast pivot is the mean luma of the five crops together when they have the same width
     (the CPU path jitters them stacked into one image), else of each crop. Values are clipped to
-    0-255 after each operation, as on uint8 images, but not rounded.
+    0-255 after each operation, as on uint8 images, but not rounded. Each operation runs on the
+    samples it changes only.
     """
     batch, (h, w) = whole.shape[0], parts.shape[-2:]
     factors = factors.to(device=whole.device, dtype=whole.dtype)
     order = order.to(whole.device)
+    identity = torch.tensor([1.0, 1.0, 1.0, 0.0], device=whole.device, dtype=whole.dtype)
+    changes = factors != identity  # (B, 4): which operations change which sample
     crops = [whole] + [parts[:, i] for i in range(4)]
     stacked = whole.shape[-1] == w
     for step in range(4):
         for op in range(4):
-            chosen = order[:, step] == op
-            if not bool(chosen.any()):
+            rows = ((order[:, step] == op) & changes[:, op]).nonzero().flatten()
+            if rows.numel() == 0:
                 continue
-            value = factors[:, op]
-            if op == 0:
-                new = [torch.clamp(c * value.view(-1, 1, 1, 1), 0, 255) for c in crops]
-            elif op == 1:
-                greys = [_grey(c) for c in crops]
-                if stacked:
-                    total = torch.stack([g.sum(dim=(1, 2, 3)) for g in greys]).sum(dim=0)
-                    pivots = [total / (whole.shape[-2] * whole.shape[-1] + 4 * h * w)] * 5
-                else:
-                    pivots = [g.mean(dim=(1, 2, 3)) for g in greys]
-                new = [
-                    torch.clamp((c - p.view(-1, 1, 1, 1)) * value.view(-1, 1, 1, 1) + p.view(-1, 1, 1, 1), 0, 255)
-                    for c, p in zip(crops, pivots, strict=True)
-                ]
-            elif op == 2:
-                new = [torch.clamp(torch.lerp(_grey(c), c, value.view(-1, 1, 1, 1)), 0, 255) for c in crops]
-            else:
-                new = [torch.clamp(_hue(c, value), 0, 255) for c in crops]
-            mask = chosen.view(-1, 1, 1, 1)
-            crops = [torch.where(mask, n, c) for n, c in zip(new, crops, strict=True)]
+            new = _jitter_op(op, [c.index_select(0, rows) for c in crops], factors[rows, op], stacked)
+            crops = [c.index_copy(0, rows, n) for c, n in zip(crops, new, strict=True)]
     return crops[0], torch.stack(crops[1:], dim=1).reshape(batch, 4, 3, h, w)
 
 
@@ -242,7 +246,7 @@ class DeviceCrops:
             whole, parts = erase(whole, parts, rectangles, colour)
         batch["whole"], batch["parts"] = dc.normalize(whole, offset, gain), dc.normalize(parts, offset, gain)
         if self.erasing:
-            batch["part_unerased"] = draws["unerased"]
+            batch["part_unerased"], batch["part_erased"] = draws["unerased"], draws["erase"][:, 1:]
         return batch
 
 

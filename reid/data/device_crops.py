@@ -264,9 +264,14 @@ def translate(crops: torch.Tensor, shifts: torch.Tensor, fill: torch.Tensor) -> 
     gx = (2.0 / w) * (u - moves[:, :1]) - 1.0  # (N, w)
     gy = (2.0 / h) * (v - moves[:, 1:]) - 1.0  # (N, h)
     grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1).to(crops.dtype)
-    shifted = F.grid_sample(flat - colour, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + colour
-    moved = (moves != 0).any(dim=1).view(-1, 1, 1, 1)
-    return torch.where(moved, shifted, flat).reshape(crops.shape)
+    rows = (moves != 0).any(dim=1).nonzero().flatten()  # resample only the crops that move
+    if rows.numel() == 0:
+        return crops
+    paint = colour.index_select(0, rows)
+    shifted = F.grid_sample(
+        flat.index_select(0, rows) - paint, grid.index_select(0, rows), mode="bilinear", align_corners=False
+    )
+    return flat.index_copy(0, rows, shifted + paint).reshape(crops.shape)
 
 
 def region_shifts(

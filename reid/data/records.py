@@ -18,6 +18,8 @@ class _MeasuringFields(TypedDict, total=False):
     truth_whole: Tensor
     truth_parts: Tensor
     truth_visible: Tensor
+    part_unerased: Tensor
+    part_erased: Tensor
 
 
 class CropBatch(_MeasuringFields):
@@ -29,7 +31,9 @@ class CropBatch(_MeasuringFields):
     of each part's joints) where keypoints exist; ``truth_whole`` (B, H, W), ``truth_parts``
     (B, 4, h, w) (the visible person's coverage of each crop, uint8) and ``truth_visible``
     (B, 5) (each region's visible share) in evaluation batches of a data set with truth
-    (:mod:`reid.data.truth`).
+    (:mod:`reid.data.truth`). In training batches with random erasing: ``part_unerased`` (B, 4), the
+    share of each part crop the erasing left, and ``part_erased`` (B, 4, 4), the erased rectangle of
+    each part crop (top, left, bottom, right in its pixels; empty when nothing was erased).
     """
 
     whole: Tensor

@@ -340,7 +340,14 @@ class SampleTransform:
     def with_visibility(
         self, whole: np.ndarray, parts: np.ndarray, boxes: np.ndarray | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Transform one sample, and say how much of each part crop the erasing left.
+        """Transform one sample, and say how much of each part crop the erasing left (see :meth:`with_erasing`)."""
+        whole_t, parts_t, unerased, _ = self.with_erasing(whole, parts, boxes)
+        return whole_t, parts_t, unerased
+
+    def with_erasing(
+        self, whole: np.ndarray, parts: np.ndarray, boxes: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Transform one sample, and say where the erasing fell in each part crop and how much it left.
 
         Args:
             whole: (h0, w0, 3) uint8 RGB whole-body crop.
@@ -348,9 +355,11 @@ class SampleTransform:
             boxes: (5, 4) boxes the crops were cut from; required when translation or erasing is on.
 
         Returns:
-            ``(whole, parts, unerased)``: float32 tensors of shapes (3, h0, w0), (4, 3, h, w) and
-            (4,), the last the share of each part crop's pixels that no erased rectangle covers
-            (1 when nothing was erased).
+            ``(whole, parts, unerased, rectangles)``: float32 tensors of shapes (3, h0, w0),
+            (4, 3, h, w) and (4,), the share of each part crop's pixels that no erased rectangle
+            covers (1 when nothing was erased), and the (4, 4) int64 erased rectangle of each part
+            crop (top, left, bottom, right; all 0 when nothing was erased), the dense label of
+            ``model.visibility_dense``.
         """
         if whole.ndim != 3 or whole.shape[2] != 3 or whole.dtype != np.uint8:
             raise ValueError(f"whole must be an (h, w, 3) uint8 array, got {whole.dtype} {whole.shape}")
@@ -391,6 +400,7 @@ class SampleTransform:
             for i, (sx, _, sy, _) in enumerate(self._part_mapping(boxes, (h0, w0), (h, w), draws.flipped)):
                 crops[i + 1] = self._shift(crops[i + 1], dx * sx, dy * sy, fill)
         unerased = np.ones(4, dtype=np.float32)
+        rectangles = np.zeros((4, 4), dtype=np.int64)
         if draws.erase is not None:
             assert boxes is not None  # checked on entry: random_erasing > 0 needs boxes
             top, left, bottom, right = draws.erase
@@ -406,4 +416,5 @@ class SampleTransform:
         gain_t = torch.from_numpy(gain).view(3, 1, 1)
         whole_t = torch.from_numpy(np.ascontiguousarray(crops[0].transpose(2, 0, 1))).to(torch.float32)
         parts_t = torch.from_numpy(np.ascontiguousarray(np.stack(crops[1:]).transpose(0, 3, 1, 2))).to(torch.float32)
-        return whole_t.sub_(offset_t).mul_(gain_t), parts_t.sub_(offset_t).mul_(gain_t), torch.from_numpy(unerased)
+        whole_t, parts_t = whole_t.sub_(offset_t).mul_(gain_t), parts_t.sub_(offset_t).mul_(gain_t)
+        return whole_t, parts_t, torch.from_numpy(unerased), torch.from_numpy(rectangles)

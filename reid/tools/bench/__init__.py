@@ -5,7 +5,8 @@
 is the same), each with ``--help``:
 
 * ``network``: training and inference images/s of each network and of a ResNet-50;
-* ``loader``: images/s of one data-loading worker (decode, five crops, augmentation);
+* ``loader``: a loader worker's CPU time and bytes per image on each pipeline (``data.pipeline``);
+* ``step``: the whole training step's images/s (loader workers, crops, network) on each pipeline;
 * ``ranking``: CMC + mAP + mINP on a random Market-sized problem and on a large gallery;
 * ``search``: time and peak memory of ``reid-search``'s top-k ranking over a large gallery;
 * ``truth``: what the synthetic truth costs a validation pass and the attention figures.
@@ -32,7 +33,7 @@ from reid.tools.bench.network import (
     run,
 )
 
-BENCHMARKS = ("network", "loader", "ranking", "search", "truth")
+BENCHMARKS = ("network", "loader", "step", "ranking", "search", "truth")
 """The benchmarks by name: the modules of this package that ``reid-bench <name>`` runs."""
 
 
