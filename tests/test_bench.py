@@ -12,7 +12,13 @@ from reid.tools import bench
 def test_reid_bench_runs_a_benchmark_by_name(capsys):
     assert bench.main(["loader", "n=2", "augment=false"]) == 0
     out = capsys.readouterr().out
-    assert out.count("images/s (one worker, augment=False)") == 2
+    assert out.count("ms/image") == 4  # two sizes, two pipelines
+    shipped = {}
+    for line in out.splitlines():
+        if line.startswith("paper") and "bytes/image" in line:
+            pipeline = line.split(", ")[1].split(":")[0]
+            shipped[pipeline] = int(line.split(" ms/image, ")[1].split(" bytes")[0].replace(",", ""))
+    assert shipped["device"] * 50 < shipped["cpu"]  # the device path ships originals, not five float crops
     assert bench.main(["search", "gallery=300", "queries=3", "dim=8", "chunk=64"]) == 0
     assert "search: " in capsys.readouterr().out
 

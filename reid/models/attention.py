@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reid.models.blocks import Bottleneck
+from reid.models.blocks import Bottleneck, spatial_mean
 
 UpsampleMode = Literal["bilinear", "nearest"]
 UPSAMPLE_MODES: tuple[str, ...] = get_args(UpsampleMode)
@@ -180,7 +180,7 @@ class DecomposedAttentionHead(nn.Module):
         """Attention mask (B, g*c, h, w) and spatial map S (B, g, h, w) from the initial confidence A."""
         batch, _, height, width = initial.shape
         spatial = self.spatial(initial)
-        channel = self.channel(F.adaptive_avg_pool2d(initial, 1)).reshape(batch, self.groups, self.channels, 1, 1)
+        channel = self.channel(spatial_mean(initial)).reshape(batch, self.groups, self.channels, 1, 1)
         factor = spatial
         if self.norm == "standardize":
             factor = standardize(spatial, (2, 3))

@@ -22,6 +22,22 @@ def scaled_channels(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
+def spatial_mean(x: Tensor) -> Tensor:
+    """Mean over the h x w positions, ``(B, C, 1, 1)``: ``F.adaptive_avg_pool2d(x, 1)``, the same numbers.
+
+    The difference is the backward pass. The mean's gradient is an expanded tensor divided by
+    ``h * w``, and that division comes out in the dimension order of the tensor the mean was
+    taken over: NCHW-contiguous for a channels_last ``x``, so that in a channels_last network
+    every kernel behind it in the backward pass would mix memory formats (and take the slow
+    path). A channels_last ``x`` is therefore averaged as its ``(B, h, w, C)`` view, which is
+    the same memory reduced by the same kernel, and whose gradient comes out channels_last.
+    """
+    batch, channels = x.shape[:2]
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return x.permute(0, 2, 3, 1).mean(dim=(1, 2)).view(batch, channels, 1, 1)
+    return x.mean(dim=(2, 3), keepdim=True)
+
+
 class SharedStemConv(nn.Conv2d):
     """Conv1 of Table 1 (3x3, stride 2, no bias): one weight shared by the five branches.
 
@@ -121,7 +137,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        out += identity  # in place: BatchNorm's backward does not need its output
+        return self.relu(out)
 
 
 def make_stage(

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reid.models.attention import AttentionBlock, AttentionPath
-from reid.models.blocks import GroupedLinear, make_stage
+from reid.models.blocks import GroupedLinear, make_stage, spatial_mean
 
 
 class BranchOutput(NamedTuple):
@@ -134,7 +134,7 @@ class Branch(nn.Module):
                 masks.append(mask)
             if spatial_map is not None:
                 spatial.append(spatial_map)
-        feature = self.reduce_bn(self.reduce(F.adaptive_avg_pool2d(x, 1).flatten(1)))
+        feature = self.reduce_bn(self.reduce(spatial_mean(x).flatten(1)))
         if self.reduce_relu:
             feature = F.relu(feature)
         logits = self.classifier(self.dropout(feature))

@@ -39,9 +39,9 @@ class StepOptions:
 def measure_steps(options: StepOptions, pipeline: str) -> float:
     """Training images/s of one pipeline (see the module doc)."""
     import pytorch_lightning as pl
+    from hydra.utils import instantiate
     from omegaconf import open_dict
 
-    import reid.tasks as runner
     from reid.conf import compose_config
     from reid.tools.bench.network import SIZES
 
@@ -72,8 +72,10 @@ def measure_steps(options: StepOptions, pipeline: str) -> float:
             ends.append(time.perf_counter())
 
     pl.seed_everything(int(cfg.seed), workers=True)
-    datamodule = runner.build_datamodule(cfg)
-    model = runner.build_model(cfg, datamodule.num_classes, datamodule.dataset.protocol)
+    datamodule = instantiate(cfg.data, _recursive_=False)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model = instantiate(cfg.model, num_classes=datamodule.num_classes, _convert_="all")
     trainer = pl.Trainer(
         **{k: v for k, v in cfg.trainer.items() if k not in ("_target_",)},
         callbacks=[StepClock()],
