@@ -161,6 +161,10 @@ def test_an_erasing_label_without_erasing_is_refused_in_one_line(make_cfg):
     with pytest.raises(ConfigError, match="model.net.inter_source=map learns"):
         check_visibility_label(make_cfg("model.net.inter_source=map"))
     check_visibility_label(make_cfg("model.net.inter_source=map", "model.visibility_loss=1"))
+    dense = ["model.visibility_loss=1", "model.visibility_target=erasing_map", "data.augment.random_erasing=0.5"]
+    with pytest.raises(ConfigError, match="set model.net.inter_source=map"):
+        check_visibility_label(make_cfg(*dense))
+    check_visibility_label(make_cfg(*dense, "model.net.inter_source=map"))
     with pytest.raises(ConfigError, match="model.visibility_target"):
         validate_config(make_cfg("model.visibility_target=truth"))
 
@@ -267,3 +271,50 @@ def test_search_with_visibility_matching_finds_the_query_itself_first(trained, t
         first = found["indices"][0, 0].item()
         assert sorted(gallery.glob("*.jpg"))[first].name == "the_query_itself.jpg", matching
         assert found["distances"][0, 0] < 1e-4 and (found["distances"] >= 0).all()
+
+
+def test_the_dense_erasing_label_teaches_the_map_where_the_crop_was_hidden():
+    """model.visibility_target=erasing_map: each map location against the unerased share of the pixels it covers."""
+    from reid.lit.module import unerased_map
+    from reid.metrics.truth import mask_auroc
+
+    rectangles = torch.tensor([[[1, 2, 3, 5], [0, 0, 0, 0], [0, 0, 4, 8], [2, 0, 4, 1]]])
+    by_hand = torch.ones(1, 4, 4, 8)
+    by_hand[0, 0, 1:3, 2:5] = 0
+    by_hand[0, 2] = 0
+    by_hand[0, 3, 2:4, 0:1] = 0
+    assert torch.equal(unerased_map(rectangles, (4, 8)), by_hand)
+
+    torch.manual_seed(0)
+    net = AttentionReIDNet(num_classes=4, fusion="inter", inter_source="map", inter_weight="gate", width=0.25)
+    module = ReIDModule(net, num_classes=4, optimizer=None, visibility_loss=1.0, visibility_target="erasing_map")
+    whole, parts = torch.rand(32, 3, 64, 32) - 0.5, torch.rand(32, 4, 3, 32, 64) - 0.5
+    erased = torch.zeros(32, 4, 4, dtype=torch.int64)
+    for b in range(32):  # a solid block somewhere in each part crop
+        for i in range(4):
+            top, left = int(torch.randint(0, 16, ())), int(torch.randint(0, 32, ()))
+            bottom, right = top + int(torch.randint(8, 17, ())), left + int(torch.randint(16, 33, ()))
+            parts[b, i, :, top:bottom, left:right] = torch.rand(3, 1, 1) - 0.5
+            erased[b, i] = torch.tensor([top, left, bottom, right])
+    batch = {"parts": parts, "part_erased": erased}
+    label = module.visibility_label(batch)
+    assert label.shape == (32, 4, 32, 64)
+    optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
+    for _ in range(60):
+        losses = module.compute_losses(module(whole, parts), torch.arange(32) % 4, label)
+        optimizer.zero_grad()
+        losses["loss_visibility"].backward()
+        optimizer.step()
+    maps = module.eval()(whole, parts).visibility_maps.detach()
+    shown = torch.nn.functional.adaptive_avg_pool2d(label, maps.shape[-2:])
+    assert maps.shape[-2] * maps.shape[-1] >= 4 and bool((shown < 0.5).any())
+    # locations wholly visible score higher than mostly erased ones
+    visible, hidden = maps[shown > 0.99], maps[shown < 0.5]
+    score = mask_auroc(
+        torch.cat([visible, hidden])[None], torch.cat([torch.ones_like(visible), torch.zeros_like(hidden)]).bool()[None]
+    )
+    assert float(score) > 0.8
+
+    with pytest.raises(ValueError, match="inter_source=map"):
+        plain = _module_with_target("erasing_map")
+        plain.compute_losses(plain(whole, parts), torch.arange(32) % 4, label)

@@ -31,7 +31,7 @@ class InferenceOnlyError(ReidError, RuntimeError):
 # the stored model options a module rebuilt from a checkpoint takes as values (never optimiser,
 # scheduler, pre-trained weights or compile settings: those are training's, or code)
 #: where the visibility loss takes its label (see ReIDModule.visibility_label)
-VisibilityTarget = Literal["keypoints", "erasing", "both"]
+VisibilityTarget = Literal["keypoints", "erasing", "both", "erasing_map"]
 VISIBILITY_TARGETS: tuple[str, ...] = get_args(VisibilityTarget)
 _STORED_OPTIONS = ("regions", "lambda_intra", "label_smoothing", "fused_label_smoothing", "channels_last")
 
@@ -58,6 +58,16 @@ def stored_network(net_cfg: Any, source: str) -> Callable[..., nn.Module]:
     return functools.partial(AttentionReIDNet, **options)
 
 
+def unerased_map(rectangles: Tensor, size: tuple[int, ...]) -> Tensor:
+    """(B, 4, h, w) float: 1 where a part crop's pixel was not erased, from its (B, 4, 4) erased rectangles."""
+    height, width = size
+    rows = torch.arange(height, device=rectangles.device).view(1, 1, height, 1)
+    cols = torch.arange(width, device=rectangles.device).view(1, 1, 1, width)
+    top, left, bottom, right = (rectangles[..., k, None, None] for k in range(4))
+    inside = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
+    return (~inside).float()
+
+
 class ReIDModule(pl.LightningModule):
     """Trains the five-branch network with one cross-entropy loss per branch (and the fused one).
 
@@ -80,7 +90,10 @@ class ReIDModule(pl.LightningModule):
         visibility_target: the label of that loss (:data:`VISIBILITY_TARGETS`): ``keypoints`` (the
             mean joint confidence above), ``erasing`` (the share of each part crop that random
             erasing left, the batch's ``part_unerased``: self-supervised, as VPM learns visibility
-            from the regions it cut away) or ``both`` (their product).
+            from the regions it cut away), ``both`` (their product) or ``erasing_map`` (where the
+            erasing fell, location by location: each location of the part branches' visibility
+            map, ``model.net.inter_source=map``, against the unerased share of the crop pixels it
+            covers; the batch's ``part_erased``, VPM's dense self-supervision).
         channels_last: run the network in channels_last memory format (faster on CPU; docs/benchmarks.md).
         eval_options: keyword options of :class:`reid.metrics.ReIDMetric` (distance, protocol...).
         compile: run the network through ``torch.compile``; checkpoints are unchanged.
@@ -239,7 +252,14 @@ class ReIDModule(pl.LightningModule):
             losses["loss"] = self.lambda_intra * intra + losses["loss_fused"]
         else:
             losses["loss"] = intra
-        if self.visibility_loss > 0 and output.part_weights is not None and visibility is not None:
+        if self.visibility_loss > 0 and visibility is not None and visibility.ndim == 4:
+            if output.visibility_maps is None:
+                raise ValueError("model.visibility_target=erasing_map needs model.net.inter_source=map")
+            maps = output.visibility_maps.float()
+            target = F.adaptive_avg_pool2d(visibility.to(maps), (maps.shape[-2], maps.shape[-1]))
+            losses["loss_visibility"] = F.binary_cross_entropy_with_logits(maps, target)
+            losses["loss"] = losses["loss"] + self.visibility_loss * losses["loss_visibility"]
+        elif self.visibility_loss > 0 and output.part_weights is not None and visibility is not None:
             target = visibility.to(output.part_weights)
             known = ~torch.isnan(target)
             if bool(known.any()):
@@ -254,7 +274,9 @@ class ReIDModule(pl.LightningModule):
         keypoints, unerased = fields.get("part_confidence"), fields.get("part_unerased")
         if self.visibility_target == "keypoints":
             return keypoints
-        if self.visibility_loss > 0 and unerased is None:
+        if self.visibility_target == "erasing_map" and fields.get("part_erased") is not None:
+            return unerased_map(fields["part_erased"], tuple(fields["parts"].shape[-2:]))
+        if self.visibility_loss > 0 and (unerased is None or self.visibility_target == "erasing_map"):
             raise ValueError(
                 f"model.visibility_target={self.visibility_target} learns from what random erasing hid, but "
                 "the batch has no erasing: set data.augment.random_erasing > 0"

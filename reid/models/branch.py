@@ -37,6 +37,8 @@ class BranchOutput(NamedTuple):
     spatial: list[Tensor]
     #: (B, g) visible share of each group's crop (the mean of its visibility map), or None
     visibility: Tensor | None = None
+    #: (B, g, h, w) the visibility map's logits (one score per location of the last feature map), or None
+    visibility_logits: Tensor | None = None
 
 
 class Branch(nn.Module):
@@ -138,7 +140,8 @@ class Branch(nn.Module):
         if self.reduce_relu:
             feature = F.relu(feature)
         logits = self.classifier(self.dropout(feature))
-        visibility = None
+        visibility = scores = None
         if self.visibility_map is not None:
-            visibility = torch.sigmoid(self.visibility_map(x).float()).mean(dim=(2, 3)).to(feature.dtype)
-        return BranchOutput(feature, logits, masks, spatial, visibility)
+            scores = self.visibility_map(x).float()
+            visibility = torch.sigmoid(scores).mean(dim=(2, 3)).to(feature.dtype)
+        return BranchOutput(feature, logits, masks, spatial, visibility, scores)

@@ -61,6 +61,8 @@ class NetworkOutput:
             masks m_i of B2, B3, B4, each (B, c, h, w) in [0, 1]; else None.
         spatial_attention: likewise the raw (pre-sigmoid) spatial maps S_i (B, 1, h, w) of the
             decomposed heads; None when not requested or not decomposed.
+        visibility_maps: with ``inter_source=map``, the part branches' visibility logits
+            (B, 4, h, w), one per location of each part's last feature map; else None.
     """
 
     global_feature: Tensor
@@ -71,6 +73,7 @@ class NetworkOutput:
     part_weights: Tensor | None = None
     attention: dict[str, list[Tensor]] | None = None
     spatial_attention: dict[str, list[Tensor]] | None = None
+    visibility_maps: Tensor | None = None
 
 
 def is_classifier_parameter(name: str) -> bool:
@@ -298,6 +301,7 @@ class AttentionReIDNet(nn.Module):
         else:
             fused = self.fusion(global_out.feature, part_features, part_visibility)
 
+        score_maps = [out.visibility_logits for out in part_outputs if out.visibility_logits is not None]
         attention = spatial = None
         if return_attention and self.intra_attention:
             outputs = dict(zip(BRANCH_NAMES, [global_out, *part_outputs], strict=True))
@@ -313,6 +317,7 @@ class AttentionReIDNet(nn.Module):
             part_weights=fused.part_weights,
             attention=attention,
             spatial_attention=spatial,
+            visibility_maps=torch.cat(score_maps, dim=1) if len(score_maps) == NUM_PARTS else None,
         )
 
 
@@ -323,6 +328,8 @@ def _ungroup(grouped: BranchOutput, batch: int) -> list[BranchOutput]:
     masks = [maps.chunk(NUM_PARTS, dim=1) for maps in grouped.masks]
     spatial = [maps.chunk(NUM_PARTS, dim=1) for maps in grouped.spatial]
     visibility = grouped.visibility.chunk(NUM_PARTS, dim=1) if grouped.visibility is not None else None
+    scores = grouped.visibility_logits
+    score_maps = scores.chunk(NUM_PARTS, dim=1) if scores is not None else None
     return [
         BranchOutput(
             features[i],
@@ -330,6 +337,7 @@ def _ungroup(grouped: BranchOutput, batch: int) -> list[BranchOutput]:
             [m[i] for m in masks],
             [s[i] for s in spatial],
             visibility[i] if visibility is not None else None,
+            score_maps[i] if score_maps is not None else None,
         )
         for i in range(NUM_PARTS)
     ]

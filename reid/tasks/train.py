@@ -127,7 +127,8 @@ def check_visibility_label(cfg: DictConfig) -> None:
 
     Raises:
         ConfigError: ``visibility_target`` erasing or both without ``data.augment.random_erasing``;
-            ``model.net.inter_source=map`` with ``model.visibility_loss=0``.
+            ``model.net.inter_source=map`` with ``model.visibility_loss=0``; ``erasing_map`` without a
+            visibility map.
     """
     from reid.errors import ConfigError
 
@@ -144,6 +145,13 @@ def check_visibility_label(cfg: DictConfig) -> None:
             [
                 "model.net.inter_source=map learns each part's visibility from model.visibility_loss alone, "
                 "which is 0: set it > 0 (e.g. model.visibility_loss=1), or model.net.inter_source=feature"
+            ]
+        )
+    if target == "erasing_map" and float(model.get("visibility_loss") or 0) > 0 and net.get("inter_source") != "map":
+        raise ConfigError(
+            [
+                "model.visibility_target=erasing_map teaches the part branches' visibility map where erasing fell, "
+                "but the network has none: set model.net.inter_source=map (with model.net.fusion=inter)"
             ]
         )
     if float(model.get("visibility_loss", 0.0) or 0.0) > 0 and target != "keypoints" and erasing <= 0:
