@@ -654,3 +654,11 @@ def test_a_variant_is_paired_with_its_own_model_and_models_with_the_plain_one_be
     assert _comparisons(["intra", "intra_inter[model.net.inter_source=map]"]) == [
         ("intra", "intra_inter[model.net.inter_source=map]")
     ]
+
+
+def test_a_run_on_the_device_data_path_is_its_own_variant(tmp_path):
+    cpu = write_run(tmp_path / "a", "intra_inter", "market", overrides=["seed=1", "data.pipeline=cpu"])
+    device = write_run(tmp_path / "b", "intra_inter", "market", overrides=["seed=1", "data.pipeline=device"])
+    other = write_run(tmp_path / "c", "intra_inter", "market", overrides=["seed=1", "data.batch_size=8"])
+    names = [run.model for run in collect_runs([cpu, device, other])]
+    assert names == ["intra_inter[data.pipeline=cpu]", "intra_inter[data.pipeline=device]", "intra_inter"]

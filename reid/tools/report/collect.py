@@ -110,10 +110,18 @@ def _model_variant(config: DictConfig | ListConfig | None) -> str:
     return f"{intra}{_select(config, 'model.net.fusion')}"
 
 
+#: command-line settings besides the model's that change what trains: a run with one is its own variant
+#: (``data.pipeline=device`` cuts the crops by another path, equal to the CPU path's only within a tolerance)
+VARIANT_DATA_KEYS = ("data.pipeline",)
+
+
 def _model_overrides(overrides: Sequence[str]) -> list[str]:
-    """Command-line changes to the model other than lambda: they make a different variant."""
+    """Command-line changes to the model other than lambda, and to :data:`VARIANT_DATA_KEYS`: a different variant."""
     return sorted(
-        o for o in overrides if o.lstrip("+~").startswith("model.") and not o.lstrip("+~").startswith(LAMBDA_KEY)
+        o
+        for o in overrides
+        if (o.lstrip("+~").startswith("model.") and not o.lstrip("+~").startswith(LAMBDA_KEY))
+        or o.lstrip("+~").split("=", 1)[0] in VARIANT_DATA_KEYS
     )
 
 
