@@ -202,3 +202,19 @@ def test_the_extractor_and_evaluate_score_alike_on_both_paths(trained, make_cfg)
     }
     assert scores["device"]["rank1"] == pytest.approx(scores["cpu"]["rank1"], abs=1e-6)
     assert scores["device"]["mAP"] == pytest.approx(scores["cpu"]["mAP"], abs=1.0)
+
+
+def test_a_pipeline_that_cannot_work_is_one_line_naming_the_key(make_cfg):
+    from reid.conf.validate import validate_config
+    from reid.errors import ConfigError
+    from reid.inference.extractor import FeatureInputError
+    from reid.lit.imagenet import ImageNetDataModule
+
+    with pytest.raises(ConfigError, match="data.pipeline"):
+        validate_config(make_cfg("data.pipeline=gpu"))
+    with pytest.raises(ConfigError, match="data.pipeline=cpu"):
+        ImageNetDataModule(name="imagenet", root="unused", pipeline="device")
+    with pytest.raises(FeatureInputError, match="pipeline must be one of cpu, device"):
+        from reid import FeatureExtractor
+
+        FeatureExtractor("unused.ckpt", pipeline="gpu")
