@@ -164,7 +164,7 @@ def color_jitter(
 # --------------------------------------------------------------------------- erasing
 
 
-def _rectangle_mask(rectangles: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def rectangle_mask(rectangles: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(N, 1, height, width) bool: inside each (top, left, bottom, right) row of ``rectangles`` (N, 4)."""
     rows = torch.arange(height, device=rectangles.device).view(1, height, 1)
     cols = torch.arange(width, device=rectangles.device).view(1, 1, width)
@@ -179,8 +179,8 @@ def erase(
     batch, (h, w) = whole.shape[0], parts.shape[-2:]
     rectangles = rectangles.to(whole.device)
     paint = colour.to(device=whole.device, dtype=whole.dtype).view(batch, 3, 1, 1)
-    whole = torch.where(_rectangle_mask(rectangles[:, 0], *whole.shape[-2:]), paint, whole)
-    mask = _rectangle_mask(rectangles[:, 1:].reshape(-1, 4), h, w).view(batch, 4, 1, h, w)
+    whole = torch.where(rectangle_mask(rectangles[:, 0], *whole.shape[-2:]), paint, whole)
+    mask = rectangle_mask(rectangles[:, 1:].reshape(-1, 4), h, w).view(batch, 4, 1, h, w)
     return whole, torch.where(mask, paint[:, None], parts)
 
 

@@ -60,12 +60,11 @@ def stored_network(net_cfg: Any, source: str) -> Callable[..., nn.Module]:
 
 def unerased_map(rectangles: Tensor, size: tuple[int, ...]) -> Tensor:
     """(B, 4, h, w) float: 1 where a part crop's pixel was not erased, from its (B, 4, 4) erased rectangles."""
+    from reid.data.device_batch import rectangle_mask
+
     height, width = size
-    rows = torch.arange(height, device=rectangles.device).view(1, 1, height, 1)
-    cols = torch.arange(width, device=rectangles.device).view(1, 1, 1, width)
-    top, left, bottom, right = (rectangles[..., k, None, None] for k in range(4))
-    inside = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
-    return (~inside).float()
+    inside = rectangle_mask(rectangles.reshape(-1, 4), height, width)
+    return (~inside).float().view(*rectangles.shape[:2], height, width)
 
 
 class ReIDModule(pl.LightningModule):
