@@ -4,7 +4,8 @@ per condition.
 For the query images of the default preset, the occluded condition and the hard preset (the
 generator options are the default set's; the checkpoint's crop sizes are kept): mean and spread
 of mu over images, Spearman rho of each part's mu with its true visible share (synthetic-only)
-and with its keypoints' mean confidence (any data set with keypoints). One Markdown row per
+and with its keypoints' mean confidence (any data set with keypoints), and mu's concordance
+index with the true visible share (the pairs tied in the truth left out). One Markdown row per
 condition.
 
 `python scripts/mu_against_truth.py <checkpoint>`, from the repository root.
@@ -19,7 +20,7 @@ from omegaconf import open_dict
 
 from reid.conf import compose_config
 from reid.lit.module import ReIDModule
-from reid.metrics.truth import spearman
+from reid.metrics.truth import concordance, spearman
 from reid.names import PART_NAMES
 from reid.tasks import build_datamodule
 
@@ -40,9 +41,9 @@ def main(argv: list[str]) -> None:
     print(
         "| condition | mu mean | mu std over images | "
         + " | ".join(f"rho {p}" for p in PART_NAMES)
-        + " | mean rho (truth) | mean rho (keypoints) |"
+        + " | mean rho (truth) | mean rho (keypoints) | mean concordance (truth) |"
     )
-    print("|---|---:|---:|" + "---:|" * (len(PART_NAMES) + 2))
+    print("|---|---:|---:|" + "---:|" * (len(PART_NAMES) + 3))
     for name, overrides in CONDITIONS.items():
         cfg = compose_config(overrides)
         with open_dict(cfg):
@@ -64,10 +65,12 @@ def main(argv: list[str]) -> None:
         shares, mu, conf = torch.cat(visible), torch.cat(weights), torch.cat(confidence)
         rho = [spearman(mu[:, i], shares[:, i]) for i in range(len(PART_NAMES))]
         rho_conf = [spearman(mu[:, i], conf[:, i]) for i in range(len(PART_NAMES))]
+        concordant = [concordance(mu[:, i], shares[:, i]) for i in range(len(PART_NAMES))]
         print(
             f"| {name} | {float(mu.mean()):.2f} | {float(mu.std(dim=0).mean()):.3f} | "
             + " | ".join(f"{r:+.2f}" for r in rho)
-            + f" | {sum(rho) / len(rho):+.2f} | {sum(rho_conf) / len(rho_conf):+.2f} |"
+            + f" | {sum(rho) / len(rho):+.2f} | {sum(rho_conf) / len(rho_conf):+.2f}"
+            + f" | {sum(concordant) / len(concordant):.2f} |"
         )
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from reid.data.crop_dataset import CropDataset
-from reid.data.device_batch import collate_originals, color_jitter
+from reid.data.device_batch import PASTE_KEY, collate_originals, color_jitter, paste_occluders, rectangle_mask
 from reid.data.records import Record
 from reid.data.transforms import SampleTransform
 from tests.test_device_crops import CROP_TOL, MEAN_TOL, SMALL_PART, SMALL_WHOLE, TRANSLATE_TOL, scenes
@@ -65,6 +65,28 @@ def test_the_device_path_cuts_and_augments_as_the_cpu_path_does(persons, fill):
     torch.testing.assert_close(cpu["part_unerased"], 1 - area / (SMALL_PART[0] * SMALL_PART[1]))
     for key in ("pid", "camid", "index", "is_query"):
         assert torch.equal(torch.as_tensor(device[key]), torch.as_tensor(cpu[key]))
+
+
+def test_paste_fills_each_rectangle_from_the_previous_image_alike_on_both_paths(persons):
+    cpu, device = both_paths(persons, "paste", random_erasing=0.6)
+    rectangles = cpu[PASTE_KEY].clone()
+    assert torch.equal(rectangles, device[PASTE_KEY]) and torch.equal(rectangles[:, 1:], cpu["part_erased"])
+    erased = rectangles[:, 0, 2] > rectangles[:, 0, 0]
+    assert 0 < int(erased.sum()) < len(persons[0])
+    before = {key: cpu[key].clone() for key in ("whole", "parts")}
+    cpu, device = paste_occluders(cpu), paste_occluders(device)
+    assert PASTE_KEY not in cpu and PASTE_KEY not in device
+    assert (device["whole"] - cpu["whole"]).abs().max() <= (CROP_TOL + MEAN_TOL) / 255
+    assert (device["parts"] - cpu["parts"]).abs().max() <= (CROP_TOL + MEAN_TOL) / 255
+    inside = rectangle_mask(rectangles[:, 0], *SMALL_WHOLE).expand_as(before["whole"])
+    previous = before["whole"].roll(1, dims=0)
+    assert torch.equal(cpu["whole"][inside], previous[inside])  # the previous image's pixels, place for place
+    assert torch.equal(cpu["whole"][~inside], before["whole"][~inside])  # the rest untouched
+    parts_inside = rectangle_mask(rectangles[:, 1:].reshape(-1, 4), *SMALL_PART).view(-1, 4, 1, *SMALL_PART)
+    parts_inside = parts_inside.expand_as(before["parts"])
+    assert torch.equal(cpu["parts"][parts_inside], before["parts"].roll(1, dims=0)[parts_inside])
+    assert torch.equal(cpu["parts"][~parts_inside], before["parts"][~parts_inside])
+    assert not torch.equal(cpu["whole"], before["whole"])
 
 
 def test_without_augmentation_the_paths_agree_within_the_crop_tolerance(persons):

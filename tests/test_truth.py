@@ -24,7 +24,7 @@ from reid.data.truth import (
     truth_path,
 )
 from reid.metrics.attention_health import AttentionHealth, health_table, mask_correlation
-from reid.metrics.truth import mask_auroc, spearman, truth_on_grid
+from reid.metrics.truth import concordance, mask_auroc, spearman, truth_on_grid
 from reid.names import BRANCH_NAMES, PART_NAMES
 from reid.pose.regions import image_regions
 
@@ -231,6 +231,7 @@ def test_rho_of_planted_part_weights_and_no_truth_no_figures():
         health.update(masks, weights, truth=batch)
         inter = health.compute()["inter"]
         assert all(inter[part]["rho_visible"] == pytest.approx(expected) for part in PART_NAMES)
+        assert all(inter[part]["concordance_visible"] == pytest.approx((1 + expected) / 2) for part in PART_NAMES)
     health = AttentionHealth()
     health.update(masks, batch["part_confidence"], truth=batch)
     figures = health.compute()
@@ -238,6 +239,7 @@ def test_rho_of_planted_part_weights_and_no_truth_no_figures():
     constant = AttentionHealth()
     constant.update(masks, torch.full((12, 4), 0.3), truth=batch)
     assert math.isnan(constant.compute()["inter_mean"]["rho_visible"])  # a constant mu follows nothing
+    assert constant.compute()["inter_mean"]["concordance_visible"] == pytest.approx(0.5)
     plain = AttentionHealth()
     plain.update(masks, batch["truth_visible"][:, 1:])  # a data set without truth
     figures = plain.compute()
@@ -287,3 +289,21 @@ def test_fig7_draws_the_truths_outline_on_every_tile_of_its_row():
     assert np.asarray(attention_picture([image], attention, tile_height=32, outlines=[None])).tolist() == plain.tolist()
     columns = {int(x) // (16 + 4) for x in changed[1]}  # image + three global blocks, 16 px tiles with a gap
     assert len(columns) == 4
+
+
+def test_concordance_scores_ranking_and_leaves_tied_truth_out():
+    # nine wholly visible parts (tied at 1) and three hidden ones: a weight that ranks the hidden
+    # ones right but orders the visible ones at random has a concordance of 1 (rho falls short)
+    truth = torch.tensor([1.0] * 9 + [0.2, 0.5, 0.7])
+    detector = torch.tensor([0.93, 0.91, 0.99, 0.95, 0.9, 0.97, 0.92, 0.98, 0.94, 0.1, 0.3, 0.6])
+    assert concordance(detector, truth) == pytest.approx(1.0)
+    assert spearman(detector, truth) < 0.9
+    assert concordance(truth, truth) == pytest.approx(1.0)
+    assert concordance(-truth, truth) == pytest.approx(0.0)
+    assert concordance(torch.full_like(truth, 0.4), truth) == pytest.approx(0.5)
+    swapped = detector.clone()
+    swapped[[9, 10]] = swapped[[10, 9]]  # one of the 30 ordered pairs wrong
+    assert concordance(swapped, truth) == pytest.approx(1 - 1 / 30)
+    assert math.isnan(concordance(detector, torch.ones(12)))  # no pair to order
+    chunked = concordance(detector, truth, chunk=5)
+    assert chunked == pytest.approx(concordance(detector, truth))

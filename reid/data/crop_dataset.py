@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from reid.data.crops import crop_regions
-from reid.data.device_batch import DeviceCrops, Pipeline, collate_originals, sample_draws
+from reid.data.device_batch import PASTE_KEY, DeviceCrops, Pipeline, collate_originals, sample_draws
 from reid.data.image_cache import DecodedImages
 from reid.data.io import read_image
 from reid.data.records import Record
@@ -94,8 +94,10 @@ class CropDataset(Dataset):
             )
             if self.transform.random_erasing > 0:
                 # model.visibility_target=erasing's self-supervised labels: what the erasing left of each
-                # part, and where it fell (model.visibility_dense)
-                sample["part_unerased"], sample["part_erased"] = unerased, erased
+                # part, and where it fell (erasing_map)
+                sample["part_unerased"], sample["part_erased"] = unerased, erased[1:]
+                if self.transform.erasing_fill == "paste":
+                    sample[PASTE_KEY] = erased  # filled from another image once collated
         if self.part_confidence is not None or self.truth is not None:
             sample["boxes"] = torch.from_numpy(self.boxes[i])
         if self.part_confidence is not None:

@@ -32,6 +32,8 @@ Pipeline = Literal["cpu", "device"]
 PIPELINES: tuple[str, ...] = get_args(Pipeline)
 #: the batch keys the device path adds, turned into ``whole``/``parts`` by :class:`DeviceCrops`
 ORIGINAL_KEYS = ("image", "image_size", "crop_boxes", "draws")
+#: the (B, 5, 4) erased rectangles that ``erasing_fill="paste"`` leaves for :func:`paste_occluders` to fill
+PASTE_KEY = "erased_paste"
 #: ITU-R 601 luma, as OpenCV's RGB2GRAY (the contrast pivot and saturation's grey)
 LUMA = (0.299, 0.587, 0.114)
 
@@ -184,6 +186,29 @@ def erase(
     return whole, torch.where(mask, paint[:, None], parts)
 
 
+def paste_occluders(batch: dict[str, Any]) -> dict[str, Any]:
+    """``erasing_fill="paste"``: fill each sample's erased rectangles with the same place of the batch's previous image.
+
+    The occluder then has the camera's own texture, noise and blur (a solid rectangle is found by
+    its flatness, which no real occluder has), as the occluded-ReID augmentations paste other
+    people and objects from the training set. Sample b takes from sample b - 1 (the first from the
+    last), crop by crop and after normalisation, so both pipelines paste alike and the result is
+    a function of the batch alone (exact on resume). A batch of one image pastes itself: no
+    change. A batch without :data:`PASTE_KEY` is returned unchanged.
+    """
+    rectangles = batch.pop(PASTE_KEY, None)
+    if rectangles is None or "whole" not in batch:
+        return batch
+    whole, parts = batch["whole"], batch["parts"]
+    rectangles = rectangles.to(whole.device)
+    size, (h, w) = whole.shape[0], parts.shape[-2:]
+    covered = rectangle_mask(rectangles[:, 0], *whole.shape[-2:])
+    batch["whole"] = torch.where(covered, whole.roll(1, dims=0), whole)
+    covered = rectangle_mask(rectangles[:, 1:].reshape(-1, 4), h, w).view(size, 4, 1, h, w)
+    batch["parts"] = torch.where(covered, parts.roll(1, dims=0), parts)
+    return batch
+
+
 # --------------------------------------------------------------------------- the batch
 
 
@@ -195,6 +220,7 @@ class DeviceCrops:
         whole_size, part_size: crop sizes (height, width).
         normalize, mean, scale: the normalisation (:class:`~reid.data.transforms.SampleTransform`'s).
         erasing: add the batch's ``part_unerased`` (the share of each part left by random erasing).
+        paste: leave the erased rectangles for :func:`paste_occluders` (``erasing_fill="paste"``).
     """
 
     whole_size: tuple[int, int]
@@ -203,6 +229,7 @@ class DeviceCrops:
     mean: tuple[float, float, float] | None = None
     scale: float = 1.0 / 255.0
     erasing: bool = False
+    paste: bool = False
 
     @classmethod
     def from_transform(
@@ -216,6 +243,7 @@ class DeviceCrops:
             mean=cast("tuple[float, float, float] | None", transform.mean),
             scale=transform.scale,
             erasing=transform.random_erasing > 0,
+            paste=transform.random_erasing > 0 and transform.erasing_fill == "paste",
         )
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -240,7 +268,9 @@ class DeviceCrops:
             moves = dc.region_shifts(boxes, self.whole_size, self.part_size, shifts)
             whole, parts = dc.translate(whole, moves[:, 0], offset), dc.translate(parts, moves[:, 1:], offset)
         rectangles = draws["erase"].to(whole.device)
-        if bool((rectangles[:, 0, 2] > rectangles[:, 0, 0]).any()):
+        if self.paste:
+            batch[PASTE_KEY] = rectangles
+        elif bool((rectangles[:, 0, 2] > rectangles[:, 0, 0]).any()):
             colour = draws["erase_colour"].to(whole.device)
             colour = torch.where(torch.isnan(colour), torch.round(offset), colour)
             whole, parts = erase(whole, parts, rectangles, colour)

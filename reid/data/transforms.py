@@ -25,9 +25,12 @@ Every random decision is drawn once per sample and applied to all five crops:
   rectangle of the whole-body crop and of the same image area in each part (needs ``boxes``).
   Erased pixels take the normalisation's zero colour, i.e. become 0 (``erasing_fill="mean"``),
   or one random solid colour per rectangle (``"random"``: an occluding object rather than a
-  hole); translated-in pixels always become 0. The share of each part crop left unerased is
-  the self-supervised visibility label of ``model.visibility_target=erasing`` (VPM's idea: the
-  augmentation knows what it hid), returned by :meth:`SampleTransform.with_visibility`.
+  hole), or the same place of another image of the batch (``"paste"``: an occluder with the
+  camera's own texture, noise and blur, pasted once the batch is collated, by
+  :func:`reid.data.device_batch.paste_occluders`); translated-in pixels always become 0. The
+  share of each part crop left unerased is the self-supervised visibility label of
+  ``model.visibility_target=erasing`` (VPM's idea: the augmentation knows what it hid), returned
+  by :meth:`SampleTransform.with_visibility`.
 """
 
 from __future__ import annotations
@@ -48,8 +51,9 @@ Normalization = Literal["mean_subtract", "imagenet", "none"]
 NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
 #: a probability in [0, 1]
 Probability = Annotated[float, Interval(ge=0, le=1)]
-#: what an erased rectangle is filled with: the normalisation's zero colour, or a random solid colour
-ErasingFill = Literal["mean", "random"]
+#: what an erased rectangle is filled with: the normalisation's zero colour, a random solid colour,
+#: or the same rectangle of another image of the batch
+ErasingFill = Literal["mean", "random", "paste"]
 ERASING_FILLS: tuple[str, ...] = get_args(ErasingFill)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -96,8 +100,9 @@ class SampleTransform:
         random_erasing: probability of erasing one rectangle.
         erasing_area: range of the erased area as a fraction of the whole-body crop.
         erasing_aspect: range of the erased rectangle's height / width.
-        erasing_fill: ``mean`` (the normalisation's zero) or ``random`` (a solid colour drawn per
-            rectangle); see :data:`ERASING_FILLS`.
+        erasing_fill: ``mean`` (the normalisation's zero), ``random`` (a solid colour drawn per
+            rectangle) or ``paste`` (the same place of the batch's previous image, filled once the
+            batch is collated; see :func:`reid.data.device_batch.paste_occluders`).
         seed: seed of the random decisions; None: fresh entropy.  In DataLoader workers the
             generators are re-seeded from the worker's seed, so workers do not repeat each other.
     """
@@ -357,9 +362,11 @@ class SampleTransform:
         Returns:
             ``(whole, parts, unerased, rectangles)``: float32 tensors of shapes (3, h0, w0),
             (4, 3, h, w) and (4,), the share of each part crop's pixels that no erased rectangle
-            covers (1 when nothing was erased), and the (4, 4) int64 erased rectangle of each part
-            crop (top, left, bottom, right; all 0 when nothing was erased), the dense label of
-            ``model.visibility_dense``.
+            covers (1 when nothing was erased), and the (5, 4) int64 erased rectangle of each crop,
+            whole-body first (top, left, bottom, right; all 0 when nothing was erased): the parts'
+            are the dense label of ``model.visibility_target=erasing_map``. With
+            ``erasing_fill="paste"`` the rectangles are left unpainted here: the batch fills them
+            (:func:`reid.data.device_batch.paste_occluders`).
         """
         if whole.ndim != 3 or whole.shape[2] != 3 or whole.dtype != np.uint8:
             raise ValueError(f"whole must be an (h, w, 3) uint8 array, got {whole.dtype} {whole.shape}")
@@ -400,16 +407,16 @@ class SampleTransform:
             for i, (sx, _, sy, _) in enumerate(self._part_mapping(boxes, (h0, w0), (h, w), draws.flipped)):
                 crops[i + 1] = self._shift(crops[i + 1], dx * sx, dy * sy, fill)
         unerased = np.ones(4, dtype=np.float32)
-        rectangles = np.zeros((4, 4), dtype=np.int64)
+        rectangles = np.zeros((5, 4), dtype=np.int64)
         if draws.erase is not None:
             assert boxes is not None  # checked on entry: random_erasing > 0 needs boxes
-            top, left, bottom, right = draws.erase
-            colour = np.round(fill) if draws.erase_colour is None else np.asarray(draws.erase_colour)
-            crops = [np.array(c, copy=True) for c in crops]
-            crops[0][top:bottom, left:right] = colour
-            rectangles, unerased = self.part_rectangles(draws, boxes, (h0, w0), (h, w))
-            for i, (r0, c0, r1, c1) in enumerate(rectangles):
-                crops[i + 1][r0:r1, c0:c1] = colour
+            rectangles[0] = draws.erase
+            rectangles[1:], unerased = self.part_rectangles(draws, boxes, (h0, w0), (h, w))
+            if self.erasing_fill != "paste":
+                colour = np.round(fill) if draws.erase_colour is None else np.asarray(draws.erase_colour)
+                crops = [np.array(c, copy=True) for c in crops]
+                for i, (r0, c0, r1, c1) in enumerate(rectangles):
+                    crops[i][r0:r1, c0:c1] = colour
 
         # Reorder to CHW while still uint8 (a quarter of the bytes), then normalise in place.
         offset_t = torch.from_numpy(offset).view(3, 1, 1)

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from reid.data.crop_dataset import CropDataset
 from reid.data.datasets import load
-from reid.data.device_batch import PIPELINES, Pipeline
+from reid.data.device_batch import PIPELINES, Pipeline, paste_occluders
 from reid.data.index import (
     BadSamplePolicy,
     IndexOptions,
@@ -348,9 +348,15 @@ class ReIDDataModule(CropLoadersMixin, pl.LightningDataModule):
         return subset
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """``data.pipeline=device``: cut and augment the crops of the batch on its device (a no-op otherwise)."""
+        """``data.pipeline=device``: cut and augment the crops of the batch on its device; paste occluders.
+
+        ``erasing_fill=paste`` fills the erased rectangles from another image of the batch, on
+        both pipelines (:func:`reid.data.device_batch.paste_occluders`).
+        """
+        if not isinstance(batch, dict):
+            return batch
         crops = getattr(self.train_set or self.eval_set, "device_crops", None)
-        return crops(batch) if crops is not None and isinstance(batch, dict) else batch
+        return paste_occluders(crops(batch) if crops is not None else batch)
 
     @property
     def num_classes(self) -> int:

@@ -30,6 +30,11 @@ Where the data set knows the truth (the synthetic set's masks and visible shares
   visible share over the images (synthetic only); ``rho_confidence``: the same against the mean
   confidence of the keypoints that define the part's region (Eq. 1-2), on any data set with
   keypoints.
+- ``concordance_visible`` / ``concordance_confidence`` (per part): Harrell's concordance index of
+  mu as a predictor of the same two figures: over the pairs of images whose visible share (or
+  confidence) differs, the share that mu orders the same way (1 = perfect, 0.5 = blind, 0 =
+  inverted). Most parts are wholly visible and tie in the truth, so no weight that varies can
+  reach a rho near 1 there; the concordance leaves the tied pairs out.
 
 Everything is a sum over batches (and over processes: ``dist_reduce_fx="sum"`` / ``"cat"``), so
 the figures are exact over a whole validation pass whatever the batching or the process count.
@@ -46,7 +51,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-from reid.metrics.truth import mask_auroc, pearson, spearman, truth_on_grid
+from reid.metrics.truth import concordance, mask_auroc, pearson, spearman, truth_on_grid
 from reid.names import BRANCH_NAMES, PART_NAMES
 
 BLOCK_NAMES = ("b2", "b3", "b4")
@@ -283,14 +288,16 @@ class AttentionHealth(Metric):
             pairs = (dim_zero_cat(stored) if stored else None) if isinstance(stored, list) else stored
             if pairs is not None and pairs.numel():
                 parts = len(PART_NAMES)
-                for figure, offset in (("rho_visible", parts), ("rho_confidence", 2 * parts)):
+                for target, offset in (("visible", parts), ("confidence", 2 * parts)):
                     if bool(torch.isnan(pairs[:, offset : offset + parts]).all()):
                         continue  # no truth of this kind (a constant mu still gets NaN: it follows nothing)
-                    rhos = [spearman(pairs[:, i], pairs[:, offset + i]) for i in range(parts)]
-                    for part, rho in zip(PART_NAMES, rhos, strict=True):
-                        out["inter"][part][figure] = rho
-                    known = [r for r in rhos if not math.isnan(r)]
-                    out.setdefault("inter_mean", {})[figure] = sum(known) / len(known) if known else math.nan
+                    for figure, score in (("rho", spearman), ("concordance", concordance)):
+                        values = [score(pairs[:, i], pairs[:, offset + i]) for i in range(parts)]
+                        for part, value in zip(PART_NAMES, values, strict=True):
+                            out["inter"][part][f"{figure}_{target}"] = value
+                        known = [v for v in values if not math.isnan(v)]
+                        average = sum(known) / len(known) if known else math.nan
+                        out.setdefault("inter_mean", {})[f"{figure}_{target}"] = average
         return out
 
     def mu(self) -> Tensor | None:
@@ -383,7 +390,8 @@ def health_summary(health: Mapping[str, Any]) -> str:
     if inter:
         pieces.append("mu " + ", ".join(f"{p} {f['mean']:.2f}±{f['std']:.2f}" for p, f in inter.items()))
     for figure, value in health.get("inter_mean", {}).items():
-        pieces.append(f"mu {figure.replace('rho_', 'rho vs ')} {value:+.3f}")
+        name = figure.replace("rho_", "rho vs ").replace("concordance_", "concordance with ")
+        pieces.append(f"mu {name} {value:+.3f}" if figure.startswith("rho") else f"mu {name} {value:.3f}")
     return "; ".join(pieces) or "no attention"
 
 
@@ -418,19 +426,25 @@ def health_table(health: Mapping[str, Any]) -> str:
     if health.get("inter"):
         if lines:
             lines.append("")
-        rhos = [name for name in ("rho_visible", "rho_confidence") if name in health.get("inter_mean", {})]
-        headers = {"rho_visible": "rho vs true visible share", "rho_confidence": "rho vs keypoint confidence"}
+        headers = {
+            "rho_visible": "rho vs true visible share",
+            "concordance_visible": "concordance with true visible share",
+            "rho_confidence": "rho vs keypoint confidence",
+            "concordance_confidence": "concordance with keypoint confidence",
+        }
+        rhos = [name for name in headers if name in health.get("inter_mean", {})]
         lines += [
             "| part | mu mean | mu std over images |" + "".join(f" {headers[r]} |" for r in rhos),
             "|---|---:|---:|" + "---:|" * len(rhos),
         ]
         lines += [
-            f"| {part} | {f['mean']:.3f} | {f['std']:.3f} |" + "".join(f" {_figure(f.get(r), '+.3f')} |" for r in rhos)
+            f"| {part} | {f['mean']:.3f} | {f['std']:.3f} |"
+            + "".join(f" {_figure(f.get(r), _spec(r))} |" for r in rhos)
             for part, f in health["inter"].items()
         ]
         if rhos:
             means = health["inter_mean"]
-            lines.append("| **mean** | | |" + "".join(f" {_figure(means.get(r), '+.3f')} |" for r in rhos))
+            lines.append("| **mean** | | |" + "".join(f" {_figure(means.get(r), _spec(r))} |" for r in rhos))
     if health.get("knockout"):
         if lines:
             lines.append("")
@@ -439,6 +453,11 @@ def health_table(health: Mapping[str, Any]) -> str:
             f"| {mode} | {100 * f['rank1']:.1f} | {100 * f['mAP']:.1f} |" for mode, f in health["knockout"].items()
         ]
     return "\n".join(lines)
+
+
+def _spec(figure: str) -> str:
+    """Correlations carry their sign; concordances lie in [0, 1]."""
+    return "+.3f" if figure.startswith("rho") else ".3f"
 
 
 def _figure(value: float | None, spec: str = ".3f") -> str:

@@ -1,4 +1,4 @@
-"""Attention against the truth: how well a mask separates the person from the rest (AUROC), and rank correlation.
+"""Attention against the truth: how well a mask separates the person from the rest (AUROC), rank agreement.
 
 Pure tensor functions, scored per image and collected by :class:`reid.metrics.attention_health.AttentionHealth`.
 """
@@ -83,3 +83,26 @@ def pearson(x: Tensor, y: Tensor) -> float:
     x, y = x - x.mean(), y - y.mean()
     denominator = float(x.norm() * y.norm())
     return float((x * y).sum()) / denominator if denominator > 0 else math.nan
+
+
+def concordance(x: Tensor, y: Tensor, chunk: int = 1024) -> float:
+    """Harrell's concordance index of ``x`` as a predictor of ``y`` (two 1-D samples); NaN without a pair.
+
+    Over every pair whose ``y`` differ, the share that ``x`` orders the same way, ties in ``x``
+    counting half: 1 when ``x`` ranks ``y`` perfectly, 0.5 for a constant ``x``, 0 for the inverse.
+    Unlike Spearman's rho it ignores the pairs tied in ``y``. Where most parts are wholly visible
+    (tied at a share of 1), rho cannot reach 1 for any ``x`` that never ties, while the
+    concordance of a perfect hidden-or-not detector is 1. Pairs where either value is NaN are left out.
+    """
+    x, y = x.detach().double().flatten(), y.detach().double().flatten()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same length, got {x.numel()} and {y.numel()}")
+    keep = ~(torch.isnan(x) | torch.isnan(y))
+    x, y = x[keep], y[keep]
+    agreement, pairs = 0.0, 0.0
+    for start in range(0, x.numel(), chunk):  # chunks bound the n x n sign matrices on large query sets
+        dx = torch.sign(x[start : start + chunk, None] - x[None, :])
+        dy = torch.sign(y[start : start + chunk, None] - y[None, :])
+        agreement += float((dx * dy).sum())
+        pairs += float((dy != 0).sum())
+    return 0.5 + 0.5 * agreement / pairs if pairs else math.nan

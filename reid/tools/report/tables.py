@@ -209,6 +209,7 @@ def attention_health_table(runs: Sequence[RunResult]) -> str:
             ("auroc", "mask AUROC"),
             ("complementarity", "global–part mask corr."),
             ("rho_visible", "ρ(μ, visible share)"),
+            ("concordance_visible", "C(μ, visible share)"),
             ("rho_confidence", "ρ(μ, keypoint conf.)"),
         )
         if any(_health_values(group)[key] for group in cells.values())
