@@ -6,6 +6,7 @@ import json
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import flat_metrics
 
@@ -56,6 +57,13 @@ def test_the_subset_holds_every_image_of_the_identities_it_keeps(make_cfg):
         assert sum(r.pid == pid for r in kept.records) == sum(r.pid == pid for r in full.records)
     assert kept.is_query == sorted(kept.is_query, reverse=True)  # queries first, as the metric expects
     assert kept.indices == list(range(subset["queries"])) + list(range(subset["gallery"]))
+    # the measuring fields follow their images (the attention's truth figures on a limited validation)
+    assert full.truth is not None and full.part_confidence is not None
+    assert kept.truth is not None and kept.part_confidence is not None
+    row_of = {record.image_path: i for i, record in enumerate(full.records)}
+    for j, record in enumerate(kept.records):
+        assert kept.truth[j] == full.truth[row_of[record.image_path]]
+        np.testing.assert_array_equal(kept.part_confidence[j], full.part_confidence[row_of[record.image_path]])
 
 
 def test_a_validation_limit_too_small_to_score_is_one_error_line(make_cfg, capsys):

@@ -122,17 +122,21 @@ def limit_eval_set(
     old = eval_set
     queries = [i for i in kept if old.is_query[i]]
     gallery = [i for i in kept if not old.is_query[i]]
+    rows = queries + gallery
     subset_set = CropDataset(
-        [old.records[i] for i in queries + gallery],
-        old.boxes[queries + gallery],
+        [old.records[i] for i in rows],
+        old.boxes[rows],
         old.transform,
         old.whole_size,
         old.part_size,
         is_query=[True] * len(queries) + [False] * len(gallery),
         indices=list(range(len(queries))) + list(range(len(gallery))),
+        # the measuring fields too, or a limited validation would lose the attention's truth figures
+        part_confidence=None if old.part_confidence is None else old.part_confidence[rows],
+        truth=None if old.truth is None else [old.truth[i] for i in rows],
         pipeline=old.pipeline,
         images=old.images,
-        image_rows=[old.image_rows[i] for i in queries + gallery],
+        image_rows=[old.image_rows[i] for i in rows],
     )
     subset = {
         "setting": setting,
