@@ -136,6 +136,7 @@ class RunOptions:
     resume_with_changes: bool = False
     final_validation: bool = True
     expect_pretrained: bool = False
+    retain_freed_memory: bool = True
     optimized_metric: Optional[str] = "val/mAP"
     paths: PathsConfig = field(default_factory=PathsConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from reid.checkpoints import CONFIG_KEY, load_checkpoint
 from reid.files import retry_when_full
+from reid.memory import apply_memory_setting
 from reid.tasks.common import (
     build_datamodule,
     build_test_sets,
@@ -162,6 +163,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from reid.metrics.attention_health import AttentionHealth, health_summary
 
     validate_config(cfg)
+    apply_memory_setting(bool(cfg.get("retain_freed_memory", True)))
     e = cfg.eval
     attention: dict[str, Any] = {}
     knockout: dict[str, dict[str, float]] = {}

@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from reid.errors import ReidError
+from reid.memory import apply_memory_setting
 from reid.tasks.common import (
     InterruptCheckpoint,
     StoreConfigInCheckpoint,
@@ -241,6 +242,7 @@ def _fit_and_validate(cfg: DictConfig) -> dict[str, float]:
     from reid.rundir import commit_replaced_results
 
     validate_config(cfg)
+    apply_memory_setting(bool(cfg.get("retain_freed_memory", True)))
     check_training_split(cfg)
     configure_wandb_env()
     prepare_ddp_children(cfg)

@@ -30,6 +30,7 @@ from torch import nn
 
 from reid.conf.tool import option, run_tool
 from reid.errors import ConfigError
+from reid.memory import retain_freed_memory
 from reid.models import ResNet50, count_macs, count_parameters
 from reid.variants import build_variant, model_variant, model_variants
 
@@ -222,7 +223,8 @@ def format_table(rows: Sequence[BenchRow], args: BenchOptions) -> str:
     lines = [
         f"Hardware: {hardware}; torch {torch.__version__}{'; compiled' if args.compile else ''}; "
         f"batch {args.batch_size}; {args.precision}; "
-        f"{'channels_last' if args.channels_last else 'contiguous (NCHW)'}; {args.timer} time, "
+        f"{'channels_last' if args.channels_last else 'contiguous (NCHW)'}; "
+        f"freed memory {'retained' if args.retain_freed_memory else 'returned to the kernel'}; {args.timer} time, "
         f"fastest of {args.iters} after {args.warmup} warm-up iteration(s); {args.num_classes} classes.",
         "",
         "| model | input (whole / part) | params (M) | GMACs / image | train img/s | inference img/s |",
@@ -256,6 +258,9 @@ class BenchOptions:
     num_classes: int = option(751, "identities (classifier size)", low=1)
     warmup: int = option(1, "untimed iterations first", low=0)
     iters: int = option(2, "timed iterations (the fastest is reported)", low=1)
+    retain_freed_memory: bool = option(
+        True, "keep freed memory in the process, as train.py does (false: glibc's default, which page-faults)"
+    )
 
 
 def bench(options: BenchOptions) -> int:
@@ -273,6 +278,8 @@ def bench(options: BenchOptions) -> int:
                 "parts_layout from grouped, separate)"
             ]
         )
+    if options.retain_freed_memory:
+        options.retain_freed_memory = retain_freed_memory()  # False where the C library is not glibc
     options.threads = options.threads or max(1, torch.get_num_threads())
     options.device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
     rows = run(options)

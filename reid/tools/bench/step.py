@@ -43,6 +43,7 @@ def measure_steps(options: StepOptions, pipeline: str) -> float:
     from omegaconf import open_dict
 
     from reid.conf import compose_config
+    from reid.memory import apply_memory_setting
     from reid.tools.bench.network import SIZES
 
     whole, part = SIZES[options.size]
@@ -58,6 +59,7 @@ def measure_steps(options: StepOptions, pipeline: str) -> float:
             *options.overrides,
         ]
     )
+    apply_memory_setting(bool(cfg.retain_freed_memory))  # as train.py
     with open_dict(cfg):
         cfg.trainer.max_steps = options.warmup + options.steps
         cfg.trainer.limit_val_batches = 0
