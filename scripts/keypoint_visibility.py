@@ -6,7 +6,8 @@ On the synthetic query images of the default preset, the hard preset and the occ
 confidences) and `eval.visibility_matching=keypoints` can learn or use about occlusion.
 The last column is the ceiling of a mu that only knows whether a part is hidden: a perfect
 hidden-or-not detector, its ties among the wholly visible parts broken at random (a learned weight
-never ties), scored the same way. With few hidden parts it stays far below 1.
+never ties), scored the same way. With few hidden parts it stays far below 1. The concordance
+column scores the keypoints' confidence with the tied pairs of the truth left out (1 = perfect, 0.5 = chance).
 `python scripts/keypoint_visibility.py`, from the repository root.
 """
 
@@ -16,7 +17,7 @@ import torch
 from omegaconf import open_dict
 
 from reid.conf import compose_config
-from reid.metrics.truth import spearman
+from reid.metrics.truth import concordance, spearman
 from reid.names import PART_NAMES
 from reid.tasks import build_datamodule
 
@@ -32,9 +33,9 @@ def main() -> None:
     print(
         "| query images | "
         + " | ".join(f"rho {p}" for p in PART_NAMES)
-        + " | parts < 90 % visible | perfect hidden-or-not detector: mean rho |"
+        + " | parts < 90 % visible | perfect hidden-or-not detector: mean rho | keypoints: mean concordance |"
     )
-    print("|---|" + "---:|" * (len(PART_NAMES) + 2))
+    print("|---|" + "---:|" * (len(PART_NAMES) + 3))
     for name, overrides in CONDITIONS.items():
         cfg = compose_config(overrides)
         with open_dict(cfg):
@@ -51,7 +52,12 @@ def main() -> None:
         ties = torch.rand(shares.shape, generator=torch.Generator().manual_seed(0))
         detector = -(shares < 0.999).float() + 0.01 * ties
         ceiling = sum(spearman(detector[:, i], shares[:, i]) for i in range(len(PART_NAMES))) / len(PART_NAMES)
-        print(f"| {name} | " + " | ".join(f"{r:+.2f}" for r in rhos) + f" | {100 * hidden:.0f} % | {ceiling:+.2f} |")
+        concordant = sum(concordance(confidences[:, i], shares[:, i]) for i in range(len(PART_NAMES))) / len(PART_NAMES)
+        print(
+            f"| {name} | "
+            + " | ".join(f"{r:+.2f}" for r in rhos)
+            + f" | {100 * hidden:.0f} % | {ceiling:+.2f} | {concordant:.2f} |"
+        )
 
 
 if __name__ == "__main__":
