@@ -178,12 +178,23 @@ def erase(
     whole: torch.Tensor, parts: torch.Tensor, rectangles: torch.Tensor, colour: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Paint each sample's rectangles (B, 5, 4) (whole, then parts; empty ones change nothing) in ``colour`` (B, 3)."""
+    paint = colour.to(device=whole.device, dtype=whole.dtype).view(whole.shape[0], 3, 1, 1)
+    return fill_rectangles(whole, parts, rectangles, paint, paint[:, None])
+
+
+def fill_rectangles(
+    whole: torch.Tensor,
+    parts: torch.Tensor,
+    rectangles: torch.Tensor,
+    whole_fill: torch.Tensor,
+    parts_fill: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``whole`` and ``parts`` with each sample's rectangles (B, 5, 4) taken from the fills (broadcast)."""
     batch, (h, w) = whole.shape[0], parts.shape[-2:]
     rectangles = rectangles.to(whole.device)
-    paint = colour.to(device=whole.device, dtype=whole.dtype).view(batch, 3, 1, 1)
-    whole = torch.where(rectangle_mask(rectangles[:, 0], *whole.shape[-2:]), paint, whole)
+    whole = torch.where(rectangle_mask(rectangles[:, 0], *whole.shape[-2:]), whole_fill, whole)
     mask = rectangle_mask(rectangles[:, 1:].reshape(-1, 4), h, w).view(batch, 4, 1, h, w)
-    return whole, torch.where(mask, paint[:, None], parts)
+    return whole, torch.where(mask, parts_fill, parts)
 
 
 def paste_occluders(batch: dict[str, Any]) -> dict[str, Any]:
@@ -200,12 +211,9 @@ def paste_occluders(batch: dict[str, Any]) -> dict[str, Any]:
     if rectangles is None or "whole" not in batch:
         return batch
     whole, parts = batch["whole"], batch["parts"]
-    rectangles = rectangles.to(whole.device)
-    size, (h, w) = whole.shape[0], parts.shape[-2:]
-    covered = rectangle_mask(rectangles[:, 0], *whole.shape[-2:])
-    batch["whole"] = torch.where(covered, whole.roll(1, dims=0), whole)
-    covered = rectangle_mask(rectangles[:, 1:].reshape(-1, 4), h, w).view(size, 4, 1, h, w)
-    batch["parts"] = torch.where(covered, parts.roll(1, dims=0), parts)
+    batch["whole"], batch["parts"] = fill_rectangles(
+        whole, parts, rectangles, whole.roll(1, dims=0), parts.roll(1, dims=0)
+    )
     return batch
 
 

@@ -391,7 +391,7 @@ def health_summary(health: Mapping[str, Any]) -> str:
         pieces.append("mu " + ", ".join(f"{p} {f['mean']:.2f}±{f['std']:.2f}" for p, f in inter.items()))
     for figure, value in health.get("inter_mean", {}).items():
         name = figure.replace("rho_", "rho vs ").replace("concordance_", "concordance with ")
-        pieces.append(f"mu {name} {value:+.3f}" if figure.startswith("rho") else f"mu {name} {value:.3f}")
+        pieces.append(f"mu {name} {format(value, _spec(figure))}")
     return "; ".join(pieces) or "no attention"
 
 
