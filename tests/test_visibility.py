@@ -127,7 +127,7 @@ def test_mu_from_the_visibility_map_is_each_parts_mean_score_and_learns_what_was
     mu = module.eval()(whole, parts).part_weights.detach()
     assert min(spearman(mu[:, i], shown[:, i]) for i in range(4)) > 0.8
     with pytest.raises(ValueError, match="inter_source must be one of"):
-        AttentionReIDNet(num_classes=4, fusion="inter", inter_source="keypoints")
+        AttentionReIDNet(num_classes=4, fusion="inter", inter_source="pixels")
 
 
 def _module_with_target(target: str) -> ReIDModule:
@@ -318,3 +318,65 @@ def test_the_dense_erasing_label_teaches_the_map_where_the_crop_was_hidden():
     with pytest.raises(ValueError, match="inter_source=map"):
         plain = _module_with_target("erasing_map")
         plain.compute_losses(plain(whole, parts), torch.arange(32) % 4, label)
+
+
+def test_keypoint_weights_are_the_batchs_confidence_and_a_hidden_part_is_switched_off():
+    torch.manual_seed(0)
+    net = AttentionReIDNet(
+        num_classes=4, fusion="inter", inter_source="keypoints", inter_weight="gate", width=0.25, part_dim=8
+    ).eval()
+    assert net.needs_keypoints and net.fusion.part_weight is None  # nothing to learn, no unused head (DDP)
+    module = ReIDModule(net, num_classes=4, optimizer=None)
+    whole, parts = torch.rand(3, 3, 64, 32), torch.rand(3, 4, 3, 16, 32)
+    confidence = torch.tensor([[0.9, 0.0, 0.6, 0.3], [float("nan")] * 4, [0.5, 0.5, 0.5, 0.5]])
+    output = module(whole, parts, part_visibility=confidence)
+    expected = torch.tensor([[0.9, 0.0, 0.6, 0.3], [1.0] * 4, [0.5] * 4])  # no keypoints: wholly visible
+    assert torch.allclose(output.part_weights, expected)
+    columns = net.feature_slices
+    assert torch.all(output.feature[0, columns["upper_body"]] == 0)  # gate 2 mu: a hidden part adds nothing
+    assert output.feature[0, columns["head"]].abs().sum() > 0
+    # the same crops with other confidences: only the part columns move, each by its own weight
+    other = module(whole, parts, part_visibility=confidence.flip(0)).feature
+    assert torch.allclose(other[:, columns["global"]], output.feature[:, columns["global"]])
+    assert not torch.allclose(other[:, columns["parts"]], output.feature[:, columns["parts"]])
+    with pytest.raises(ValueError, match="inter_source=keypoints weighs the parts"):
+        module(whole, parts)
+    with pytest.raises(ValueError, match=r"got \(3, 5\)"):
+        module(whole, parts, part_visibility=torch.ones(3, 5))
+    # a network without keypoint weights ignores the keyword
+    plain = AttentionReIDNet(num_classes=4, fusion="inter", width=0.25, part_dim=8).eval()
+    assert not plain.needs_keypoints
+    assert torch.equal(plain(whole, parts).feature, plain(whole, parts, part_visibility=confidence).feature)
+
+
+def test_keypoint_weights_train_and_evaluate_from_the_batches(make_cfg, tmp_path):
+    from reid.evaluation.features import MissingKeypointsError, extract_features, keypoint_inputs
+    from reid.tasks import build_datamodule
+
+    cfg = make_cfg("model=intra_inter", "model.net.inter_source=keypoints", "model.net.inter_weight=gate")
+    datamodule = build_datamodule(cfg)
+    batch = next(iter(datamodule.train_dataloader()))
+    net = AttentionReIDNet(
+        num_classes=datamodule.num_classes, fusion="inter", inter_source="keypoints", width=0.25, part_dim=8
+    )
+    module = ReIDModule(net, num_classes=datamodule.num_classes, optimizer=None)
+    loss = module.training_step(batch, 0)
+    assert torch.isfinite(loss)
+    loader = datamodule.val_dataloader()
+    features = extract_features(module, loader, paths=[str(i) for i in range(len(loader.dataset))])
+    assert torch.allclose(features.part_weights, torch.nan_to_num(features.part_confidence, nan=1.0))
+    with pytest.raises(MissingKeypointsError, match="data.regions=pose"):
+        keypoint_inputs(net, None, "cpu")
+    assert keypoint_inputs(AttentionReIDNet(num_classes=2, width=0.25), None, "cpu") == {}
+
+
+def test_keypoint_weights_need_keypoints_and_learn_nothing(make_cfg):
+    from reid.tasks.train import check_visibility_label
+
+    check_visibility_label(make_cfg("model=intra_inter", "model.net.inter_source=keypoints"))
+    with pytest.raises(ConfigError, match="data.regions=strips reads no keypoints"):
+        check_visibility_label(make_cfg("model=intra_inter", "model.net.inter_source=keypoints", "data.regions=strips"))
+    with pytest.raises(ConfigError, match="set model.visibility_loss=0"):
+        check_visibility_label(
+            make_cfg("model=intra_inter", "model.net.inter_source=keypoints", "model.visibility_loss=1")
+        )

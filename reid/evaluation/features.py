@@ -193,6 +193,27 @@ def _mean_of(first: dict[str, Tensor], second: dict[str, Tensor]) -> dict[str, T
     return {k: (first[k] + second[k]) / 2 for k in first}
 
 
+class MissingKeypointsError(ReidError, ValueError):
+    """A network that weighs its parts by keypoint confidence was given images without keypoints."""
+
+
+def keypoint_inputs(net: nn.Module, part_confidence: Any, device: torch.device | str) -> dict[str, Tensor]:
+    """The forward's ``part_visibility`` keyword for a network with ``inter_source=keypoints``, else nothing.
+
+    Raises:
+        MissingKeypointsError: the network needs the parts' keypoint confidence and there is none.
+    """
+    if not getattr(net, "needs_keypoints", False):
+        return {}
+    if part_confidence is None:
+        raise MissingKeypointsError(
+            "this model weighs its parts by the images' keypoint confidence (model.net.inter_source=keypoints), "
+            "but the images have no keypoints: give the data set its keypoint files (data.regions=pose), "
+            "or use a model trained with another inter_source"
+        )
+    return {"part_visibility": torch.as_tensor(part_confidence).float().to(device)}
+
+
 @torch.no_grad()
 def extract_features(
     module: nn.Module,
@@ -236,14 +257,15 @@ def extract_features(
             batch = device_crops({k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()})
         whole = batch["whole"].to(device, non_blocking=True)
         parts = batch["parts"].to(device, non_blocking=True)
-        output = module(whole, parts, return_attention=attention_health is not None)
+        keypoints = keypoint_inputs(net, batch.get("part_confidence"), whole.device)
+        output = module(whole, parts, return_attention=attention_health is not None, **keypoints)
         if attention_health is not None:
             select = torch.as_tensor(batch["is_query"]).bool().to(whole.device)
             attention_health.update(output.attention, output.part_weights, select=select, truth=batch)
         features = branch_features(net, output)
         mu = output.part_weights
         if flip:
-            flipped = module(whole.flip(-1), parts.flip(-1))
+            flipped = module(whole.flip(-1), parts.flip(-1), **keypoints)
             features = _mean_of(features, branch_features(net, flipped))
             if mu is not None and flipped.part_weights is not None:
                 mu = (mu + flipped.part_weights) / 2

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from reid.evaluation import ROW_LABELS, FeatureSet
+from reid.evaluation.features import keypoint_inputs
 from reid.files import atomic_save_image, atomic_write_text
 from reid.metrics import pairwise_distance
 
@@ -84,7 +85,9 @@ def attention_image(
     was_training = module.training
     module.eval()
     with torch.no_grad():
-        output = module(whole.to(device), parts.to(device), return_attention=True)
+        confidence = [s.get("part_confidence") for s in samples]
+        keypoints = keypoint_inputs(net, None if any(c is None for c in confidence) else torch.stack(confidence), device)
+        output = module(whole.to(device), parts.to(device), return_attention=True, **keypoints)
     module.train(was_training)
     if not output.attention:
         return None

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from reid.checkpoints import CONFIG_KEY, CheckpointLoadError, find_resume_checkpoint, load_checkpoint
 from reid.errors import ReidError
+from reid.evaluation.features import keypoint_inputs
 from reid.pose.regions import region_confidence
 
 log = logging.getLogger(__name__)
@@ -326,13 +327,18 @@ class FeatureExtractor:
         return torch.stack(wholes), torch.stack(parts)
 
     @torch.inference_mode()
-    def _features(self, whole: Tensor, parts: Tensor) -> dict[str, Tensor | None]:
-        """The feature, the branch features and mu of one batch (flip-averaged when ``flip``), on the CPU."""
+    def _features(self, whole: Tensor, parts: Tensor, part_confidence: np.ndarray) -> dict[str, Tensor | None]:
+        """The feature, the branch features and mu of one batch (flip-averaged when ``flip``), on the CPU.
+
+        ``part_confidence`` (B, 4): the parts' keypoint confidence, which a model with
+        ``inter_source=keypoints`` weighs its parts by (NaN, no keypoints: wholly visible).
+        """
         whole = whole.to(self.device)
         parts = parts.to(self.device)
-        passes = [self.module(whole, parts)]
+        keypoints = keypoint_inputs(self.module.net, torch.from_numpy(part_confidence), self.device)
+        passes = [self.module(whole, parts, **keypoints)]
         if self.flip:
-            passes.append(self.module(whole.flip(-1), parts.flip(-1)))
+            passes.append(self.module(whole.flip(-1), parts.flip(-1), **keypoints))
 
         def mean(values: list[Tensor | None]) -> Tensor | None:
             present = [v for v in values if v is not None]
@@ -400,8 +406,9 @@ class FeatureExtractor:
                     self.last_counts[f"keypoints_{source}"] += 1
                 joints.append(found)
             whole, parts = self._crops(arrays, joints)
-            out.append(self._features(whole, parts))
-            confidences += [region_confidence(j) for j in joints]
+            chunk_confidence = [region_confidence(j) for j in joints]
+            out.append(self._features(whole, parts, np.stack(chunk_confidence)))
+            confidences += chunk_confidence
         missing = self.last_counts["keypoints_none"]
         if self.regions == "pose" and missing:
             log.warning(

@@ -221,14 +221,22 @@ class ReIDModule(pl.LightningModule):
         return module
 
     # ------------------------------------------------------------------ forward
-    def forward(self, whole: Tensor, parts: Tensor, return_attention: bool = False) -> NetworkOutput:
-        """Runs the network (which puts its inputs in its own memory format); returns its ``NetworkOutput``."""
-        return self.net(whole, parts, return_attention=return_attention)
+    def forward(
+        self, whole: Tensor, parts: Tensor, return_attention: bool = False, part_visibility: Tensor | None = None
+    ) -> NetworkOutput:
+        """Runs the network (which puts its inputs in its own memory format); returns its ``NetworkOutput``.
+
+        ``part_visibility``: the batch's ``part_confidence`` (B, 4), which a network with
+        ``inter_source=keypoints`` weighs its parts by (others ignore it).
+        """
+        if part_visibility is None:  # keeps the call a network without keypoint weights has always had
+            return self.net(whole, parts, return_attention=return_attention)
+        return self.net(whole, parts, return_attention=return_attention, part_visibility=part_visibility)
 
     @torch.no_grad()
-    def extract_features(self, whole: Tensor, parts: Tensor) -> Tensor:
+    def extract_features(self, whole: Tensor, parts: Tensor, part_visibility: Tensor | None = None) -> Tensor:
         """The test-time feature of a batch (eval mode is the caller's business)."""
-        return self(whole, parts).feature
+        return self(whole, parts, part_visibility=part_visibility).feature
 
     # ------------------------------------------------------------------ losses
     def compute_losses(
@@ -286,7 +294,7 @@ class ReIDModule(pl.LightningModule):
         return unerased * torch.nan_to_num(keypoints.to(unerased), nan=1.0)
 
     def training_step(self, batch: CropBatch, batch_idx: int) -> Tensor:
-        output = self(batch["whole"], batch["parts"])
+        output = self(batch["whole"], batch["parts"], part_visibility=batch.get("part_confidence"))
         losses = self.compute_losses(output, batch["pid"], self.visibility_label(batch))
         logits = output.fused_logits if output.fused_logits is not None else sum(output.branch_logits)
         accuracy = (logits.argmax(dim=1) == batch["pid"]).float().mean()
@@ -305,7 +313,9 @@ class ReIDModule(pl.LightningModule):
 
     def validation_step(self, batch: CropBatch, batch_idx: int) -> None:
         with torch.no_grad():
-            output = self(batch["whole"], batch["parts"], return_attention=True)
+            output = self(
+                batch["whole"], batch["parts"], return_attention=True, part_visibility=batch.get("part_confidence")
+            )
         self.val_metric.update(output.feature, batch["pid"], batch["camid"], batch["is_query"], batch["index"])
         # the batch's optional truth fields (synthetic masks, keypoint confidences) score the attention too
         self.attention_health.update(

@@ -36,9 +36,11 @@ INTER_NORMS: tuple[str, ...] = get_args(InterNorm)
 #: off; 1 at mu = 0.5, where the heads start)
 InterWeight = Literal["residual", "gate"]
 INTER_WEIGHTS: tuple[str, ...] = get_args(InterWeight)
-#: where mu comes from: ``feature`` (Eq. 8 on the pooled part feature) or ``map`` (the mean of a per-location
-#: visibility score on the part's last feature map, computed by the part branch: VPM's region visibility)
-InterSource = Literal["feature", "map"]
+#: where mu comes from: ``feature`` (Eq. 8 on the pooled part feature), ``map`` (the mean of a per-location
+#: visibility score on the part's last feature map, computed by the part branch: VPM's region visibility) or
+#: ``keypoints`` (the mean confidence of the joints that define the part, Eq. 1-2, given with the images:
+#: PGFA's keypoint visibility; no parameters, nothing learned)
+InterSource = Literal["feature", "map", "keypoints"]
 INTER_SOURCES: tuple[str, ...] = get_args(InterSource)
 NUM_PARTS = 4
 
@@ -65,6 +67,9 @@ class Fusion(nn.Module):
     #: the feature keeps ``[E_g, E_1..E_4]`` column blocks in place (possibly reweighted), so each
     #: branch's row of Table 7 can be read from it; False for a fusion that mixes the branches
     keeps_branch_columns: bool = True
+    #: the fusion weighs the parts by the images' keypoint confidence, which its caller passes as
+    #: ``part_visibility`` (``inter_source=keypoints``)
+    needs_keypoints: bool = False
     #: the fusion has an identity classifier of its own (the fused loss of Eq. 11, weighed against the
     #: branch losses by lambda); False for a fusion applied only at test time
     has_fused_classifier: bool = True
@@ -225,7 +230,9 @@ class InterAttentionFusion(Fusion):
         self.norm = norm
         self.out_dim = global_dim + NUM_PARTS * part_dim
         self.source = source
-        # with source=map, mu is the part branches' visibility map: no head of its own (DDP has no unused weights)
+        self.needs_keypoints = source == "keypoints"
+        # with source=map or keypoints, mu is given (the part branches' visibility map, the images' keypoint
+        # confidence): no head of its own (DDP has no unused weights)
         self.part_weight = GroupedLinear(part_dim, 1, groups=NUM_PARTS) if source == "feature" else None
         self.logit_norm = nn.BatchNorm1d(NUM_PARTS) if norm == "l2_batch" and source == "feature" else None
         self.dropout = nn.Dropout(dropout)
@@ -252,15 +259,19 @@ class InterAttentionFusion(Fusion):
     ) -> FusionOutput:
         """The adaptively weighted feature, its identity logits and mu.
 
-        ``part_visibility`` (B, 4): the part branches' visible shares, taken as mu with ``source=map``
-        (required then, ignored otherwise); the part weights then use it without its gradient, so
-        that only ``model.visibility_loss`` trains the visibility map.
+        ``part_visibility`` (B, 4): taken as mu with ``source=map`` (the part branches' visible shares)
+        or ``source=keypoints`` (the parts' mean keypoint confidence; NaN, an image without keypoints,
+        counts as wholly visible); required then, ignored otherwise. The part weights use it
+        without its gradient, so that only ``model.visibility_loss`` trains a visibility map.
         """
         parts = part_features.view(-1, NUM_PARTS, self.part_dim)
         if self.part_weight is None:
             if part_visibility is None:
-                raise ValueError("inter-attention with source=map needs the part branches' visibility (B, 4)")
+                what = "keypoint confidence" if self.source == "keypoints" else "the part branches' visibility"
+                raise ValueError(f"inter-attention with source={self.source} needs {what} (B, 4)")
             mu = part_visibility
+            if self.source == "keypoints":
+                mu = torch.nan_to_num(mu.to(parts.dtype), nan=1.0).clamp(0.0, 1.0)
             if self.norm != "none":
                 parts = F.normalize(parts, dim=-1) * math.sqrt(self.part_dim / 2)
         elif self.norm in ("l2", "l2_batch"):

@@ -118,7 +118,9 @@ class AttentionReIDNet(nn.Module):
         inter_source: where inter-attention's mu comes from (:data:`reid.models.fusion.INTER_SOURCES`):
             ``feature`` (Eq. 8: a linear layer on the pooled part feature E_i) or ``map`` (a 1x1
             convolution scores each location of the part's last feature map as visible or not, and
-            mu_i is the mean: the crop's visible share, as VPM's region visibility).
+            mu_i is the mean: the crop's visible share, as VPM's region visibility) or ``keypoints``
+            (the mean confidence of the part's joints, passed to :meth:`forward` as
+            ``part_visibility``: PGFA's keypoint visibility, nothing learned).
         reduce_bn: BatchNorm1d after the FC_reduce linear layer.
         reduce_relu: ReLU after FC_reduce (the feature E is taken after it).
         zero_init_residual: start the last BN of every bottleneck at zero.
@@ -258,7 +260,14 @@ class AttentionReIDNet(nn.Module):
         return torch.contiguous_format
 
     # ------------------------------------------------------------------ forward
-    def forward(self, whole: Tensor, parts: Tensor, return_attention: bool = False) -> NetworkOutput:
+    @property
+    def needs_keypoints(self) -> bool:
+        """Whether :meth:`forward` needs ``part_visibility``, the images' keypoint confidence per part."""
+        return bool(getattr(self.fusion, "needs_keypoints", False))
+
+    def forward(
+        self, whole: Tensor, parts: Tensor, return_attention: bool = False, part_visibility: Tensor | None = None
+    ) -> NetworkOutput:
         """Runs the five branches and the fusion.
 
         Args:
@@ -266,6 +275,8 @@ class AttentionReIDNet(nn.Module):
             parts: part crops (B, 4, 3, h, w) in the order head, upper body, upper leg, lower leg,
                 e.g. 96x192. Both are converted to the network's memory format.
             return_attention: also return the attention masks (and spatial maps).
+            part_visibility: (B, 4) the mean keypoint confidence of each part's joints (a batch's
+                ``part_confidence``), required with ``inter_source=keypoints`` and ignored otherwise.
 
         Returns:
             a :class:`NetworkOutput`.
@@ -294,8 +305,17 @@ class AttentionReIDNet(nn.Module):
             ]
         part_features = torch.cat([out.feature for out in part_outputs], dim=1)
         visibilities = [out.visibility for out in part_outputs if out.visibility is not None]
-        part_visibility = torch.cat(visibilities, dim=1) if visibilities else None
-        # a fusion's contract is (E_g, E_parts); the visibility goes only to one that asked for it (source=map)
+        if self.needs_keypoints:
+            if part_visibility is None or tuple(part_visibility.shape) != (batch, NUM_PARTS):
+                raise ValueError(
+                    "inter_source=keypoints weighs the parts by the images' keypoint confidence: pass "
+                    "part_visibility (B, 4), a batch's part_confidence; got "
+                    f"{None if part_visibility is None else tuple(part_visibility.shape)}"
+                )
+            part_visibility = part_visibility.to(part_features.device)
+        else:
+            part_visibility = torch.cat(visibilities, dim=1) if visibilities else None
+        # a fusion's contract is (E_g, E_parts); the visibility goes only to one that asked for it (map, keypoints)
         if part_visibility is None:
             fused = self.fusion(global_out.feature, part_features)
         else:

@@ -129,7 +129,7 @@ def check_visibility_label(cfg: DictConfig) -> None:
     Raises:
         ConfigError: ``visibility_target`` erasing or both without ``data.augment.random_erasing``;
             ``model.net.inter_source=map`` with ``model.visibility_loss=0``; ``erasing_map`` without a
-            visibility map.
+            visibility map; ``inter_source=keypoints`` on crops that read no keypoints.
     """
     from reid.errors import ConfigError
 
@@ -146,6 +146,22 @@ def check_visibility_label(cfg: DictConfig) -> None:
             [
                 "model.net.inter_source=map learns each part's visibility from model.visibility_loss alone, "
                 "which is 0: set it > 0 (e.g. model.visibility_loss=1), or model.net.inter_source=feature"
+            ]
+        )
+    regions = (cfg.get("data") or {}).get("regions", model.get("regions", "pose"))
+    if net.get("fusion") == "inter" and net.get("inter_source") == "keypoints" and regions != "pose":
+        raise ConfigError(
+            [
+                f"model.net.inter_source=keypoints weighs each part by its joints' keypoint confidence, but "
+                f"data.regions={regions} reads no keypoints: use a model with pose-aligned crops (model=intra_inter), "
+                "or model.net.inter_source=feature"
+            ]
+        )
+    if net.get("inter_source") == "keypoints" and float(model.get("visibility_loss") or 0) > 0:
+        raise ConfigError(
+            [
+                "model.visibility_loss > 0 trains a learned part weight, but model.net.inter_source=keypoints "
+                "takes the weights from the keypoints, with nothing to learn: set model.visibility_loss=0"
             ]
         )
     if target == "erasing_map" and float(model.get("visibility_loss") or 0) > 0 and net.get("inter_source") != "map":

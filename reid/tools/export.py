@@ -208,6 +208,11 @@ def load_network(ckpt_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     except RuntimeError as err:
         first = str(err).splitlines()[0]
         raise ExportError(f"{ckpt_path}: the weights do not fit the stored model config ({first})") from None
+    if getattr(net, "needs_keypoints", False):
+        raise ExportError(
+            f"{ckpt_path} weighs its parts by the images' keypoint confidence (model.net.inter_source=keypoints), "
+            "a third input the exported (whole, parts) graph does not take: use FeatureExtractor or reid-search"
+        )
     # channels_last weights (training's layout) would put layout transposes into the graph
     # Module.to takes memory_format at run time; torch's stubs leave it out of the overloads
     net = net.to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
