@@ -86,7 +86,8 @@ def attention_image(
     module.eval()
     with torch.no_grad():
         confidence = [s.get("part_confidence") for s in samples]
-        keypoints = keypoint_inputs(net, None if any(c is None for c in confidence) else torch.stack(confidence), device)
+        known = None if any(c is None for c in confidence) else torch.stack(confidence)
+        keypoints = keypoint_inputs(net, known, device)
         output = module(whole.to(device), parts.to(device), return_attention=True, **keypoints)
     module.train(was_training)
     if not output.attention:
