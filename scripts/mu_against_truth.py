@@ -56,7 +56,9 @@ def main(argv: list[str]) -> None:
                 query = batch["is_query"].bool()
                 if not query.any():
                     continue
-                output = module(batch["whole"][query], batch["parts"][query])
+                output = module(
+                    batch["whole"][query], batch["parts"][query], part_visibility=batch["part_confidence"][query]
+                )
                 if output.part_weights is None:
                     sys.exit(f"error: {checkpoint} has no part weights (model.net.fusion=inter): nothing to measure")
                 visible.append(batch["truth_visible"][query][:, 1:])

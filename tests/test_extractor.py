@@ -152,3 +152,43 @@ def test_a_feature_moves_with_its_batch_by_rounding_only_within_the_documented_t
     assert tolerance == 1e-5 and "BATCH_TOLERANCE` (1e-5)" in FeatureExtractor.__doc__  # documented where it is used
     scale = max(1.0, float(batched.abs().max()))
     assert float((batched - alone).abs().max()) <= tolerance * scale
+
+
+def test_a_model_weighing_parts_by_keypoints_scores_alike_everywhere_and_is_not_exported(tmp_path, data_dir, make_cfg):
+    from conftest import ROOT, TINY_OVERRIDES
+    from omegaconf import open_dict
+
+    from reid.conf import compose_config
+    from reid.tools.export import ExportError, ExportOptions, export
+
+    keypoint_mu = ["model=intra_inter", "model.net.inter_source=keypoints", "model.net.inter_weight=gate"]
+    cfg = compose_config([*TINY_OVERRIDES, *keypoint_mu, "trainer.max_epochs=1", "callbacks=model_checkpoint"])
+    with open_dict(cfg):
+        cfg.paths.root_dir = cfg.paths.work_dir = str(ROOT)
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.paths.log_dir = str(tmp_path / "logs")
+        cfg.paths.data_dir = str(data_dir)
+    runner.train(cfg)
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    datamodule = runner.build_datamodule(cfg)
+    overrides = [o for o in TINY_OVERRIDES if not o.startswith(("callbacks=", "model.", "trainer.enable_model"))]
+    expected = runner.evaluate(
+        make_cfg(
+            f"ckpt_path={checkpoint}", "eval.pictures.enabled=false", *overrides, config_name="evaluate", tiny=False
+        )
+    )
+    eval_set = datamodule.eval_set
+    extractor = FeatureExtractor(checkpoint, device="cpu", batch_size=5, pose_estimator="none")
+    found = extractor.extract([r.image_path for r in eval_set.records], keypoints=_keypoint_files(datamodule))
+    assert torch.allclose(found.part_weights, torch.nan_to_num(found.part_confidence, nan=1.0))
+    query = torch.tensor(eval_set.is_query)
+    pids = torch.tensor([r.pid for r in eval_set.records])
+    camids = torch.tensor([r.camid for r in eval_set.records])
+    scored = evaluate_features(
+        found.feature[query], found.feature[~query], pids[query], pids[~query], camids[query], camids[~query],
+        protocol=datamodule.dataset.protocol,
+    )  # fmt: skip
+    assert scored["rank1"] == pytest.approx(expected["rank1"], abs=1e-6)
+    assert scored["mAP"] == pytest.approx(expected["mAP"], abs=1e-6)
+    with pytest.raises(ExportError, match="inter_source=keypoints"):
+        export(ExportOptions(ckpt_path=str(checkpoint), out=str(tmp_path / "m.onnx")))
