@@ -260,12 +260,18 @@ class SearchOptions:
     pipeline: Literal["cpu", "device"] = option(
         "cpu", "where the crops are cut: cpu (OpenCV per image) or device (batched, where the network runs)"
     )
+    retain_freed_memory: bool = option(
+        True, "keep freed memory in the process (glibc): large batches stop page-faulting (as train.py)"
+    )
 
 
 def search_command(options: SearchOptions) -> int:
     """Searches the gallery with the query images; prints what it wrote."""
     if not options.query:
         raise SearchInputError("no query image given (fix: reid-search ckpt_path=... gallery=<folder> <query.jpg> ...)")
+    from reid.memory import apply_memory_setting
+
+    apply_memory_setting(options.retain_freed_memory)
     result = search(
         Path(options.ckpt_path),
         [Path(q) for q in options.query],
