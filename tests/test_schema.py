@@ -187,7 +187,7 @@ def test_an_unknown_key_without_a_close_match_lists_the_known_ones(make_cfg):
     message = _error(make_cfg("+data.pose.zzz=1"))
     assert message == (
         "unknown config key 'data.pose.zzz' (fix: remove it or correct it; the keys of 'data.pose' are "
-        "max_outside, min_conf, min_joints, path, source)"
+        "max_outside, min_conf, min_joints, path, source, visibility)"
     )
 
 

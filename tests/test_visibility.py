@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -380,3 +381,26 @@ def test_keypoint_weights_need_keypoints_and_learn_nothing(make_cfg):
         check_visibility_label(
             make_cfg("model=intra_inter", "model.net.inter_source=keypoints", "model.visibility_loss=1")
         )
+
+
+def test_a_parts_keypoint_visibility_is_its_joints_mean_confidence_or_the_share_detected(make_cfg):
+    from reid.pose.regions import P4_LOWER_LEG, region_confidence
+    from reid.tasks import build_datamodule
+
+    keypoints = np.zeros((18, 3))
+    keypoints[:, 2] = 0.6
+    keypoints[list(P4_LOWER_LEG), 2] = [0.9, 0.05, 0.0, 0.5]  # knees found, one ankle doubted, one missed
+    confidence = region_confidence(keypoints)
+    detected = region_confidence(keypoints, "detected", min_conf=0.1)
+    assert np.allclose(confidence, [0.6, 0.6, 0.6 * 2 / 4 + 0.9 / 4 + 0.05 / 4, (0.9 + 0.05 + 0.5) / 4])
+    assert np.allclose(detected, [1.0, 1.0, 0.75, 0.5])  # however confident, a found joint counts 1
+    assert np.isnan(region_confidence(None, "detected")).all()
+    with pytest.raises(ValueError, match="part visibility must be one of"):
+        region_confidence(keypoints, "visible")
+    # the batches carry what data.pose.visibility says
+    shares = build_datamodule(make_cfg("data.pose.visibility=detected")).eval_set.part_confidence
+    means = build_datamodule(make_cfg()).eval_set.part_confidence
+    assert shares.shape == means.shape and not np.allclose(shares, means)
+    assert set(np.unique(shares * 72).round(3)) <= set(np.arange(73.0))  # shares of 4, 8 or 9 joints
+    with pytest.raises(ConfigError, match="data.pose.visibility"):
+        validate_config(make_cfg("data.pose.visibility=truth"))

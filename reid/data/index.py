@@ -25,7 +25,7 @@ from reid.errors import ConfigError
 from reid.names import REGION_MODES
 from reid.pose import KeypointFormatError, build_keypoint_source, regions_for_images, strip_regions
 from reid.pose.readers import KeypointFormat
-from reid.pose.regions import DEFAULT_MAX_OUTSIDE, region_confidence
+from reid.pose.regions import DEFAULT_MAX_OUTSIDE, PartVisibility, region_confidence
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ def keypoint_options(
     min_conf: Annotated[float, Interval(ge=0, le=1)] = 0.1,
     min_joints: Annotated[int, Interval(ge=0, le=18)] = 6,
     max_outside: Annotated[float | None, Ge(0)] = DEFAULT_MAX_OUTSIDE,
+    visibility: PartVisibility = "confidence",
 ) -> dict[str, Any]:
     """The ``data.pose`` options, declared here once: where keypoints come from and when they are trusted.
 
@@ -76,8 +77,19 @@ def keypoint_options(
         min_joints: with fewer confident joints than this, an image falls back to the fixed strips.
         max_outside: a detected joint farther outside the image than this fraction of its width or
             height is treated as undetected and filled in from a canonical pose; None keeps every joint.
+        visibility: how a part's joints become its visibility (the batches' ``part_confidence``: the
+            visibility loss's label, keypoint matching, ``inter_source=keypoints``):
+            ``confidence`` (their mean confidence) or ``detected`` (the share above ``min_conf``);
+            :data:`reid.pose.regions.PART_VISIBILITIES`.
     """
-    return {"source": source, "path": path, "min_conf": min_conf, "min_joints": min_joints, "max_outside": max_outside}
+    return {
+        "source": source,
+        "path": path,
+        "min_conf": min_conf,
+        "min_joints": min_joints,
+        "max_outside": max_outside,
+        "visibility": visibility,
+    }
 
 
 #: the keys of ``data.pose`` (the parameters of :func:`keypoint_options`)
@@ -176,8 +188,10 @@ def split_regions(options: IndexOptions, split: str, records: Sequence[Record], 
             continue
         kept.append(record)
         items.append((record.image_path, keypoints, size))
+    pose = pose_options(options.pose)
+    visibility, min_conf = str(pose["visibility"]), float(pose["min_conf"])
     part_confidence = (
-        np.stack([region_confidence(keypoints) for _, keypoints, _ in items])
+        np.stack([region_confidence(keypoints, visibility, min_conf) for _, keypoints, _ in items])
         if items
         else np.zeros((0, 4), dtype=np.float32)
     )

@@ -186,6 +186,7 @@ class FeatureExtractor:
         pose = data.get("pose") or {}
         self.min_conf = float(pose.get("min_conf", 0.1))
         self.min_joints = int(pose.get("min_joints", 6))
+        self.part_visibility = str(pose.get("visibility", "confidence"))
         max_outside = pose.get("max_outside", 0.25)
         self.max_outside = None if max_outside is None else float(max_outside)
         # both are mappings in the schema, so to_container gives dicts
@@ -244,6 +245,7 @@ class FeatureExtractor:
             "min_conf": self.min_conf,
             "min_joints": self.min_joints,
             "max_outside": self.max_outside,
+            "part_visibility": self.part_visibility,
             "strips": self.strips,
             "augment": self.augment,
             "normalize": self.normalize,
@@ -406,7 +408,7 @@ class FeatureExtractor:
                     self.last_counts[f"keypoints_{source}"] += 1
                 joints.append(found)
             whole, parts = self._crops(arrays, joints)
-            chunk_confidence = [region_confidence(j) for j in joints]
+            chunk_confidence = [region_confidence(j, self.part_visibility, self.min_conf) for j in joints]
             out.append(self._features(whole, parts, np.stack(chunk_confidence)))
             confidences += chunk_confidence
         missing = self.last_counts["keypoints_none"]

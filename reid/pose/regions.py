@@ -39,21 +39,36 @@ STRIP_LAYOUTS: tuple[str, ...] = get_args(StripLayout)
 DEFAULT_MAX_OUTSIDE = 0.25
 
 
-def region_confidence(keypoints: np.ndarray | None) -> np.ndarray:
-    """The mean confidence of the joints that define each part region (Eq. 1-2: P1..P4), missing joints counting 0.
+#: how a part's keypoints become its visibility (``data.pose.visibility``): ``confidence``, the mean
+#: confidence of its joints (missing ones 0), or ``detected``, the share of its joints detected above
+#: ``min_conf`` (the estimator's confidence among the joints it found left out)
+PartVisibility = Literal["confidence", "detected"]
+PART_VISIBILITIES: tuple[str, ...] = get_args(PartVisibility)
+
+
+def region_confidence(
+    keypoints: np.ndarray | None, visibility: str = "confidence", min_conf: float = 0.1
+) -> np.ndarray:
+    """Each part region's visibility from its joints (Eq. 1-2: P1..P4), missing joints counting 0.
 
     A visibility estimate from keypoints alone (PGFA's and PVPM's cue): a part whose joints the
-    estimator missed or doubted is likely hidden.
+    estimator missed or doubted is likely hidden. ``visibility="confidence"``: the joints' mean
+    confidence; ``"detected"``: the share of them above ``min_conf`` (1 for a part whose joints
+    were all found, however confidently).
 
     Returns:
         (4,) float32 in [0, 1]: head, upper body, upper leg, lower leg; NaN without keypoints.
     """
+    if visibility not in PART_VISIBILITIES:
+        raise ValueError(f"part visibility must be one of {PART_VISIBILITIES}, got {visibility!r}")
     if keypoints is None:
         return np.full(4, np.nan, dtype=np.float32)
     points = np.asarray(keypoints, dtype=np.float64)
     if points.ndim != 2 or points.shape[0] != 18 or points.shape[1] < 3:
         return np.full(4, np.nan, dtype=np.float32)
     confidence = np.nan_to_num(np.clip(points[:, 2], 0.0, 1.0))
+    if visibility == "detected":
+        confidence = (confidence > min_conf).astype(np.float64)
     return np.array(
         [confidence[list(group)].mean() for group in (P1_HEAD, P2_UPPER_BODY, P3_UPPER_LEG, P4_LOWER_LEG)],
         dtype=np.float32,

@@ -56,6 +56,7 @@ INPUT_KEYS = (
     "pose.min_conf",
     "pose.min_joints",
     "pose.max_outside",
+    "pose.visibility",
     "strips.layout",
 )
 
