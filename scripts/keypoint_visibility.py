@@ -8,10 +8,13 @@ The last column is the ceiling of a mu that only knows whether a part is hidden:
 hidden-or-not detector, its ties among the wholly visible parts broken at random (a learned weight
 never ties), scored the same way. With few hidden parts it stays far below 1. The concordance
 column scores the keypoints' confidence with the tied pairs of the truth left out (1 = perfect, 0.5 = chance).
-`python scripts/keypoint_visibility.py`, from the repository root.
+`python scripts/keypoint_visibility.py [overrides...]`, from the repository root
+(e.g. `data.pose.visibility=detected`: the share of each part's joints detected, not their mean confidence).
 """
 
 from __future__ import annotations
+
+import sys
 
 import torch
 from omegaconf import open_dict
@@ -28,8 +31,8 @@ CONDITIONS = {
 }
 
 
-def main() -> None:
-    """Prints one Markdown row per condition."""
+def main(extra: list[str]) -> None:
+    """Prints one Markdown row per condition (``extra``: overrides applied to every condition)."""
     print(
         "| query images | "
         + " | ".join(f"rho {p}" for p in PART_NAMES)
@@ -37,7 +40,7 @@ def main() -> None:
     )
     print("|---|" + "---:|" * (len(PART_NAMES) + 3))
     for name, overrides in CONDITIONS.items():
-        cfg = compose_config(overrides)
+        cfg = compose_config([*overrides, *extra])
         with open_dict(cfg):
             cfg.data.num_workers = 0
         datamodule = build_datamodule(cfg)
@@ -61,4 +64,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
