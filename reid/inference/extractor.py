@@ -330,13 +330,8 @@ class FeatureExtractor:
 
     @torch.inference_mode()
     def _features(self, whole: Tensor, parts: Tensor, part_confidence: np.ndarray) -> dict[str, Tensor | None]:
-        """The feature, the branch features and mu of one batch (flip-averaged when ``flip``), on the CPU.
-
-        ``part_confidence`` (B, 4): the parts' keypoint confidence, which a model with
-        ``inter_source=keypoints`` weighs its parts by (NaN, no keypoints: wholly visible).
-        """
-        whole = whole.to(self.device)
-        parts = parts.to(self.device)
+        """Feature, branch features and mu of a batch (flip-averaged with ``flip``), given its parts' visibility."""
+        whole, parts = whole.to(self.device), parts.to(self.device)
         keypoints = keypoint_inputs(self.module.net, torch.from_numpy(part_confidence), self.device)
         passes = [self.module(whole, parts, **keypoints)]
         if self.flip:
