@@ -662,3 +662,5 @@ def test_a_run_on_the_device_data_path_is_its_own_variant(tmp_path):
     other = write_run(tmp_path / "c", "intra_inter", "market", overrides=["seed=1", "data.batch_size=8"])
     names = [run.model for run in collect_runs([cpu, device, other])]
     assert names == ["intra_inter[data.pipeline=cpu]", "intra_inter[data.pipeline=device]", "intra_inter"]
+    detected = write_run(tmp_path / "d", "intra_inter", "market", overrides=["seed=1", "data.pose.visibility=detected"])
+    assert collect_runs([detected])[0].model == "intra_inter[data.pose.visibility=detected]"

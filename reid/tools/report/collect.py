@@ -111,8 +111,15 @@ def _model_variant(config: DictConfig | ListConfig | None) -> str:
 
 
 #: command-line settings besides the model's that change what trains: a run with one is its own variant
-#: (``data.pipeline=device`` cuts the crops by another path, equal to the CPU path's only within a tolerance)
-VARIANT_DATA_KEYS = ("data.pipeline",)
+#: (``data.pipeline=device`` cuts the crops by another path, equal to the CPU path's only within a tolerance;
+#: ``data.pose.visibility`` changes the keypoint visibility the model weighs or learns from; erasing
+#: changes the training images)
+VARIANT_DATA_KEYS = (
+    "data.pipeline",
+    "data.pose.visibility",
+    "data.augment.random_erasing",
+    "data.augment.erasing_fill",
+)
 
 
 def _model_overrides(overrides: Sequence[str]) -> list[str]:
