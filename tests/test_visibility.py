@@ -404,3 +404,18 @@ def test_a_parts_keypoint_visibility_is_its_joints_mean_confidence_or_the_share_
     assert set(np.unique(shares * 72).round(3)) <= set(np.arange(73.0))  # shares of 4, 8 or 9 joints
     with pytest.raises(ConfigError, match="data.pose.visibility"):
         validate_config(make_cfg("data.pose.visibility=truth"))
+
+
+def test_a_network_of_ones_own_without_keypoint_weights_is_called_as_before():
+    class Plain(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = AttentionReIDNet(num_classes=4, width=0.25, part_dim=8)
+
+        def forward(self, whole, parts, return_attention=False):  # no part_visibility keyword
+            return self.inner(whole, parts, return_attention=return_attention)
+
+    module = ReIDModule(Plain(), num_classes=4, optimizer=None).eval()
+    whole, parts = torch.rand(2, 3, 64, 32), torch.rand(2, 4, 3, 16, 32)
+    output = module(whole, parts, part_visibility=torch.rand(2, 4))
+    assert output.feature.shape[0] == 2

@@ -229,7 +229,8 @@ class ReIDModule(pl.LightningModule):
         ``part_visibility``: the batch's ``part_confidence`` (B, 4), which a network with
         ``inter_source=keypoints`` weighs its parts by (others ignore it).
         """
-        if part_visibility is None:  # keeps the call a network without keypoint weights has always had
+        if part_visibility is None or not getattr(self.net, "needs_keypoints", False):
+            # the call a network without keypoint weights has always had (a user's own network among them)
             return self.net(whole, parts, return_attention=return_attention)
         return self.net(whole, parts, return_attention=return_attention, part_visibility=part_visibility)
 
