@@ -650,6 +650,9 @@ def test_a_variant_is_paired_with_its_own_model_and_models_with_the_plain_one_be
         "intra_inter[x=1]",
         "intra_inter[x=1,matching=mu]",
     )
+    # a variant of a variant that sorts before it is still compared with it, and only that way round
+    base, matched = "intra_inter[x=1]", "intra_inter[x=1,matching=keypoints]"
+    assert _comparisons(sorted([base, matched])) == [(base, matched)]
     # a variant whose own model was not run is compared with the model before it, as every model is
     assert _comparisons(["intra", "intra_inter[model.net.inter_source=map]"]) == [
         ("intra", "intra_inter[model.net.inter_source=map]")

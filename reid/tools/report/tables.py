@@ -96,13 +96,15 @@ def _comparisons(ordered: Sequence[str]) -> list[tuple[str, str]]:
     """(before, after) label pairs: a variant ``m[...,x]`` against ``m[...]`` when that was run,
     every other model against the plain model before it in Table 6's order."""
     pairs = []
-    for index, after in enumerate(ordered[1:], start=1):
+    for index, after in enumerate(ordered):
         base = _parent(after)
-        if base != after and base in ordered:
+        if base != after and base in ordered:  # wherever the sort put it ("m[a,x]" sorts before "m[a]")
             pairs.append((base, after))
             continue
-        earlier = [m for m in ordered[:index] if "[" not in m] or list(ordered[:index])
-        pairs.append((earlier[-1], after))
+        # never against a variant of itself: that pair is taken the other way round above
+        earlier = [m for m in ordered[:index] if "[" not in m] or [m for m in ordered[:index] if _parent(m) != after]
+        if earlier:
+            pairs.append((earlier[-1], after))
     return pairs
 
 
