@@ -84,21 +84,21 @@ def make_cfg(tmp_path: Path, data_dir: Path) -> Callable[..., DictConfig]:
     return _make
 
 
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[Path, object, DictConfig]:
-    """A tiny intra_inter checkpoint and its data module (built as evaluate.py builds it)."""
+def train_tiny(out: Path, data_dir: Path, overrides: list[str]) -> tuple[Path, object, DictConfig]:
+    """A tiny model trained one epoch into ``out``: its checkpoint, data module (as evaluate.py builds it), config."""
     import reid.tasks as runner
 
-    out = tmp_path_factory.mktemp("extractor")
-    cfg = compose_config(
-        [*TINY_OVERRIDES, "model=intra_inter", "trainer.max_epochs=1", "callbacks=model_checkpoint", "data.beta=0.15"]
-    )
+    cfg = compose_config([*TINY_OVERRIDES, *overrides, "trainer.max_epochs=1", "callbacks=model_checkpoint"])
     with open_dict(cfg):  # as the make_cfg fixture sets them (session scope cannot use it)
         cfg.paths.root_dir = cfg.paths.work_dir = str(ROOT)
         cfg.paths.output_dir = str(out / "run")
         cfg.paths.log_dir = str(out / "logs")
         cfg.paths.data_dir = str(data_dir)
     runner.train(cfg)
-    checkpoint = out / "run" / "checkpoints" / "last.ckpt"
-    datamodule = runner.build_datamodule(cfg)
-    return checkpoint, datamodule, cfg
+    return out / "run" / "checkpoints" / "last.ckpt", runner.build_datamodule(cfg), cfg
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[Path, object, DictConfig]:
+    """A tiny intra_inter checkpoint and its data module (built as evaluate.py builds it)."""
+    return train_tiny(tmp_path_factory.mktemp("extractor"), data_dir, ["model=intra_inter", "data.beta=0.15"])

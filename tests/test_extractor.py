@@ -155,22 +155,12 @@ def test_a_feature_moves_with_its_batch_by_rounding_only_within_the_documented_t
 
 
 def test_a_model_weighing_parts_by_keypoints_scores_alike_everywhere_and_is_not_exported(tmp_path, data_dir, make_cfg):
-    from conftest import ROOT, TINY_OVERRIDES
-    from omegaconf import open_dict
+    from conftest import TINY_OVERRIDES, train_tiny
 
-    from reid.conf import compose_config
     from reid.tools.export import ExportError, ExportOptions, export
 
     keypoint_mu = ["model=intra_inter", "model.net.inter_source=keypoints", "model.net.inter_weight=gate"]
-    cfg = compose_config([*TINY_OVERRIDES, *keypoint_mu, "trainer.max_epochs=1", "callbacks=model_checkpoint"])
-    with open_dict(cfg):
-        cfg.paths.root_dir = cfg.paths.work_dir = str(ROOT)
-        cfg.paths.output_dir = str(tmp_path / "run")
-        cfg.paths.log_dir = str(tmp_path / "logs")
-        cfg.paths.data_dir = str(data_dir)
-    runner.train(cfg)
-    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    datamodule = runner.build_datamodule(cfg)
+    checkpoint, datamodule, _ = train_tiny(tmp_path, data_dir, keypoint_mu)
     overrides = [o for o in TINY_OVERRIDES if not o.startswith(("callbacks=", "model.", "trainer.enable_model"))]
     expected = runner.evaluate(
         make_cfg(
