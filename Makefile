@@ -33,7 +33,10 @@ test: $(STAMP)
 	$(BIN)/ruff format --check --quiet .
 	$(BIN)/mypy
 	$(MKDOCS) build --strict --site-dir site
-	$(BIN)/python -m pytest -q $(ARGS)
+	# the in-process tests spread over the cores, then the multi-process ones (DDP, kill-and-resume,
+	# sweeps) one at a time, as they were written to run; exit status 5 is "none selected by ARGS"
+	$(BIN)/python -m pytest -q -m "not slow" -n auto $(ARGS) || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -q -m slow $(ARGS) || [ $$? -eq 5 ]
 
 # the edit loop: lint, types and the tests not marked slow (no multi-process runs, no docs build), spread
 # over the cores by pytest-xdist
