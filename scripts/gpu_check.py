@@ -13,7 +13,8 @@ the whole check stays within ``--budget-s`` (5 minutes by default):
 2. ``ddp_nccl``: one epoch with ``trainer=ddp`` on one GPU (the NCCL process group's path);
 3. ``train_compiled``: step 1 with ``model.compile=true`` (each training step gets a share of
    the budget, so a long compile cannot starve the steps after it);
-4. ``bench``: ``reid-bench device=cuda`` (bf16) for the full model and ResNet-50;
+4. ``bench``: ``reid-bench device=cuda`` (bf16) for the full model and ResNet-50, at batch 64 and
+   256 (how much of the step is kernel-launch overhead);
 5. ``loader``: images/s the training loader delivers with 8 and 16 workers on each pipeline,
    against the images/s the GPU consumed in step 1: whether the loader keeps up;
 6. ``step``: ``reid-bench step`` on each pipeline (paper size, batch 64, 8 workers) and the GPU's
@@ -259,17 +260,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             from reid.tools import bench
 
-            bench_args = bench.BenchOptions(
-                device=device,
-                sizes=["demo" if smoke else "paper"],
-                variants=["intra_inter"],
-                precision="bf16",
-                batch_size=8 if smoke else 64,
-                warmup=1 if smoke else 3,
-                iters=1 if smoke else 10,
-                threads=max(1, torch.get_num_threads()),
-            )
-            steps["bench"] = {"ok": True, "rows": [asdict(row) for row in bench.run(bench_args)]}
+            rows = []
+            # the second, larger batch says whether the narrow branches' many small kernels (launch
+            # overhead) or the arithmetic set the pace: only the former gains much from it
+            for batch_size in (8, 16) if smoke else (64, 256):
+                bench_args = bench.BenchOptions(
+                    device=device,
+                    sizes=["demo" if smoke else "paper"],
+                    variants=["intra_inter"],
+                    precision="bf16",
+                    batch_size=batch_size,
+                    warmup=1 if smoke else 3,
+                    iters=1 if smoke else 10,
+                    threads=max(1, torch.get_num_threads()),
+                )
+                rows += [{**asdict(row), "batch_size": batch_size} for row in bench.run(bench_args)]
+            steps["bench"] = {"ok": True, "rows": rows}
         except Exception as err:  # a broken step is a figure of the check, not the end of it
             steps["bench"] = {"ok": False, "error": f"{type(err).__name__}: {err}"}
         _write_json(figures, args.out)
@@ -305,7 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ],
             )
             network = next(
-                (r["train_ips"] for r in steps.get("bench", {}).get("rows", []) if r.get("model") == "intra_inter"),
+                (
+                    r["train_ips"]
+                    for r in steps.get("bench", {}).get("rows", [])
+                    if r.get("model") == "intra_inter" and r.get("batch_size") == step_options.batch_size
+                ),
                 None,
             )
             steps["step"] = {"ok": True, "network_images_per_s": network}

@@ -53,7 +53,10 @@ def test_every_step_of_the_gpu_check_runs_and_lands_in_one_json(tmp_path):
     for name in ("train_bf16", "train_bf16_device", "train_compiled", "ddp_nccl"):
         assert 0.0 <= steps[name]["rank1"] <= 1.0 and steps[name]["train_images_per_s"] > 0
         assert steps[name]["attention_saturated"] < 0.5  # the health figures travel too
-    assert {row["model"] for row in steps["bench"]["rows"]} == {"intra_inter", "ResNet-50"}
+    rows = steps["bench"]["rows"]  # both networks at two batch sizes (the launch-overhead question)
+    assert {(row["model"], row["batch_size"]) for row in rows} == {
+        (model, batch) for model in ("intra_inter", "ResNet-50") for batch in (8, 16)
+    }
     loader = steps["loader"]
     for pipeline in ("cpu", "device"):  # both data paths, each against what training consumed
         assert all(rate > 0 for rate in loader[pipeline]["delivered_images_per_s"].values())
