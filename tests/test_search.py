@@ -13,7 +13,8 @@ import torch
 
 from reid import FeatureExtractor
 from reid.checkpoints import CONFIG_KEY
-from reid.inference.search import main, search, topk_search
+from reid.inference.search import search, topk_search
+from reid.tools.search import main
 
 
 def images_of(result: dict) -> list[str]:

@@ -286,6 +286,19 @@ def test_preview_grid_shape_and_skipped_joints(small_set):
     assert not np.array_equal(drawn[38:45, 18:25], np.full((7, 7, 3), 100, np.uint8))
 
 
+def test_the_preview_tool_writes_the_grid_as_png(small_set, tmp_path, monkeypatch, capsys):
+    from reid.tools.synthetic_preview import main
+
+    # the default data set takes minutes: the tool draws the small one
+    monkeypatch.setattr("reid.data.synthetic.generate", lambda root, seed=0: small_set)
+    out = tmp_path / "pictures" / "samples.png"
+    assert main([f"root={tmp_path}", f"out={out}", "per_camera=3"]) == 0
+    assert out.read_bytes().startswith(b"\x89PNG") and capsys.readouterr().out.startswith(f"wrote {out}")
+    written = cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(written, preview_grid(small_set, per_camera=3))
+    assert main([f"out={out}"]) == 2 and capsys.readouterr().err.startswith("error: config key 'root' has no value")
+
+
 def test_presets_resolve_under_explicit_options_and_keep_the_default_folder():
     from reid.data.synthetic.generator import PRESETS, resolve_preset
     from reid.errors import ConfigError

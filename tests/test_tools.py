@@ -11,8 +11,8 @@ from conftest import ROOT
 
 from reid.conf.tool import tool_options
 
-# module, options class: every console script of pyproject.toml but the two Hydra apps, the regions picture and
-# the benchmarks that `reid-bench <name>` runs
+# module, options class: every console script of pyproject.toml but the two Hydra apps, the two pictures without
+# one (the regions, the synthetic samples) and the benchmarks that `reid-bench <name>` runs
 TOOLS = {
     "reid.tools.report": "ReportOptions",
     "reid.tools.export": "ExportOptions",
@@ -23,7 +23,8 @@ TOOLS = {
     "reid.tools.bench.search": "SearchBenchOptions",
     "reid.tools.bench.truth": "TruthOptions",
     "reid.tools.summary": "SummaryOptions",
-    "reid.inference.search": "SearchOptions",
+    "reid.tools.search": "SearchOptions",
+    "reid.tools.synthetic_preview": "SyntheticPreviewOptions",
     "reid.tools.extract_pose": "ExtractOptions",
     "reid.tools.regions": "RegionsOptions",
 }

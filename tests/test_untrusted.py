@@ -13,9 +13,9 @@ from conftest import TINY_OVERRIDES
 import reid.tasks as runner
 from reid.checkpoints import CONFIG_KEY, load_checkpoint
 from reid.inference import FeatureExtractor
-from reid.inference.search import main as search_main
 from reid.lit.module import ReIDModule
 from reid.tools.export import main as export_main
+from reid.tools.search import main as search_main
 from reid.trusted import TRUST_ENV, UntrustedConfigError, check_stored_config
 
 _EVAL_OVERRIDES = [o for o in TINY_OVERRIDES if not o.startswith(("callbacks=", "model.", "trainer.enable_model"))]

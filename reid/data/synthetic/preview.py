@@ -1,10 +1,8 @@
-"""Command line: generate the default synthetic data set and save a grid of samples with their keypoints drawn."""
+"""A grid of synthetic samples with their keypoints drawn (the picture: ``python -m reid.tools.synthetic_preview``)."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import re
 from pathlib import Path
 
@@ -12,9 +10,7 @@ import cv2
 import numpy as np
 
 from reid.data.synthetic.figure import SKELETON
-from reid.data.synthetic.generator import GALLERY_DIR, KEYPOINT_DIR, MARKET_NAME_PATTERN, QUERY_DIR, TRAIN_DIR, generate
-
-log = logging.getLogger(__name__)
+from reid.data.synthetic.generator import GALLERY_DIR, KEYPOINT_DIR, MARKET_NAME_PATTERN, QUERY_DIR, TRAIN_DIR
 
 # OpenPose-like colours per limb (RGB), so left and right read apart.
 _LIMB_COLOURS = (
@@ -97,28 +93,3 @@ def preview_grid(dataset: Path, per_camera: int = 8, zoom: int = 2, gap: int = 4
         rows.append(row)
     spacer = np.full((gap, rows[0].shape[1], 3), 255, np.uint8)
     return np.concatenate([part for row in rows for part in (row, spacer)][:-1])
-
-
-def main(argv: list[str] | None = None) -> Path:
-    """Parse arguments, generate the data set (cached) and write the PNG grid."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--root", required=True, help="cache folder for the generated data set")
-    parser.add_argument("--out", default="docs/synthetic_samples.png", help="PNG file to write")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--per-camera", type=int, default=8, help="samples per camera row")
-    parser.add_argument("--zoom", type=int, default=2, help="enlargement of each sample")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    dataset = generate(args.root, seed=args.seed)
-    grid = preview_grid(dataset, per_camera=args.per_camera, zoom=args.zoom)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # the images carry sensor noise, so maximum zlib effort halves the file size
-    if not cv2.imwrite(str(out), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9]):
-        raise OSError(f"could not write {out}; check that the folder is writable and the name ends in .png")
-    log.info("wrote %s (%d x %d)", out, grid.shape[1], grid.shape[0])
-    return out
-
-
-if __name__ == "__main__":
-    main()
