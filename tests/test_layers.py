@@ -100,7 +100,8 @@ def test_a_layer_imports_nothing_above_it(layer, forbidden):
 
 
 # the library layers hold no command-line code: a command line (its argparse parser or its `key=value` options,
-# reid.conf.tool) is a tool of reid.tools (reid-search, the synthetic samples' picture), its library half stays here
+# reid.conf.tool) is a tool of reid.tools (reid-search, the synthetic samples' picture, the canonical pose
+# file), its library half stays here
 LIBRARY = (
     "reid.pose",
     "reid.data",
@@ -113,8 +114,6 @@ LIBRARY = (
     "reid.checkpoints",
 )
 CLI_MODULES = ("argparse", "reid.conf.tool")
-# left as they are (each names the command it still runs); remove an entry when its command moves to reid.tools
-CLI_LEFT = {"reid.pose.canonical": "argparse"}  # `python -m reid.pose.canonical` regenerates canonical_poses.json
 
 
 @pytest.mark.parametrize("layer", LIBRARY)
@@ -125,14 +124,9 @@ def test_a_library_layer_holds_no_command_line(layer):
         if module != layer and not module.startswith(layer + "."):
             continue
         for name in _imports(path):
-            if any(name == f or name.startswith(f + ".") for f in CLI_MODULES) and CLI_LEFT.get(module) != name:
+            if any(name == f or name.startswith(f + ".") for f in CLI_MODULES):
                 offenders.append(f"{module} imports {name} (fix: move its command line to reid/tools/)")
     assert offenders == []
-
-
-def test_the_command_lines_left_in_a_library_layer_are_still_there():
-    for module, name in CLI_LEFT.items():
-        assert name in _imports(PACKAGE.joinpath(*module.split(".")[1:]).with_suffix(".py")), module
 
 
 def _unit(module: str) -> str:

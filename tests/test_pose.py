@@ -332,14 +332,17 @@ def test_canonical_poses_are_packaged_and_well_formed():
 
 
 def test_packaged_canonical_poses_match_their_generator(tmp_path):
-    from reid.pose.canonical import generate_canonical_poses, main
+    from reid.pose.canonical import CANONICAL_POSES_PATH, generate_canonical_poses
+    from reid.tools.canonical_poses import main
 
     poses = load_canonical_poses()
     generated = generate_canonical_poses()
     assert list(generated) == list(poses.names)
     np.testing.assert_allclose(np.array(list(generated.values())), poses.coords, atol=0)
-    main(["--out", str(tmp_path / "poses.json")])
+    assert main([f"out={tmp_path / 'poses.json'}"]) == 0
     assert load_canonical_poses(tmp_path / "poses.json").names == poses.names
+    # the packaged file is what `python -m reid.tools.canonical_poses` writes, byte for byte
+    assert (tmp_path / "poses.json").read_bytes() == CANONICAL_POSES_PATH.read_bytes()
 
 
 def placed_canonical(name: str, scale: float, shift: tuple[float, float], angle: float = 0.0) -> np.ndarray:

@@ -11,8 +11,8 @@ from conftest import ROOT
 
 from reid.conf.tool import tool_options
 
-# module, options class: every console script of pyproject.toml but the two Hydra apps, the two pictures without
-# one (the regions, the synthetic samples) and the benchmarks that `reid-bench <name>` runs
+# module, options class: every console script of pyproject.toml but the two Hydra apps, the tools without one (the
+# regions' and synthetic samples' pictures, the canonical pose file) and the benchmarks that `reid-bench <name>` runs
 TOOLS = {
     "reid.tools.report": "ReportOptions",
     "reid.tools.export": "ExportOptions",
@@ -27,6 +27,7 @@ TOOLS = {
     "reid.tools.synthetic_preview": "SyntheticPreviewOptions",
     "reid.tools.extract_pose": "ExtractOptions",
     "reid.tools.regions": "RegionsOptions",
+    "reid.tools.canonical_poses": "CanonicalPosesOptions",
 }
 
 
