@@ -28,13 +28,14 @@ train: $(STAMP)
 evaluate: $(STAMP)
 	$(BIN)/python evaluate.py $(ARGS)
 
+# the linters, the types, the strict docs build, then the in-process tests spread over the cores and the
+# multi-process ones (`slow`: DDP, kill-and-resume, sweeps) one at a time, as they were written to run;
+# pytest's exit status 5 is "ARGS selected none of them"
 test: $(STAMP)
 	$(BIN)/ruff check --quiet .
 	$(BIN)/ruff format --check --quiet .
 	$(BIN)/mypy
 	$(MKDOCS) build --strict --site-dir site
-	# the in-process tests spread over the cores, then the multi-process ones (DDP, kill-and-resume,
-	# sweeps) one at a time, as they were written to run; exit status 5 is "none selected by ARGS"
 	$(BIN)/python -m pytest -q -m "not slow" -n auto $(ARGS) || [ $$? -eq 5 ]
 	$(BIN)/python -m pytest -q -m slow $(ARGS) || [ $$? -eq 5 ]
 
