@@ -86,16 +86,22 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-@pytest.mark.parametrize(("layer", "forbidden"), FORBIDDEN, ids=[layer for layer, _ in FORBIDDEN])
-def test_a_layer_imports_nothing_above_it(layer, forbidden):
-    offenders = []
+def _layer_imports(layer: str):
+    """(module, imported name) for every import of every module of ``layer``."""
     for path in PACKAGE.rglob("*.py"):
         module = _module_name(path)
-        if module != layer and not module.startswith(layer + "."):
-            continue
-        for name in _imports(path):
-            if any(name == f or name.startswith(f if f.endswith(".") else f + ".") for f in forbidden):
-                offenders.append(f"{module} imports {name}")
+        if module == layer or module.startswith(layer + "."):
+            for name in _imports(path):
+                yield module, name
+
+
+@pytest.mark.parametrize(("layer", "forbidden"), FORBIDDEN, ids=[layer for layer, _ in FORBIDDEN])
+def test_a_layer_imports_nothing_above_it(layer, forbidden):
+    offenders = [
+        f"{module} imports {name}"
+        for module, name in _layer_imports(layer)
+        if any(name == f or name.startswith(f if f.endswith(".") else f + ".") for f in forbidden)
+    ]
     assert offenders == []
 
 
@@ -118,14 +124,11 @@ CLI_MODULES = ("argparse", "reid.conf.tool")
 
 @pytest.mark.parametrize("layer", LIBRARY)
 def test_a_library_layer_holds_no_command_line(layer):
-    offenders = []
-    for path in PACKAGE.rglob("*.py"):
-        module = _module_name(path)
-        if module != layer and not module.startswith(layer + "."):
-            continue
-        for name in _imports(path):
-            if any(name == f or name.startswith(f + ".") for f in CLI_MODULES):
-                offenders.append(f"{module} imports {name} (fix: move its command line to reid/tools/)")
+    offenders = [
+        f"{module} imports {name} (fix: move its command line to reid/tools/)"
+        for module, name in _layer_imports(layer)
+        if any(name == f or name.startswith(f + ".") for f in CLI_MODULES)
+    ]
     assert offenders == []
 
 
