@@ -470,3 +470,12 @@ def test_regions_for_images_counts_and_logs(caplog):
     np.testing.assert_allclose(batch.boxes[2], strip_regions(64, 128, 0.1))
     assert "4 toy/train: 1 from pose, 1 filled from canonical poses (3 joints), 2 fixed strips" in caplog.text
     assert "1 without keypoints, 1 with < 5 joints" in caplog.text
+
+
+def test_the_canonical_pose_command_names_a_missing_out_folder_in_one_line(tmp_path, capsys):
+    from reid.tools.canonical_poses import main
+
+    assert main([f"out={tmp_path / 'missing' / 'poses.json'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: out=") and "missing" in err[0] and "fix:" in err[0]
+    assert not (tmp_path / "missing").exists()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reid.conf.tool import option, run_tool
+from reid.errors import ConfigError
 from reid.pose.canonical import CANONICAL_POSES_PATH, generate_canonical_poses
 from reid.pose.readers import JOINT_NAMES
 
@@ -46,8 +47,12 @@ def render_canonical_poses(poses: dict[str, list[list[float]]]) -> str:
 
 def write_canonical_poses(options: CanonicalPosesOptions) -> int:
     """Writes the canonical pose file (the 24 poses of the stick figure)."""
-    poses = generate_canonical_poses()
     out = Path(options.out)
+    if not out.parent.is_dir():
+        raise ConfigError(
+            [f"out={out}: the folder {out.parent} does not exist (fix: create it, or give out= in a folder that does)"]
+        )
+    poses = generate_canonical_poses()
     out.write_text(render_canonical_poses(poses), encoding="utf-8")
     print(f"wrote {len(poses)} canonical poses to {out}")
     return 0
