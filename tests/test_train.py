@@ -228,7 +228,7 @@ def test_bf16_mixed_precision_trains_and_scores(make_cfg):
     assert 0.0 <= metrics["mAP"] <= 1.0 and 0.0 <= metrics["rank1"] <= 1.0
 
 
-def test_compile_option_compiles_the_network_in_place(make_cfg):
+def test_compile_option_compiles_the_training_forward(make_cfg):
     import torch
     from hydra.utils import instantiate
 
@@ -236,13 +236,35 @@ def test_compile_option_compiles_the_network_in_place(make_cfg):
     cfg = make_cfg("model=baseline", "model.compile=true", "model.compile_options.backend=eager")
     module = instantiate(cfg.model, num_classes=5, _convert_="all")
     plain = instantiate(make_cfg("model=baseline").model, num_classes=5, _convert_="all")
-    assert module.net._compiled_call_impl is not None and plain.net._compiled_call_impl is None
+    assert module.compiled_net is not None and plain.compiled_net is None
     # checkpoints keep the plain network's parameter names
     assert list(module.state_dict()) == list(plain.state_dict())
     module.load_state_dict(plain.state_dict())
     whole, parts = torch.randn(2, 3, 64, 32), torch.randn(2, 4, 3, 16, 32)
     with torch.no_grad():
         assert torch.allclose(module.eval()(whole, parts).feature, plain.eval()(whole, parts).feature, atol=1e-5)
+
+
+def test_a_compiled_run_compiles_one_graph_and_evaluates_eagerly(make_cfg):
+    """Two epochs with validation (whose last batch is smaller) compile the training forward once."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    cfg = make_cfg(
+        "model=intra_inter",
+        "model.compile=true",
+        "model.compile_options.backend=eager",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=2",
+    )
+    metrics = train(cfg)
+    assert 0.0 <= metrics["mAP"] <= 1.0
+    # one graph, no recompilation: validation under no_grad and its smaller last batch ran the plain network
+    assert counters["stats"]["unique_graphs"] == 1
+    assert sum(counters["recompiles"].values()) == 0
+    torch._dynamo.reset()
 
 
 def test_a_loader_workers_error_is_reported_as_its_own_last_line():

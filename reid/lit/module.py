@@ -95,7 +95,8 @@ class ReIDModule(pl.LightningModule):
             covers; the batch's ``part_erased``, VPM's dense self-supervision).
         channels_last: run the network in channels_last memory format (faster on CPU; docs/benchmarks.md).
         eval_options: keyword options of :class:`reid.metrics.ReIDMetric` (distance, protocol...).
-        compile: run the network through ``torch.compile``; checkpoints are unchanged.
+        compile: run the training forward through ``torch.compile`` (evaluation stays eager, so a run
+            compiles one graph); checkpoints are unchanged.
         compile_options: keyword options of ``torch.compile`` (``backend``, ``mode``, ``fullgraph``,
             ``dynamic``; e.g. ``{"mode": "max-autotune"}``).
         pretrained: a checkpoint or state dict (e.g. of ImageNet pre-training) to initialise the
@@ -104,6 +105,8 @@ class ReIDModule(pl.LightningModule):
 
     #: the last validation's figures, set by on_validation_epoch_end (tensors; ClassificationModule's are floats)
     last_val_results: dict[str, Tensor | float]
+    #: ``torch.compile`` of ``net`` with ``compile=true``, which the training forward runs; else None
+    compiled_net: Callable[..., NetworkOutput] | None
 
     def __init__(
         self,
@@ -149,9 +152,11 @@ class ReIDModule(pl.LightningModule):
         if self.channels_last:
             # Module.to takes memory_format at run time; torch's stubs leave it out of the overloads
             self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        if compile:
-            # in place: parameter names (and so checkpoints) stay those of the plain network
-            self.net.compile(**(compile_options or {}))
+        # Only the training forward is compiled; evaluation runs the plain network. Compiling both made a
+        # run compile three graphs (training; validation, whose no_grad fails the training graph's guard;
+        # validation's smaller last batch, a dynamic-shape graph), each a full Inductor compile on a GPU.
+        # Kept out of the module tree (``__dict__``): parameter names, and so checkpoints, are the plain network's.
+        self.__dict__["compiled_net"] = torch.compile(self.net, **(compile_options or {})) if compile else None
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -229,10 +234,11 @@ class ReIDModule(pl.LightningModule):
         ``part_visibility``: the batch's ``part_confidence`` (B, 4), which a network with
         ``inter_source=keypoints`` weighs its parts by (others ignore it).
         """
+        net = self.compiled_net if self.training and self.compiled_net is not None else self.net
         if part_visibility is None or not getattr(self.net, "needs_keypoints", False):
             # the call a network without keypoint weights has always had (a user's own network among them)
-            return self.net(whole, parts, return_attention=return_attention)
-        return self.net(whole, parts, return_attention=return_attention, part_visibility=part_visibility)
+            return net(whole, parts, return_attention=return_attention)
+        return net(whole, parts, return_attention=return_attention, part_visibility=part_visibility)
 
     @torch.no_grad()
     def extract_features(self, whole: Tensor, parts: Tensor, part_visibility: Tensor | None = None) -> Tensor:
