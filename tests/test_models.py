@@ -219,6 +219,24 @@ def test_gradients_reach_every_parameter_of_the_full_model() -> None:
     assert missing == []
 
 
+@pytest.mark.parametrize("variant", ["intra_inter", "intra_fc"])
+@pytest.mark.parametrize("detach", [False, True])
+def test_detach_fusion_keeps_the_fused_loss_out_of_the_branches(variant: str, detach: bool) -> None:
+    net = tiny(variant, detach_fusion=detach).train()
+    out = net(*inputs(batch=4))
+    F.cross_entropy(out.fused_logits, torch.tensor([0, 1, 2, 3])).backward()
+    reached = {name for name, p in net.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    branches = {name for name in reached if not name.startswith("fusion.")}
+    assert any(name.startswith("fusion.classifier") for name in reached)  # the fusion learns either way
+    if variant == "intra_inter":
+        assert any(name.startswith("fusion.part_weight") for name in reached)  # and so does mu's head
+    assert (branches == set()) == detach
+    # the test-time feature is the same network either way
+    fresh, other = tiny(variant, detach_fusion=detach).eval(), tiny(variant, detach_fusion=not detach).eval()
+    with torch.no_grad():
+        assert torch.equal(fresh(*inputs()).feature, other(*inputs()).feature)
+
+
 # --------------------------------------------------------------------------- grouped parts, memory format
 def test_grouped_parts_equal_separate_parts() -> None:
     separate = tiny("intra_inter", group_parts=False, dropout=0.0).double()

@@ -121,6 +121,11 @@ class AttentionReIDNet(nn.Module):
             mu_i is the mean: the crop's visible share, as VPM's region visibility) or ``keypoints``
             (the mean confidence of the part's joints, passed to :meth:`forward` as
             ``part_visibility``: PGFA's keypoint visibility, nothing learned).
+        detach_fusion: the fusion (``fc`` / ``inter``) takes the branch features without their
+            gradient, so Eq. 11's fused loss trains the fusion alone (its layer or mu's head, and
+            its classifier) and the branches learn from their own losses, as with ``concat``.
+            False (default): Eq. 11 as written, the fused loss trains the branches too. No
+            effect on ``concat``, which has nothing to train.
         reduce_bn: BatchNorm1d after the FC_reduce linear layer.
         reduce_relu: ReLU after FC_reduce (the feature E is taken after it).
         zero_init_residual: start the last BN of every bottleneck at zero.
@@ -153,6 +158,7 @@ class AttentionReIDNet(nn.Module):
         inter_norm: InterNorm = "l2",
         inter_weight: InterWeight = "residual",
         inter_source: InterSource = "feature",
+        detach_fusion: bool = False,
         reduce_bn: bool = True,
         reduce_relu: bool = True,
         zero_init_residual: bool = False,
@@ -172,6 +178,7 @@ class AttentionReIDNet(nn.Module):
         self.decompose = decompose
         self.fusion_name = fusion
         self.group_parts = group_parts
+        self.detach_fusion = detach_fusion
         self.global_dim = global_dim
         self.part_dim = part_dim
         self.classifier_std = classifier_std
@@ -315,11 +322,14 @@ class AttentionReIDNet(nn.Module):
             part_visibility = part_visibility.to(part_features.device)
         else:
             part_visibility = torch.cat(visibilities, dim=1) if visibilities else None
+        global_feature, fused_parts = global_out.feature, part_features
+        if self.detach_fusion:
+            global_feature, fused_parts = global_feature.detach(), fused_parts.detach()
         # a fusion's contract is (E_g, E_parts); the visibility goes only to one that asked for it (map, keypoints)
         if part_visibility is None:
-            fused = self.fusion(global_out.feature, part_features)
+            fused = self.fusion(global_feature, fused_parts)
         else:
-            fused = self.fusion(global_out.feature, part_features, part_visibility)
+            fused = self.fusion(global_feature, fused_parts, part_visibility)
 
         score_maps = [out.visibility_logits for out in part_outputs if out.visibility_logits is not None]
         attention = spatial = None
