@@ -589,6 +589,46 @@ def test_models_are_compared_seed_by_seed_on_the_set_and_its_test_sets(tmp_path)
     assert rows[1][3] == "Market-1501 → occluded" and rows[1][5:] == ["-4.00 ± 8.49", "-4.50 ± 0.71"]
 
 
+def test_against_pairs_every_model_with_the_reference_at_any_lambda(tmp_path):
+    from reid.tools.report import paired_table
+
+    # intra ignores λ (recorded at 0.5); the full model ran at λ = 0.5 and 1
+    scores = {
+        ("intra", 0.5, "1"): (0.70, 0.50),
+        ("intra", 0.5, "2"): (0.60, 0.40),
+        ("intra_inter", 0.5, "1"): (0.60, 0.45),
+        ("intra_inter", 0.5, "2"): (0.50, 0.30),
+        ("intra_inter", 1.0, "1"): (0.72, 0.49),
+        ("intra_inter", 1.0, "2"): (0.60, 0.42),
+    }
+    for index, ((model, lam, seed), (rank1, mean_ap)) in enumerate(scores.items()):
+        write_run(
+            tmp_path / "sweep" / str(index),
+            model,
+            "market",
+            lambda_intra=lam,
+            rank1=rank1,
+            mean_ap=mean_ap,
+            overrides=[f"seed={seed}"],
+        )
+    runs = collect_runs([tmp_path / "sweep"])
+    plain = table_rows(paired_table(runs))[1:]
+    assert [row[:2] for row in plain] == [["intra_inter − intra", "0.5"]]  # λ = 1 has no partner by default
+    rows = table_rows(paired_table(runs, against="intra"))[1:]
+    assert [row[:2] for row in rows] == [["intra_inter − intra", "0.5"], ["intra_inter − intra", "1"]]
+    # λ = 1 against intra: R1 +2 and 0 points -> +1.00 ± 1.41; mAP -1 and +2 -> +0.50 ± 2.12
+    assert rows[1][5:] == ["+1.00 ± 1.41", "+0.50 ± 2.12"]
+
+
+def test_report_refuses_an_against_that_names_no_model(tmp_path, capsys):
+    from reid.tools.report import main
+
+    write_run(tmp_path / "sweep" / "0", "intra", "market", overrides=["seed=1"])
+    assert main([str(tmp_path / "sweep"), "against=intra_interr"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: against=intra_interr: no such model among the runs (fix: one of intra")
+
+
 def test_the_health_table_shows_the_truth_figures_when_runs_have_them(tmp_path):
     from reid.tools.report import attention_health_table
 

@@ -27,6 +27,9 @@ class ReportOptions:
     )
     name: str = option("ablation", "the marked block of `into` to replace")
     command: str | None = option(None, "the command that produced the runs, quoted in the `into` block")
+    against: str | None = option(
+        None, "a model label (as the tables print it) that the `into` block also pairs every other model with, at any λ"
+    )
 
 
 def report(options: ReportOptions) -> int:
@@ -37,8 +40,11 @@ def report(options: ReportOptions) -> int:
     runs = collect_runs(paths)
     incomplete = incomplete_runs(paths)
     written = write_report(runs, Path(options.out) if options.out else paths[0], incomplete)
+    if options.against is not None and options.against not in {run.model for run in runs}:
+        models = ", ".join(sorted({run.model for run in runs}))
+        raise ReportError(f"against={options.against}: no such model among the runs (fix: one of {models})")
     if options.into:
-        replace_marked_block(Path(options.into), options.name, summary_markdown(runs, options.command))
+        replace_marked_block(Path(options.into), options.name, summary_markdown(runs, options.command, options.against))
     print(written.read_text())
     for note in (note for run in runs for note in run.notes):
         print(f"note: {note}", file=sys.stderr)

@@ -111,17 +111,21 @@ def render_report(
     return "\n".join(parts)
 
 
-def summary_markdown(runs: Sequence[RunResult], command: str | None = None) -> str:
-    """Table 6, the paper's numbers beside it and the attention health table, for another document (``into=``)."""
+def summary_markdown(runs: Sequence[RunResult], command: str | None = None, against: str | None = None) -> str:
+    """Table 6, the paper's numbers beside it and the attention health table, for another document (``into=``).
+
+    ``against``: a model label that every other model is also paired with, at any λ (:func:`paired_table`).
+    """
     parts = []
     if command:
         parts += [f"Produced by `{command}` from {len(runs)} runs (mean ± sample std over n runs).", ""]
     parts += [provenance_line(runs), ""]
     parts += [ablation_table(runs), ""]
-    paired = paired_table(runs)
+    paired = paired_table(runs, against)
     if paired:
+        also = f", and every model minus {against} at any λ" if against else ""
         parts += [
-            "Paired by seed (a variant m[...] minus m, any other model minus the one before it; same seed; "
+            f"Paired by seed (a variant m[...] minus m, any other model minus the one before it{also}; same seed; "
             "mean ± std over seeds):",
             "",
             paired,

@@ -108,12 +108,35 @@ def _comparisons(ordered: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def paired_table(runs: Sequence[RunResult]) -> str:
+def _difference_rows(
+    before: str,
+    after: str,
+    pairs: Sequence[tuple[RunResult, RunResult]],
+    data: str,
+    lam: float | None,
+    beta: float | None,
+) -> list[list[str]]:
+    """One row per place the pairs were scored (the data set, then each of its test sets): Δ R1 and Δ mAP."""
+    rows = []
+    sets = sorted({k.split("/")[1] for _, run in pairs for k in run.metrics if k.startswith("test_sets/")})
+    for where, prefix in [(data_label(data), "")] + [(f"{data_label(data)} → {t}", f"test_sets/{t}/") for t in sets]:
+        cells = []
+        for key in ("rank1", "mAP"):
+            diffs = [b.metrics.get(prefix + key, math.nan) - a.metrics.get(prefix + key, math.nan) for a, b in pairs]
+            mean, std, n = _stats(diffs)
+            cells.append("–" if n == 0 else f"{mean:+.2f}" + (f" ± {std:.2f}" if n > 1 else ""))
+        rows.append([f"{after} − {before}", format_lambda(lam), format_beta(beta), where, str(len(pairs))] + cells)
+    return rows
+
+
+def paired_table(runs: Sequence[RunResult], against: str | None = None) -> str:
     """Paired differences, seed by seed: a variant ``m[...]`` against ``m``, each other model against the one before it.
 
     Runs pair when they share the data set, λ, β and ``seed=``; a difference is taken per seed
     and then averaged (mean ± sample std over the seeds), for R1 and mAP on the data set itself
-    and on each of its ``data.test_sets``. Empty when no two models share a seed.
+    and on each of its ``data.test_sets``. With ``against`` (a model label), every other model
+    is also paired with that one at any λ (the λ column is the other model's), where a
+    reference run at the same λ is taken first. Empty when no two models share a seed.
     """
     by_key: dict[tuple[str, float | None, float | None], dict[str, dict[str, RunResult]]] = defaultdict(
         lambda: defaultdict(dict)
@@ -123,26 +146,30 @@ def paired_table(runs: Sequence[RunResult]) -> str:
         if seed is not None:
             by_key[(run.data, _setting(run.lambda_intra), _setting(run.beta))][run.model][seed] = run
     rows = []
+    done: set[tuple[str, str, str, float | None, float | None]] = set()
     for (data, lam, beta), models in sorted(by_key.items(), key=lambda item: _data_rank(item[0][0])):
         ordered = sorted(models, key=_model_rank)
         for before, after in _comparisons(ordered):
             seeds = sorted(set(models[before]) & set(models[after]), key=lambda s: (len(s), s))
-            if not seeds:
-                continue
-            pairs = [(models[before][s], models[after][s]) for s in seeds]
-            sets = sorted({k.split("/")[1] for _, run in pairs for k in run.metrics if k.startswith("test_sets/")})
-            for where, prefix in [(data_label(data), "")] + [
-                (f"{data_label(data)} → {t}", f"test_sets/{t}/") for t in sets
-            ]:
-                cells = []
-                for key in ("rank1", "mAP"):
-                    diffs = [
-                        b.metrics.get(prefix + key, math.nan) - a.metrics.get(prefix + key, math.nan) for a, b in pairs
-                    ]
-                    mean, std, n = _stats(diffs)
-                    cells.append("–" if n == 0 else f"{mean:+.2f}" + (f" ± {std:.2f}" if n > 1 else ""))
-                rows.append(
-                    [f"{after} − {before}", format_lambda(lam), format_beta(beta), where, str(len(pairs))] + cells
+            if seeds:
+                done.add((before, after, data, lam, beta))
+                rows += _difference_rows(
+                    before, after, [(models[before][s], models[after][s]) for s in seeds], data, lam, beta
+                )
+    if against is not None:
+        for (data, lam, beta), models in sorted(
+            by_key.items(), key=lambda item: (_data_rank(item[0][0]), _sort_setting(item[0][1]))
+        ):
+            # the reference at the same λ, else at the one λ it was run at (a model that ignores λ)
+            references = models.get(against) or next(
+                (m[against] for (d, _, b), m in by_key.items() if (d, b) == (data, beta) and against in m), {}
+            )
+            for after in sorted(models, key=_model_rank):
+                seeds = sorted(set(references) & set(models[after]), key=lambda s: (len(s), s))
+                if after == against or not seeds or (against, after, data, lam, beta) in done:
+                    continue
+                rows += _difference_rows(
+                    against, after, [(references[s], models[after][s]) for s in seeds], data, lam, beta
                 )
     if not rows:
         return ""
