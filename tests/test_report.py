@@ -618,6 +618,12 @@ def test_against_pairs_every_model_with_the_reference_at_any_lambda(tmp_path):
     assert [row[:2] for row in rows] == [["intra_inter − intra", "0.5"], ["intra_inter − intra", "1"]]
     # λ = 1 against intra: R1 +2 and 0 points -> +1.00 ± 1.41; mAP -1 and +2 -> +0.50 ± 2.12
     assert rows[1][5:] == ["+1.00 ± 1.41", "+0.50 ± 2.12"]
+    # report.md carries the same pairs
+    report = write_report(runs, tmp_path / "out", against="intra").read_text()
+    assert (
+        "## Paired by seed" in report
+        and "| intra_inter − intra | 1 | 0.1 (1/10) | Market-1501 | 2 | +1.00 ± 1.41" in report
+    )
 
 
 def test_report_refuses_an_against_that_names_no_model(tmp_path, capsys):

@@ -28,7 +28,7 @@ class ReportOptions:
     name: str = option("ablation", "the marked block of `into` to replace")
     command: str | None = option(None, "the command that produced the runs, quoted in the `into` block")
     against: str | None = option(
-        None, "a model label (as the tables print it) that the `into` block also pairs every other model with, at any λ"
+        None, "a model label (as the tables print it) that the paired tables also pair every other model with, at any λ"
     )
 
 
@@ -39,10 +39,10 @@ def report(options: ReportOptions) -> int:
     paths = [Path(path) for path in options.paths]
     runs = collect_runs(paths)
     incomplete = incomplete_runs(paths)
-    written = write_report(runs, Path(options.out) if options.out else paths[0], incomplete)
     if options.against is not None and options.against not in {run.model for run in runs}:
         models = ", ".join(sorted({run.model for run in runs}))
         raise ReportError(f"against={options.against}: no such model among the runs (fix: one of {models})")
+    written = write_report(runs, Path(options.out) if options.out else paths[0], incomplete, options.against)
     if options.into:
         replace_marked_block(Path(options.into), options.name, summary_markdown(runs, options.command, options.against))
     print(written.read_text())

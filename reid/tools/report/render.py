@@ -54,11 +54,24 @@ def _lambda_note() -> str:
     )
 
 
+def _paired_note(against: str | None) -> str:
+    """What the paired table holds, for the line above it."""
+    also = f", and every model minus {against} at any λ" if against else ""
+    return (
+        f"Paired by seed (a variant m[...] minus m, any other model minus the one before it{also}; same seed; "
+        "mean ± std over seeds):"
+    )
+
+
 def render_report(
-    runs: Sequence[RunResult], plots: dict[str, str] | None = None, incomplete: Sequence[Path] = ()
+    runs: Sequence[RunResult],
+    plots: dict[str, str] | None = None,
+    incomplete: Sequence[Path] = (),
+    against: str | None = None,
 ) -> str:
     """The report's Markdown; ``plots`` maps a sweep's plot name to the file to link (none: no images);
-    ``incomplete``: job folders without metrics.json, named in the notes (:func:`incomplete_runs`)."""
+    ``incomplete``: job folders without metrics.json, named in the notes (:func:`incomplete_runs`);
+    ``against``: a model every other one is also paired with (:func:`paired_table`)."""
     left_out = f" ({len(incomplete)} incomplete jobs left out: see Notes)" if incomplete else ""
     parts = [
         "# Ablation report",
@@ -73,6 +86,9 @@ def render_report(
         _lambda_note(),
         "",
     ]
+    paired = paired_table(runs, against)
+    if paired:
+        parts += ["## Paired by seed", "", _paired_note(against), "", paired, ""]
     paper = paper_table(runs)
     if paper:
         parts += ["## Beside the paper's numbers", "", PAPER_NOTE, "", paper, ""]
@@ -123,10 +139,8 @@ def summary_markdown(runs: Sequence[RunResult], command: str | None = None, agai
     parts += [ablation_table(runs), ""]
     paired = paired_table(runs, against)
     if paired:
-        also = f", and every model minus {against} at any λ" if against else ""
         parts += [
-            f"Paired by seed (a variant m[...] minus m, any other model minus the one before it{also}; same seed; "
-            "mean ± std over seeds):",
+            _paired_note(against),
             "",
             paired,
             "",

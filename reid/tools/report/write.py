@@ -30,10 +30,13 @@ def replace_marked_block(document: str | Path, name: str, text: str) -> Path:
     return atomic_write_text(path, f"{head}{begin}\n{text}{end}{tail}")
 
 
-def write_report(runs: Sequence[RunResult], out_dir: str | Path, incomplete: Sequence[Path] = ()) -> Path:
+def write_report(
+    runs: Sequence[RunResult], out_dir: str | Path, incomplete: Sequence[Path] = (), against: str | None = None
+) -> Path:
     """Writes ``report.md`` and the sweep plots (``sweep_<lambda|beta>_<model>_<data>.png``) into ``out_dir``.
 
-    ``incomplete``: job folders without metrics.json, named in the report's notes.
+    ``incomplete``: job folders without metrics.json, named in the report's notes; ``against``: a
+    model every other one is also paired with in the paired table.
 
     Returns:
         The path of report.md.
@@ -47,4 +50,4 @@ def write_report(runs: Sequence[RunResult], out_dir: str | Path, incomplete: Seq
     for name, picture in training_curves(runs).items():
         atomic_save_image(picture, out_dir / name)
         plots[name] = name
-    return atomic_write_text(out_dir / "report.md", render_report(runs, plots, incomplete))
+    return atomic_write_text(out_dir / "report.md", render_report(runs, plots, incomplete, against))
