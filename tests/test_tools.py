@@ -55,6 +55,21 @@ def test_help_lists_every_option_with_its_default(module, capsys):
         assert f"  {item.name}=" in shown and item.metadata["help"] in shown
 
 
+def test_help_names_the_command_that_starts_the_tool(capsys):
+    from reid.conf.tool import CONSOLE_TOOLS
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {f"reid-{name}" for name in CONSOLE_TOOLS} == set(scripts)
+    for module, first_line in (
+        ("reid.tools.report", "reid-report [key=value ...]"),
+        ("reid.tools.bench.loader", "reid-bench loader [key=value ...]"),
+        ("reid.tools.canonical_poses", "python -m reid.tools.canonical_poses [key=value ...]"),
+        ("reid.tools.synthetic_preview", "python -m reid.tools.synthetic_preview [key=value ...]"),
+    ):
+        assert import_module(module).main(["--help"]) == 0
+        assert capsys.readouterr().out.startswith(first_line)
+
+
 def test_values_are_typed_checked_and_taken_as_written():
     from reid.errors import ConfigError
     from reid.tools.bench import BenchOptions

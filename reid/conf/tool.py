@@ -89,10 +89,20 @@ def run_tool(
     return int(status or 0)
 
 
+#: the tools with a console script ``reid-<name>`` (pyproject's [project.scripts]); the others run as
+#: ``python -m reid.tools.<name>``
+CONSOLE_TOOLS = ("train", "evaluate", "report", "export", "bench", "summary", "extract-pose", "search")
+
+
+def program(name: str) -> str:
+    """How a user starts the tool ``name`` (``bench loader`` is a sub-command of ``reid-bench``)."""
+    return f"reid-{name}" if name.split()[0] in CONSOLE_TOOLS else f"python -m reid.tools.{name}"
+
+
 def usage(options_type: type, name: str, function: Callable[..., Any] | None = None) -> str:
     """``--help``: what the tool does and each option with its default."""
     doc = (function.__doc__ or options_type.__doc__ or "").strip().splitlines()
-    lines = [f"reid-{name} [key=value ...]" + (f": {doc[0]}" if doc else ""), "", "options:"]
+    lines = [f"{program(name)} [key=value ...]" + (f": {doc[0]}" if doc else ""), "", "options:"]
     positional = _positional_field(options_type)
     for item in dataclasses.fields(options_type):
         default = (
