@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from types import ModuleType
-
 import pytest
 import torch
-from conftest import ROOT
+from conftest import load_script
 from hydra.utils import instantiate
-
-
-def load_script() -> ModuleType:
-    """The script as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("fusion_gap", ROOT / "scripts" / "fusion_gap.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fusion_gap"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("model", ["intra", "intra_inter"])
 def test_the_feature_forms_are_the_branches_combined_as_named(make_cfg, model):
-    script = load_script()
+    script = load_script("fusion_gap")
     torch.manual_seed(0)
     module = instantiate(make_cfg(f"model={model}").model, num_classes=5, _convert_="all").eval()
     with torch.no_grad():
@@ -43,7 +29,7 @@ def test_the_feature_forms_are_the_branches_combined_as_named(make_cfg, model):
 
 
 def test_summarise_pairs_models_by_seed():
-    script = load_script()
+    script = load_script("fusion_gap")
     forms = {form: (50.0, 40.0) for form in script.FORMS}
 
     def run(shift: float) -> dict:
@@ -55,3 +41,12 @@ def test_summarise_pairs_models_by_seed():
     assert any(line.startswith("| a (n=2) | hard preset | 52.0 ± 2.8 / 42.0 ± 2.8 |") for line in lines)
     pair = [line for line in lines if line.startswith("| b − a (2 seeds) | hard preset |")]
     assert len(pair) == 1 and pair[0].count("+2.0 ± 0.0 / +2.0 ± 0.0") == len(script.FORMS)
+
+
+def test_an_argument_without_a_label_or_a_checkpoint_is_one_error_line(tmp_path):
+    script = load_script("fusion_gap")
+    for argument in (str(tmp_path / "last.ckpt"), f"intra={tmp_path / 'missing.ckpt'}"):
+        with pytest.raises(SystemExit) as stopped:
+            script.main([argument])
+        message = str(stopped.value.code)
+        assert message.count("\n") == 0 and message.startswith(f"error: {argument!r} is not label=<checkpoint file>")

@@ -3,24 +3,10 @@ positive and negative controls behind its low figures on real checkpoints)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from types import ModuleType
-
 import torch
-from conftest import ROOT
+from conftest import load_script
 
 from reid.metrics.truth import concordance
-
-
-def load_probe() -> ModuleType:
-    """The script as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("visibility_probe", ROOT / "scripts" / "visibility_probe.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["visibility_probe"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def shares(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -30,7 +16,7 @@ def shares(n: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def test_the_ridge_probe_finds_a_planted_feature_and_nothing_in_noise() -> None:
-    probe = load_probe()
+    probe = load_script("visibility_probe")
     generator = torch.Generator().manual_seed(0)
     train_y, test_y = shares(600, generator), shares(300, generator)
     noise_train, noise_test = torch.randn(600, 64, generator=generator), torch.randn(300, 64, generator=generator)
@@ -44,7 +30,7 @@ def test_the_ridge_probe_finds_a_planted_feature_and_nothing_in_noise() -> None:
 
 
 def test_the_map_probe_learns_the_share_of_hidden_locations() -> None:
-    probe = load_probe()
+    probe = load_script("visibility_probe")
     generator = torch.Generator().manual_seed(1)
 
     def maps(y: torch.Tensor) -> torch.Tensor:
