@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 
+import torch
 from conftest import ROOT
 
 from reid.tools import bench
@@ -50,3 +51,43 @@ def test_every_benchmark_is_in_the_bench_package():
         outside += [f"{path.relative_to(ROOT)}: {name}" for name in names if name.lower().startswith("bench")]
         outside += [str(path.relative_to(ROOT))] if path.stem == "bench" else []
     assert outside == []
+
+
+def test_the_convolutions_benchmark_records_every_call_with_its_multiply_adds():
+    from reid.models import ResNet50, count_macs
+    from reid.tools.bench.convs import record_convolutions
+    from reid.variants import build_variant
+
+    whole = torch.zeros(2, 3, 64, 32)
+    resnet = ResNet50(10)
+    calls = record_convolutions(resnet, (whole,))
+    assert len(calls) == 53  # the stem, 16 bottlenecks of three, 4 projections
+    linear = 2 * 2048 * 10  # the classifier, the one layer count_macs counts besides the convolutions
+    assert sum(call.macs() for call in calls) == 2 * count_macs(resnet, (64, 32), None) - linear
+    net = build_variant("intra_inter", 10)
+    parts = torch.zeros(2, 4, 3, 16, 32)
+    calls = record_convolutions(net, (whole, parts))
+    stems = [call for call in calls if call.weight_shape[1:] == (3, 3, 3)]
+    # the shared Conv1 runs twice: on the whole body, and on the four stacked part crops with its weight repeated
+    assert [(call.input_shape[1], call.weight_shape[0], call.groups) for call in stems] == [(3, 32, 1), (12, 128, 4)]
+    kinds = {call.kind for call in calls}
+    assert {"1x1 plain", "3x3 plain", "1x1 grouped", "3x3 grouped", "1x1 depthwise"} <= kinds
+
+
+def test_the_convolutions_report_puts_each_network_at_resnets_convolution_rate():
+    from reid.tools.bench.convs import RESNET, ConvsOptions, KindRow, NetworkProfile, format_report
+
+    # ResNet-50: 30 G forward multiply-adds of convolutions in 3 s (30 GMAC/s over three products), 1 s else
+    resnet = NetworkProfile(RESNET, 4.0, 30.0, {"3x3 plain": KindRow(1, 3.0, 30.0)})
+    # the other network: 10 G at half that rate (2 s), 1 s else; at ResNet-50's rate its convolutions take 1 s
+    other = NetworkProfile("other", 3.0, 10.0, {"1x1 grouped": KindRow(4, 2.0, 10.0)})
+    report = format_report([other, resnet], ConvsOptions(), matmul_gmacs=40.0)
+    ratios = report.splitlines()[-1]
+    assert ratios == "| other | 1.33x | 3.00x | 2.00x |"
+    assert "| other | 1x1 grouped | 4 | 2.000 | 10.00 | 15.0 |" in report
+    assert "| ResNet-50 | 4.000 | 90.0 | 22.5 | 56% | 3.000 | 30.0 | 1.000 |" in report
+
+
+def test_the_convolutions_benchmark_names_an_unknown_model(capsys):
+    assert bench.main(["convs", "variants=[nope]"]) == 2
+    assert capsys.readouterr().err.startswith("error:")

@@ -5,6 +5,8 @@
 is the same), each with ``--help``:
 
 * ``network``: training and inference images/s of each network and of a ResNet-50;
+* ``convs``: where a network's training step goes, each convolution timed alone against the core's
+  matrix-multiply rate;
 * ``loader``: a loader worker's CPU time and bytes per image on each pipeline (``data.pipeline``);
 * ``step``: the whole training step's images/s (loader workers, crops, network) on each pipeline;
 * ``ranking``: CMC + mAP + mINP on a random Market-sized problem and on a large gallery;
@@ -33,7 +35,7 @@ from reid.tools.bench.network import (
     run,
 )
 
-BENCHMARKS = ("network", "loader", "step", "ranking", "search", "truth")
+BENCHMARKS = ("network", "convs", "loader", "step", "ranking", "search", "truth")
 """The benchmarks by name: the modules of this package that ``reid-bench <name>`` runs."""
 
 
