@@ -27,14 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import open_dict
 from torch import Tensor
 
-from reid.conf import compose_config
 from reid.lit.module import ReIDModule
 from reid.metrics import evaluate_features
 from reid.models.network import NetworkOutput
-from reid.tasks import build_datamodule
+from reid.tasks import build_datamodule, condition_config
 
 CONDITIONS = {
     "hard preset": ["data.options.preset=hard"],
@@ -60,14 +58,10 @@ def feature_forms(output: NetworkOutput) -> dict[str, Tensor]:
 def score(checkpoint: str) -> dict[str, dict[str, tuple[float, float]]]:
     """``{condition: {form: (R1, mAP)}}`` in percent for one checkpoint."""
     module = ReIDModule.load_from_checkpoint(checkpoint).eval()
-    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)["reid_config"]["data"]
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)
     results: dict[str, dict[str, tuple[float, float]]] = {}
     for name, overrides in CONDITIONS.items():
-        cfg = compose_config(overrides)
-        with open_dict(cfg):
-            for key in ("whole_size", "part_size", "beta"):
-                cfg.data[key] = stored[key]
-            cfg.data.num_workers = 0
+        cfg = condition_config(stored, overrides)
         chunks: dict[str, list[Tensor]] = {form: [] for form in FORMS}
         pids, camids, is_query = [], [], []
         with torch.no_grad():

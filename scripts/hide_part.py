@@ -18,26 +18,23 @@ import numpy as np
 import torch
 from omegaconf import open_dict
 
-from reid.conf import compose_config
 from reid.data.crops import crop_regions
 from reid.data.index import keypoint_source
 from reid.data.io import read_image
 from reid.lit.module import ReIDModule
 from reid.names import PART_NAMES
 from reid.pose.regions import region_confidence
-from reid.tasks import build_datamodule
+from reid.tasks import build_datamodule, condition_config
 
 
 def main(argv: list[str]) -> None:
     """Prints the table of mean changes of mu."""
     checkpoint, overrides = argv[0], argv[1:]
     module = ReIDModule.load_from_checkpoint(checkpoint).eval()
-    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)["reid_config"]["data"]
-    cfg = compose_config(overrides)
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    cfg = condition_config(stored, overrides)
     with open_dict(cfg):
-        for key in ("whole_size", "part_size", "beta", "options"):
-            cfg.data[key] = stored[key]
-        cfg.data.num_workers = 0
+        cfg.data.options = stored["reid_config"]["data"]["options"]  # the synthetic set it was trained on
     datamodule = build_datamodule(cfg)
     eval_set = datamodule.eval_set
     assert datamodule.dataset is not None  # set up by build_datamodule

@@ -16,13 +16,11 @@ from __future__ import annotations
 import sys
 
 import torch
-from omegaconf import open_dict
 
-from reid.conf import compose_config
 from reid.lit.module import ReIDModule
 from reid.metrics.truth import concordance, spearman
 from reid.names import PART_NAMES
-from reid.tasks import build_datamodule
+from reid.tasks import build_datamodule, condition_config
 
 CONDITIONS = {
     "default preset": [],
@@ -36,7 +34,7 @@ def main(argv: list[str]) -> None:
     checkpoint = argv[0]
     torch.set_num_threads(1)
     module = ReIDModule.load_from_checkpoint(checkpoint).eval()
-    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)["reid_config"]["data"]
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)
     print(f"{checkpoint}: mu of the query images")
     print(
         "| condition | mu mean | mu std over images | "
@@ -45,11 +43,7 @@ def main(argv: list[str]) -> None:
     )
     print("|---|---:|---:|" + "---:|" * (len(PART_NAMES) + 3))
     for name, overrides in CONDITIONS.items():
-        cfg = compose_config(overrides)
-        with open_dict(cfg):
-            for key in ("whole_size", "part_size", "beta"):
-                cfg.data[key] = stored[key]
-            cfg.data.num_workers = 0
+        cfg = condition_config(stored, overrides)
         visible, weights, confidence = [], [], []
         with torch.no_grad():
             for batch in build_datamodule(cfg).val_dataloader():

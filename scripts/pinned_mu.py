@@ -13,12 +13,10 @@ from __future__ import annotations
 import sys
 
 import torch
-from omegaconf import open_dict
 
-from reid.conf import compose_config
 from reid.lit.module import ReIDModule
 from reid.metrics import evaluate_features
-from reid.tasks import build_datamodule
+from reid.tasks import build_datamodule, condition_config
 
 CONDITIONS = {
     "hard preset": ["data.options.preset=hard"],
@@ -29,14 +27,9 @@ CONDITIONS = {
 def score(checkpoint: str) -> None:
     """Prints ``<checkpoint> | <condition> | R1 / mAP with mu | R1 / mAP pinned`` for both conditions."""
     module = ReIDModule.load_from_checkpoint(checkpoint).eval()
-    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)["reid_config"]["data"]
-    visibility = (stored.get("pose") or {}).get("visibility", "confidence")
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)
     for name, overrides in CONDITIONS.items():
-        cfg = compose_config([*overrides, f"data.pose.visibility={visibility}"])
-        with open_dict(cfg):
-            for key in ("whole_size", "part_size", "beta"):
-                cfg.data[key] = stored[key]
-            cfg.data.num_workers = 0
+        cfg = condition_config(stored, overrides)  # data.pose.visibility as trained, among the rest
         features: dict[str, list[torch.Tensor]] = {"mu": [], "pinned": []}
         pids, camids, is_query = [], [], []
         with torch.no_grad():

@@ -31,22 +31,20 @@ concordance is the reference.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import open_dict
 from torch import Tensor
 
-from reid.conf import compose_config
 from reid.data.crop_dataset import CropDataset
 from reid.data.truth import truth_path
 from reid.lit.module import ReIDModule
 from reid.metrics.truth import concordance
 from reid.names import PART_NAMES
-from reid.tasks import build_datamodule
+from reid.tasks import build_datamodule, condition_config
 
 CONDITIONS = {"hard preset": ["data.options.preset=hard"], "occluded condition": ["data=synthetic_occluded"]}
 TRAIN_CONDITION = ["data.options.preset=hard"]
@@ -193,14 +191,10 @@ def predict(model: tuple[Tensor, Tensor, Tensor, Tensor], x: Tensor) -> Tensor:
     return ((x.double() - mean) / std) @ weights + bias
 
 
-def loaders(cfg_overrides: list[str], stored: Mapping, visibility: str) -> tuple:
+def loaders(cfg_overrides: list[str], stored: dict[str, Any], visibility: str) -> tuple:
     """The hard preset's training images (evaluation transform, with truth) and a condition's eval loader."""
-    cfg = compose_config(cfg_overrides)
-    with open_dict(cfg):
-        for key in ("whole_size", "part_size", "beta"):
-            cfg.data[key] = stored[key]
-        cfg.data.num_workers = 0
-        cfg.data.pose.visibility = visibility
+    overrides = [*cfg_overrides, f"data.pose.visibility={visibility}"]
+    cfg = condition_config(stored, overrides, keep=["pose.visibility"])
     datamodule = build_datamodule(cfg)
     train = datamodule.train_set
     probe_set = CropDataset(
@@ -228,7 +222,7 @@ def main() -> None:
     module = ReIDModule.load_from_checkpoint(args.checkpoint).eval()
     if not getattr(module.net, "group_parts", False):
         raise SystemExit("error: the probe reads the grouped part branch (model.net.group_parts=true)")
-    stored = torch.load(args.checkpoint, map_location="cpu", weights_only=True)["reid_config"]["data"]
+    stored = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
     train_loader, _ = loaders(TRAIN_CONDITION, stored, args.visibility)
     train = collect(module, train_loader, queries=False)
     tests = {

@@ -70,6 +70,8 @@ def test_the_convolutions_benchmark_records_every_call_with_its_multiply_adds():
     stems = [call for call in calls if call.weight_shape[1:] == (3, 3, 3)]
     # the shared Conv1 runs twice: on the whole body, and on the four stacked part crops with its weight repeated
     assert [(call.input_shape[1], call.weight_shape[0], call.groups) for call in stems] == [(3, 32, 1), (12, 128, 4)]
+    # the images need no gradient, every later layer's input does (as in a training step)
+    assert [call.input_grad for call in calls] == [call not in stems for call in calls]
     kinds = {call.kind for call in calls}
     assert {"1x1 plain", "3x3 plain", "1x1 grouped", "3x3 grouped", "1x1 depthwise"} <= kinds
 

@@ -208,3 +208,18 @@ def test_scoring_options_are_built_once_from_the_eval_group(make_cfg):
     )
     assert ReIDMetric(**options.metric_kwargs("market")).max_rank == 20
     assert ScoringOptions.from_config({}) == ScoringOptions()  # a mapping without the keys: the defaults
+
+
+def test_a_condition_is_read_with_the_checkpoints_input_settings():
+    from reid.tasks import condition_config
+
+    trained = {"whole_size": [64, 32], "part_size": [16, 32], "beta": 0.3, "pose": {"visibility": "detected"}}
+    checkpoint = {"reid_config": {"data": trained}}
+    cfg = condition_config(checkpoint, ["data=synthetic_occluded", "data.whole_size=[32,16]"])
+    assert cfg.data.num_workers == 0
+    assert cfg.data.options.query_occlusion_prob == 1.0  # the condition's own images
+    # the network's input is the checkpoint's, whatever the condition's config or the overrides say
+    assert (list(cfg.data.whole_size), list(cfg.data.part_size), cfg.data.beta) == ([64, 32], [16, 32], 0.3)
+    assert cfg.data.pose.visibility == "detected"
+    kept = condition_config(checkpoint, ["data.pose.visibility=confidence"], keep=["pose.visibility"])
+    assert kept.data.pose.visibility == "confidence" and list(kept.data.whole_size) == [64, 32]

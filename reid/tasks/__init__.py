@@ -12,7 +12,7 @@ from reid.tasks.common import (
     run_cli,
     write_metrics,
 )
-from reid.tasks.evaluate import evaluate, knockout_scores, use_stored_input_config
+from reid.tasks.evaluate import condition_config, evaluate, knockout_scores, use_stored_input_config
 from reid.tasks.train import train, warn_if_pretraining_missing
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "build_datamodule",
     "build_model",
     "build_test_sets",
+    "condition_config",
     "configure_wandb_env",
     "evaluate",
     "knockout_scores",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -117,6 +118,24 @@ def use_stored_input_config(cfg: DictConfig, checkpoint: dict[str, Any], explici
             OmegaConf.update(cfg.data, key, trained, merge=False)
         log.info("data.%s=%s from the checkpoint (this config had %s)", key, shown_trained, current)
     return notices
+
+
+def condition_config(checkpoint: dict[str, Any], overrides: Sequence[str] = (), keep: Sequence[str] = ()) -> DictConfig:
+    """train.py's config with ``overrides`` (a test condition), read as the checkpoint's network saw its input.
+
+    What evaluate.py does for ``ckpt_path``, for the analysis scripts of ``scripts/`` that score a
+    checkpoint on several conditions: the settings of :data:`INPUT_KEYS` come from the
+    checkpoint's stored data config, except the ``data.`` keys named in ``keep`` (set in
+    ``overrides`` on purpose, with a logged notice where they differ); the loaders run in this
+    process (``data.num_workers=0``).
+    """
+    from reid.conf import compose_config
+
+    cfg = compose_config(list(overrides))
+    use_stored_input_config(cfg, checkpoint, explicit={f"data.{key}" for key in keep})
+    with open_dict(cfg):
+        cfg.data.num_workers = 0
+    return cfg
 
 
 def _model_from_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any], protocol: str) -> Any:

@@ -13,10 +13,10 @@ batch) it measures, on ``threads`` threads with the same timer:
   (the forward product and the two of the backward pass) over the step's time;
 * **every convolution alone**: one forward pass records each ``nn.Conv2d`` call (input shape and
   memory format, weight, stride, groups; the shared Conv1 once per input, with its weight
-  repeated as it runs), then each distinct call is timed alone, forward and backward (input and
-  weight gradients), the fastest of ``iters``; their sum is the convolutions' share of the step
-  and the rest (``step - convolutions``) is everything else: batch norm, activations, the
-  attention products, pooling, linear layers, the optimizer;
+  repeated as it runs), then each distinct call is timed alone, forward and backward (the weight
+  gradient, and the input's except on the images), the fastest of ``iters``; their sum is the
+  convolutions' share of the step and the rest (``step - convolutions``) is everything else:
+  batch norm, activations, the attention products, pooling, linear layers, the optimizer;
 * **the core's matrix-multiply rate**: a float32 ``matmul_n`` x ``matmul_n`` product, the
   rate the library reaches on the plainest problem.
 
@@ -41,7 +41,7 @@ from reid.conf.tool import option, run_tool
 from reid.errors import ConfigError
 from reid.memory import retain_freed_memory
 from reid.models import ResNet50, count_macs
-from reid.tools.bench.network import SIZES, TIMERS, cpu_model, measure
+from reid.tools.bench.network import SIZES, TIMERS, cpu_model, fastest, measure
 from reid.variants import build_variant, model_variant
 
 RESNET = "ResNet-50"
@@ -58,6 +58,8 @@ class ConvCall:
     padding: tuple[int, ...]
     dilation: tuple[int, ...]
     groups: int
+    #: the backward pass computes the input's gradient too (every layer but those on the images)
+    input_grad: bool = True
 
     @property
     def kind(self) -> str:
@@ -101,34 +103,23 @@ def record_convolutions(net: nn.Module, inputs: Sequence[Tensor]) -> list[ConvCa
                 tuple(module.padding),  # type: ignore[arg-type]  # str padding is not used here
                 tuple(module.dilation),
                 groups,
+                x.requires_grad,
             )
         )
 
     handles = [module.register_forward_hook(hook) for module in net.modules() if isinstance(module, nn.Conv2d)]
     try:
-        with torch.no_grad():
-            net(*inputs)
+        net(*inputs)  # with autograd on, so that each call knows whether its input needs a gradient
     finally:
         for handle in handles:
             handle.remove()
     return calls
 
 
-def _fastest(step: Callable[[], None], warmup: int, iters: int, timer: Callable[[], float]) -> float:
-    for _ in range(warmup):
-        step()
-    best = float("inf")
-    for _ in range(iters):
-        start = timer()
-        step()
-        best = min(best, timer() - start)
-    return best
-
-
 def time_convolution(call: ConvCall, warmup: int, iters: int, timer: Callable[[], float]) -> float:
-    """Seconds of the call's forward and backward (input and weight gradients), the fastest of ``iters``."""
+    """Seconds of the call's forward and backward (and its input's gradient where it ran), fastest of ``iters``."""
     memory_format = torch.channels_last if call.channels_last else torch.contiguous_format
-    x = torch.randn(call.input_shape).contiguous(memory_format=memory_format).requires_grad_()
+    x = torch.randn(call.input_shape).contiguous(memory_format=memory_format).requires_grad_(call.input_grad)
     weight = torch.randn(call.weight_shape).contiguous(memory_format=memory_format).requires_grad_()
     with torch.no_grad():
         grad = torch.randn_like(F.conv2d(x, weight, None, call.stride, call.padding, call.dilation, call.groups))
@@ -137,7 +128,7 @@ def time_convolution(call: ConvCall, warmup: int, iters: int, timer: Callable[[]
         x.grad = weight.grad = None
         F.conv2d(x, weight, None, call.stride, call.padding, call.dilation, call.groups).backward(grad)
 
-    return _fastest(step, warmup, iters, timer)
+    return fastest(step, warmup, iters, timer)
 
 
 def matmul_rate(n: int, warmup: int, iters: int, timer: Callable[[], float]) -> float:
@@ -147,7 +138,7 @@ def matmul_rate(n: int, warmup: int, iters: int, timer: Callable[[], float]) -> 
     def product() -> None:
         torch.mm(a, b)
 
-    seconds = _fastest(product, warmup, iters, timer)
+    seconds = fastest(product, warmup, iters, timer)
     return n**3 / seconds / 1e9
 
 

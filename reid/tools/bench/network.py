@@ -101,9 +101,7 @@ TIMERS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "process": 
 shared machine do not inflate (meaningful with ``--threads 1``; with more threads it sums them)."""
 
 
-def _fastest(
-    step: Callable[[], None], warmup: int, iters: int, timer: Callable[[], float] = time.perf_counter
-) -> float:
+def fastest(step: Callable[[], None], warmup: int, iters: int, timer: Callable[[], float] = time.perf_counter) -> float:
     """Seconds of the fastest of ``iters`` timed calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         step()
@@ -154,9 +152,9 @@ def measure(
 
     clock = TIMERS[timer]
     net.train()
-    train_seconds = _fastest(_synchronised(train_step, device), warmup, iters, clock)
+    train_seconds = fastest(_synchronised(train_step, device), warmup, iters, clock)
     net.eval()
-    infer_seconds = _fastest(_synchronised(infer_step, device), warmup, iters, clock)
+    infer_seconds = fastest(_synchronised(infer_step, device), warmup, iters, clock)
     return batch / train_seconds, batch / infer_seconds
 
 
