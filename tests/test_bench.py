@@ -93,3 +93,29 @@ def test_the_convolutions_report_puts_each_network_at_resnets_convolution_rate()
 def test_the_convolutions_benchmark_names_an_unknown_model(capsys):
     assert bench.main(["convs", "variants=[nope]"]) == 2
     assert capsys.readouterr().err.startswith("error:")
+
+
+def test_the_network_benchmark_builds_its_networks_at_the_width_asked(capsys):
+    common = ["sizes=[demo]", "variants=[baseline]", "batch_size=2", "warmup=0", "iters=1", "resnet=false"]
+    rows = {}
+    for width in ("null", "0.5"):
+        assert bench.main([*common, f"width={width}"]) == 0
+        table = capsys.readouterr().out.splitlines()
+        rows[width] = next(line for line in table if line.startswith("| baseline"))
+        settings = next(line for line in table if line.startswith("Hardware:"))
+        assert ("width 0.5" in settings) == (width == "0.5")  # the settings line names a width it was given
+    params = {width: float(row.split("|")[3]) for width, row in rows.items()}
+    assert params["0.5"] < 0.5 * params["null"]  # half the channels: about a quarter of the convolution weights
+
+
+def test_the_setup_benchmark_times_both_verification_modes_on_the_same_images(capsys, data_dir):
+    from conftest import TINY_OVERRIDES
+
+    overrides = [item for item in TINY_OVERRIDES if item.startswith("data.options")] + [f"paths.data_dir={data_dir}"]
+    assert bench.main(["setup", "repeats=1", f"overrides=[{','.join(overrides)}]"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    counts = {line.split(":")[0]: line.split(" for ")[1] for line in lines if line.startswith("data.verify_images=")}
+    assert set(counts) == {"data.verify_images=decode", "data.verify_images=header"}
+    assert len(set(counts.values())) == 1  # both modes set up the same images
+    assert lines[-1].startswith("decoding every image adds")
+    assert bench.main(["setup", "modes=[nope]"]) == 2

@@ -8,6 +8,7 @@ is the same), each with ``--help``:
 * ``convs``: where a network's training step goes, each convolution timed alone against the core's
   matrix-multiply rate;
 * ``loader``: a loader worker's CPU time and bytes per image on each pipeline (``data.pipeline``);
+* ``setup``: the data module's set-up time with each ``data.verify_images`` mode;
 * ``step``: the whole training step's images/s (loader workers, crops, network) on each pipeline;
 * ``ranking``: CMC + mAP + mINP on a random Market-sized problem and on a large gallery;
 * ``search``: time and peak memory of ``reid-search``'s top-k ranking over a large gallery;
@@ -35,7 +36,7 @@ from reid.tools.bench.network import (
     run,
 )
 
-BENCHMARKS = ("network", "convs", "loader", "step", "ranking", "search", "truth")
+BENCHMARKS = ("network", "convs", "loader", "setup", "step", "ranking", "search", "truth")
 """The benchmarks by name: the modules of this package that ``reid-bench <name>`` runs."""
 
 

@@ -171,6 +171,7 @@ def run(args: BenchOptions) -> list[BenchRow]:
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    width = {} if args.width is None else {"width": args.width}
     rows = []
     for size in args.sizes:
         whole_size, part_size = SIZES[size]
@@ -182,10 +183,10 @@ def run(args: BenchOptions) -> list[BenchRow]:
         for variant in args.variants:
             for layout in layouts:
                 if layout is None:
-                    label, net = variant, build_variant(variant, args.num_classes)
+                    label, net = variant, build_variant(variant, args.num_classes, **width)
                 else:
                     label = f"{variant} ({layout})"
-                    net = build_variant(variant, args.num_classes, group_parts=layout == "grouped")
+                    net = build_variant(variant, args.num_classes, group_parts=layout == "grouped", **width)
                 models.append((label, net, (whole, parts), part_size))
         if args.resnet:
             models.append(("ResNet-50", ResNet50(args.num_classes), (whole,), None))
@@ -221,6 +222,7 @@ def format_table(rows: Sequence[BenchRow], args: BenchOptions) -> str:
     lines = [
         f"Hardware: {hardware}; torch {torch.__version__}{'; compiled' if args.compile else ''}; "
         f"batch {args.batch_size}; {args.precision}; "
+        f"{'' if args.width is None else f'width {args.width} (ResNet-50 at its own); '}"
         f"{'channels_last' if args.channels_last else 'contiguous (NCHW)'}; "
         f"freed memory {'retained' if args.retain_freed_memory else 'returned to the kernel'}; {args.timer} time, "
         f"fastest of {args.iters} after {args.warmup} warm-up iteration(s); {args.num_classes} classes.",
@@ -241,6 +243,13 @@ class BenchOptions:
     """The options of ``reid-bench`` (``key=value``)."""
 
     variants: list[str] | None = option(None, "models of conf/model/ (default: each distinct network among them)")
+    width: float | None = option(
+        None,
+        "channel width of the networks (model.net.width; default: Table 1's, 1.0; the synthetic recipe's 0.5)",
+        low=0,
+        low_open=True,
+        high=8,
+    )
     sizes: list[str] = option(["demo", "paper"], "named input sizes: demo (128x64 / 32x64), paper (384x192 / 96x192)")
     batch_size: int = option(32, "images per batch", low=1)
     threads: int | None = option(None, "torch intra-op threads (default: torch's)", low=1)
