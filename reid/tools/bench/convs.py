@@ -63,7 +63,7 @@ class ConvCall:
 
     @property
     def kind(self) -> str:
-        """``k<size> plain|grouped|depthwise``: the kernel size and how the channels are grouped."""
+        """``<h>x<w> plain|grouped|depthwise``: the kernel size and how the channels are grouped."""
         in_per_group = self.weight_shape[1]
         grouping = "plain" if self.groups == 1 else "depthwise" if in_per_group == 1 else "grouped"
         return f"{self.weight_shape[2]}x{self.weight_shape[3]} {grouping}"
@@ -93,11 +93,11 @@ def record_convolutions(net: nn.Module, inputs: Sequence[Tensor]) -> list[ConvCa
         if x.shape[1] != weight[1] * groups:
             groups = x.shape[1] // weight[1]
             weight = (weight[0] * groups, *weight[1:])
-        memory_format_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         calls.append(
             ConvCall(
                 tuple(x.shape),
-                memory_format_last,
+                channels_last,
                 weight,
                 tuple(module.stride),
                 tuple(module.padding),  # type: ignore[arg-type]  # str padding is not used here
